@@ -1,0 +1,409 @@
+//! The decisions for one exchange: which rule applies, who may send, and what happens to
+//! each body. Hosts (the proxy-wasm filter, the component, the CLI) only move bytes.
+
+use crate::document::{FieldOutcome, OpenError, SealError, open_fields, seal_fields, withhold_fields};
+use crate::envelope::Context;
+use crate::json::parse_document;
+use crate::keyring::{KeyId, Keyring};
+use crate::policy::{ContextSource, Denied, Grant, OnError, PathMatch, Policy, Rule};
+use crate::problem::{Direction, Problem, ProblemKind};
+use crate::webhook::{self, VerifyError, WebhookHeaders};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Who is calling: an id (SPIFFE id, JWT subject, trusted header) and JWT claims if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The identity that producer and reader globs are matched against.
+    pub id: String,
+    /// JWT claims (an object), or `Null`.
+    pub claims: Value,
+}
+
+/// The request line and headers a rule is matched against. Header names are lower case.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`, query string included.
+    pub path: &'a str,
+    /// `:authority`.
+    pub authority: &'a str,
+    /// Request headers.
+    pub headers: &'a [(String, String)],
+}
+
+impl RequestHead<'_> {
+    /// The first value of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(self.headers, name)
+    }
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// Remembers accepted signature ids until they expire, to refuse replays.
+pub trait ReplayCache {
+    /// Records `id` until `expires_at` (Unix seconds); `false` if it was already recorded.
+    fn insert_if_new(&mut self, id: &str, expires_at: i64, now: i64) -> bool;
+}
+
+/// A replay cache in process memory, for single-process hosts and tests.
+#[derive(Debug, Default)]
+pub struct MemoryReplayCache(HashMap<String, i64>);
+
+impl ReplayCache for MemoryReplayCache {
+    fn insert_if_new(&mut self, id: &str, expires_at: i64, now: i64) -> bool {
+        self.0.retain(|_, expiry| *expiry >= now);
+        if self.0.contains_key(id) {
+            return false;
+        }
+        self.0.insert(id.to_owned(), expires_at);
+        true
+    }
+}
+
+/// One body to decide on.
+pub struct BodyJob<'a> {
+    /// The rule that matched the request.
+    pub rule: &'a Rule,
+    /// Request or response body.
+    pub direction: Direction,
+    /// The request (context headers come from it in both directions).
+    pub request: RequestHead<'a>,
+    /// The headers travelling with this body (request or response headers).
+    pub headers: &'a [(String, String)],
+    /// The caller, if the policy identifies one.
+    pub principal: Option<&'a Principal>,
+    /// The whole body.
+    pub body: &'a [u8],
+    /// Now, in Unix seconds, from the host clock.
+    pub now: i64,
+}
+
+/// What was done, for metrics and the audit trail. Holds no values and no secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Per-field outcomes.
+    pub fields: Vec<FieldOutcome>,
+    /// The key whose signature verified.
+    pub verified_by: Option<KeyId>,
+    /// Whether the body was signed.
+    pub signed: bool,
+    /// `forward_unchanged` let a failure through; this is why.
+    pub forwarded_despite: Option<ProblemKind>,
+}
+
+/// The decision on one body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it on.
+    Forward {
+        /// The new body, or `None` to forward the original bytes.
+        body: Option<Vec<u8>>,
+        /// Headers to set (replacing any with the same name).
+        set_headers: Vec<(String, String)>,
+        /// What was done.
+        report: Report,
+    },
+    /// Answer with this problem instead; nothing is forwarded.
+    Refuse {
+        /// The refusal.
+        problem: Problem,
+        /// What was done before the refusal.
+        report: Report,
+    },
+}
+
+/// A body to forward (`None`: the original bytes) and the headers to set on it.
+type Forwarded = (Option<Vec<u8>>, Vec<(String, String)>);
+
+/// A policy with its keyring: the only thing a host needs to decide.
+#[derive(Debug)]
+pub struct Engine {
+    policy: Policy,
+    keyring: Keyring,
+}
+
+impl Engine {
+    /// Pairs a policy with the keyring it was validated against.
+    pub fn new(policy: Policy, keyring: Keyring) -> Self {
+        Self { policy, keyring }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The first rule whose match fits the request, if any.
+    pub fn route(&self, request: &RequestHead<'_>) -> Option<&Rule> {
+        self.policy.rules.iter().find(|rule| matches(rule, request))
+    }
+
+    /// Whether the principal may send on this rule's route (403 before anything is forwarded).
+    ///
+    /// # Errors
+    /// A [`Problem`] of kind [`ProblemKind::ProducerForbidden`].
+    pub fn admit(&self, rule: &Rule, principal: Option<&Principal>) -> Result<(), Problem> {
+        match &rule.producers {
+            Some(grants) if !granted(grants, principal) => Err(Problem::new(
+                ProblemKind::ProducerForbidden,
+                Direction::Request,
+                format!("principal {} may not send on rule {:?}", shown(principal), rule.name),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Decides on one whole body: verify, seal, open, sign, in that order, all or nothing.
+    pub fn decide(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache) -> Decision {
+        let mut report = Report::default();
+        match self.apply(job, replay, &mut report) {
+            Ok((body, set_headers)) => Decision::Forward { body, set_headers, report },
+            Err(problem)
+                if job.rule.on_error == OnError::ForwardUnchanged
+                    && job.rule.seal.is_none()
+                    && problem.kind != ProblemKind::ReaderForbidden =>
+            {
+                report.fields.clear();
+                report.forwarded_despite = Some(problem.kind);
+                Decision::Forward {
+                    body: None,
+                    set_headers: Vec::new(),
+                    report,
+                }
+            }
+            Err(problem) => Decision::Refuse { problem, report },
+        }
+    }
+
+    fn apply(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache, report: &mut Report) -> Result<Forwarded, Problem> {
+        let (rule, direction) = (job.rule, job.direction);
+        let limits = &self.policy.limits;
+        if job.body.len() > limits.max_body_bytes {
+            return Err(Problem::document(
+                &crate::json::DocumentError::TooLarge {
+                    limit: limits.max_body_bytes,
+                },
+                direction,
+            ));
+        }
+        if rule.verify {
+            let headers = WebhookHeaders {
+                id: header(job.headers, webhook::ID_HEADER),
+                timestamp: header(job.headers, webhook::TIMESTAMP_HEADER),
+                signature: header(job.headers, webhook::SIGNATURE_HEADER),
+            };
+            let tolerance = self.policy.tolerance_secs;
+            let verified =
+                webhook::verify(&self.keyring, headers, job.body, job.now, tolerance).map_err(|e| Problem::verify(&e, direction))?;
+            let expires_at = verified.timestamp.saturating_add(i64::try_from(tolerance).unwrap_or(i64::MAX));
+            if !replay.insert_if_new(&verified.id, expires_at, job.now) {
+                return Err(Problem::verify(&VerifyError::Replayed, direction));
+            }
+            report.verified_by = Some(verified.kid);
+        }
+        let mut new_body = None;
+        if rule.needs_json() && !job.body.iter().all(u8::is_ascii_whitespace) {
+            if !is_json_media_type(header(job.headers, "content-type")) {
+                return Err(Problem::new(
+                    ProblemKind::UnsupportedMediaType,
+                    direction,
+                    "content-type must be application/json or application/*+json",
+                ));
+            }
+            let mut doc = parse_document(job.body, limits).map_err(|e| Problem::document(&e, direction))?;
+            let context = self.context(rule, &job.request, &doc);
+            if let Some(seal) = &rule.seal {
+                let context = context
+                    .as_ref()
+                    .map_err(|name| Problem::seal(&SealError::ContextMissing { name: name.clone() }, direction))?;
+                report.fields.extend(
+                    seal_fields(&mut doc, &seal.fields, seal.required, &self.keyring, context).map_err(|e| Problem::seal(&e, direction))?,
+                );
+            }
+            for group in &rule.open {
+                if granted(&group.readers, job.principal) {
+                    let context = context
+                        .as_ref()
+                        .map_err(|name| Problem::open(&OpenError::ContextMissing { name: name.clone() }, direction))?;
+                    let opened = open_fields(&mut doc, &group.fields.fields, group.fields.required, &self.keyring, context)
+                        .map_err(|e| Problem::open(&e, direction))?;
+                    report.fields.extend(opened);
+                    continue;
+                }
+                match &group.denied {
+                    Denied::Refuse => {
+                        let detail = format!("principal {} may not open {}", shown(job.principal), group.fields.fields[0]);
+                        return Err(Problem::new(ProblemKind::ReaderForbidden, Direction::Request, detail));
+                    }
+                    Denied::Mask(mask) => report.fields.extend(withhold_fields(&mut doc, &group.fields.fields, Some(mask))),
+                    Denied::LeaveSealed => report.fields.extend(withhold_fields(&mut doc, &group.fields.fields, None)),
+                }
+            }
+            if report
+                .fields
+                .iter()
+                .any(|f| f.result != crate::FieldResult::Absent && f.result != crate::FieldResult::Withheld)
+            {
+                new_body = Some(serde_json::to_vec(&doc).unwrap_or_default());
+            }
+        }
+        let mut set_headers = Vec::new();
+        if rule.sign {
+            let id = header(job.headers, webhook::ID_HEADER)
+                .map(str::to_owned)
+                .unwrap_or_else(new_message_id);
+            let body = new_body.as_deref().unwrap_or(job.body);
+            let signature = webhook::sign(&self.keyring, &id, job.now, body).map_err(|e| Problem::sign(&e, direction))?;
+            set_headers.push((webhook::ID_HEADER.to_owned(), id));
+            set_headers.push((webhook::TIMESTAMP_HEADER.to_owned(), job.now.to_string()));
+            set_headers.push((webhook::SIGNATURE_HEADER.to_owned(), signature));
+            report.signed = true;
+        }
+        Ok((new_body, set_headers))
+    }
+
+    /// The rule's context for this event, or the name of the first value that is missing.
+    fn context(&self, rule: &Rule, request: &RequestHead<'_>, doc: &Value) -> Result<Context, String> {
+        let mut context = Context::new();
+        for (name, source) in &rule.context {
+            let value = match source {
+                ContextSource::Literal(v) => Some(v.clone()),
+                ContextSource::Header(h) => request.header(h).map(str::to_owned),
+                ContextSource::Body(p) => doc.pointer(p).and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+            };
+            context.insert(name.clone(), value.ok_or_else(|| name.clone())?);
+        }
+        Ok(context)
+    }
+}
+
+fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
+    let m = &rule.matcher;
+    let path = request.path.split(['?', '#']).next().unwrap_or_default();
+    let method_ok = m.methods.is_empty() || m.methods.iter().any(|x| x.eq_ignore_ascii_case(request.method));
+    let path_ok = match &m.path {
+        None => true,
+        Some(PathMatch::Exact(p)) => path == p,
+        Some(PathMatch::Prefix(p)) => path.starts_with(p.as_str()),
+    };
+    let host_ok = m.host.as_deref().is_none_or(|host| {
+        let authority = request.authority.to_ascii_lowercase();
+        let without_port = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(authority.as_str(), |(h, _)| h);
+        if host.contains(':') {
+            authority == host
+        } else {
+            without_port == host
+        }
+    });
+    let headers_ok = m.headers.iter().all(|(name, value)| request.header(name) == Some(value.as_str()));
+    method_ok && path_ok && host_ok && headers_ok
+}
+
+/// Whether any grant admits the principal. No principal, or no grants, admits nobody.
+fn granted(grants: &[Grant], principal: Option<&Principal>) -> bool {
+    let Some(principal) = principal else { return false };
+    grants.iter().any(|grant| match grant {
+        Grant::Principal(glob) => glob_matches(glob, &principal.id),
+        Grant::Claim { pointer, value } => match principal.claims.pointer(pointer) {
+            Some(Value::Array(items)) => items.contains(value),
+            Some(claim) => claim == value,
+            None => false,
+        },
+    })
+}
+
+fn shown(principal: Option<&Principal>) -> String {
+    principal.map_or_else(|| "(none)".to_owned(), |p| format!("{:?}", p.id))
+}
+
+/// `*` matches any run of characters (including `/`); everything else matches itself.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+fn is_json_media_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A fresh `msg_` id from 128 random bits, for signing events that carry none.
+fn new_message_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    // An RNG failure leaves zeros; the id then only loses uniqueness, never authenticity.
+    let _ = getrandom::fill(&mut bytes);
+    format!("msg_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches(
+            "spiffe://example.org/ns/billing/*",
+            "spiffe://example.org/ns/billing/sa/api"
+        ));
+        assert!(!glob_matches(
+            "spiffe://example.org/ns/billing/*",
+            "spiffe://example.org/ns/shop/sa/api"
+        ));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "aXXbYYc"));
+        assert!(!glob_matches("a*b*c", "aXXbYY"));
+        assert!(glob_matches("exact", "exact") && !glob_matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(is_json_media_type(Some("application/json; charset=utf-8")));
+        assert!(is_json_media_type(Some("Application/CloudEvents+JSON")));
+        assert!(!is_json_media_type(Some("text/plain")));
+        assert!(!is_json_media_type(None));
+    }
+
+    #[test]
+    fn replay_cache_forgets_expired_ids() {
+        let mut cache = MemoryReplayCache::default();
+        assert!(cache.insert_if_new("a", 100, 0));
+        assert!(!cache.insert_if_new("a", 100, 50));
+        assert!(cache.insert_if_new("a", 300, 101));
+    }
+}

@@ -1,0 +1,307 @@
+//! The sealed-field envelope: JWE Compact Serialization (RFC 7516), `enc` A256GCM.
+//!
+//! `docs/FORMAT.md` is the specification; section numbers below refer to it.
+
+use crate::keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring};
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Nonce, Tag};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use core::fmt;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+/// Values bound into every envelope besides its pointer (event type, tenant, route, …).
+///
+/// A ciphertext only opens where the same context is computed again (FORMAT.md §3.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context(BTreeMap<String, String>);
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds `name` to `value`.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    /// The bound values, sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Context {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// Why one sealed value could not be opened. Maps to the vector outcomes of FORMAT.md §6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Not an envelope this version understands; the reason names the rule broken.
+    Malformed(&'static str),
+    /// The AEAD tag did not verify: wrong key, or any bit of the envelope changed.
+    Unauthenticated,
+    /// The `kid` is not in the keyring.
+    UnknownKey(KeyId),
+    /// The `kid` is in the keyring with status `disabled`.
+    DisabledKey(KeyId),
+    /// An authentic envelope that was sealed for another field.
+    MovedField,
+    /// An authentic envelope that was sealed under another context.
+    WrongContext,
+    /// The selected value is not a sealed string at all.
+    NotSealed,
+}
+
+impl Rejection {
+    /// The stable outcome name used by test vectors, problem details and audit records.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::DisabledKey(_) => "disabled_key",
+            Self::MovedField => "moved_field",
+            Self::WrongContext => "wrong_context",
+            Self::NotSealed => "not_sealed",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(reason) => write!(f, "malformed envelope: {reason}"),
+            Self::Unauthenticated => f.write_str("envelope is not authentic"),
+            Self::UnknownKey(kid) => write!(f, "unknown key {kid}"),
+            Self::DisabledKey(kid) => write!(f, "key {kid} is disabled"),
+            Self::MovedField => f.write_str("envelope was sealed for another field"),
+            Self::WrongContext => f.write_str("envelope was sealed under another context"),
+            Self::NotSealed => f.write_str("value is not a sealed envelope"),
+        }
+    }
+}
+
+/// Why one value could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SealFailure {
+    /// The keyring has no primary `A256GCM` key.
+    NoPrimaryKey,
+    /// The primary key reached its encryption limit and must be rotated.
+    KeyExhausted(KeyId),
+    /// The OS random number generator failed.
+    Random,
+    /// The value is longer than AES-GCM can encrypt in one message.
+    ValueTooLong,
+}
+
+impl fmt::Display for SealFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoPrimaryKey => f.write_str("no primary A256GCM key"),
+            Self::KeyExhausted(kid) => write!(f, "key {kid} reached its encryption limit; rotate it"),
+            Self::Random => f.write_str("the system random number generator failed"),
+            Self::ValueTooLong => f.write_str("value too long to seal"),
+        }
+    }
+}
+
+/// The protected header members this version reads (FORMAT.md §3.2).
+///
+/// serde refuses a repeated member, which RFC 7516 §4 lets a parser reject.
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    enc: String,
+    kid: String,
+    ptr: String,
+    ctx: BTreeMap<String, String>,
+    crit: Option<Value>,
+}
+
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// Seals `value` for the field at `pointer` with the keyring's primary key.
+///
+/// # Errors
+/// [`SealFailure`] when there is no usable primary key or no randomness.
+pub fn seal_value(keyring: &Keyring, pointer: &str, context: &Context, value: &Value) -> Result<(String, KeyId), SealFailure> {
+    let key = keyring.primary(KeyUse::Seal).ok_or(SealFailure::NoPrimaryKey)?;
+    seal_with(key, pointer, context, value).map(|jwe| (jwe, key.kid().clone()))
+}
+
+fn seal_with(key: &Key, pointer: &str, context: &Context, value: &Value) -> Result<String, SealFailure> {
+    let cipher = key.aead().ok_or(SealFailure::NoPrimaryKey)?;
+    if !key.take_seal() {
+        return Err(SealFailure::KeyExhausted(key.kid().clone()));
+    }
+    let header = protected_header(key.kid(), pointer, context);
+    let encoded_header = URL_SAFE_NO_PAD.encode(header);
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|_| SealFailure::Random)?;
+    // serde_json cannot fail to serialize a Value.
+    let mut buffer = Zeroizing::new(serde_json::to_vec(value).unwrap_or_default());
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), encoded_header.as_bytes(), &mut buffer)
+        .map_err(|_| SealFailure::ValueTooLong)?;
+    let mut out = String::with_capacity(encoded_header.len() + 4 + (buffer.len() + NONCE_LEN + TAG_LEN) * 4 / 3 + 8);
+    out.push_str(&encoded_header);
+    out.push_str("..");
+    URL_SAFE_NO_PAD.encode_string(nonce, &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(&buffer[..], &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(tag, &mut out);
+    Ok(out)
+}
+
+/// The header JSON in a fixed member order, so equal inputs give equal headers.
+fn protected_header(kid: &KeyId, pointer: &str, context: &Context) -> String {
+    let text = |s: &str| Value::String(s.to_owned()).to_string();
+    let ctx = context
+        .entries()
+        .map(|(k, v)| format!("{}:{}", text(k), text(v)))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        r#"{{"alg":"dir","enc":"A256GCM","kid":{},"ptr":{},"ctx":{{{ctx}}}}}"#,
+        text(kid.as_str()),
+        text(pointer)
+    )
+}
+
+/// Opens one envelope found at `pointer`, checking its key, tag and binding (FORMAT.md §4).
+///
+/// # Errors
+/// A [`Rejection`] naming the first rule the envelope breaks.
+pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope: &str) -> Result<(Value, KeyId), Rejection> {
+    let mut parts = envelope.split('.');
+    let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Rejection::Malformed("not five dot-separated segments"));
+    };
+    let decode = |segment: &str, what: &'static str| URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed(what));
+    let header_json = decode(h, "header is not base64url")?;
+    let header: Header =
+        serde_json::from_slice(&header_json).map_err(|_| Rejection::Malformed("header is not the expected JSON object"))?;
+    if header.crit.is_some() {
+        return Err(Rejection::Malformed("unsupported critical header parameters"));
+    }
+    if header.enc != "A256GCM" {
+        return Err(Rejection::Malformed("unsupported enc"));
+    }
+    if header.alg != "dir" {
+        return Err(Rejection::Malformed("unsupported alg"));
+    }
+    if !ek.is_empty() {
+        return Err(Rejection::Malformed("alg dir requires an empty encrypted key"));
+    }
+    let nonce = decode(iv, "iv is not base64url")?;
+    let sealed = decode(ct, "ciphertext is not base64url")?;
+    let tag = decode(tag, "tag is not base64url")?;
+    if nonce.len() != NONCE_LEN {
+        return Err(Rejection::Malformed("iv is not 96 bits"));
+    }
+    if tag.len() != TAG_LEN {
+        return Err(Rejection::Malformed("tag is not 128 bits"));
+    }
+    let key = keyring
+        .get(&header.kid)
+        .ok_or_else(|| Rejection::UnknownKey(KeyId::from_untrusted(&header.kid)))?;
+    if key.status() == KeyStatus::Disabled {
+        return Err(Rejection::DisabledKey(key.kid().clone()));
+    }
+    let cipher = key.aead().ok_or_else(|| Rejection::UnknownKey(key.kid().clone()))?;
+    let mut plaintext = Zeroizing::new(sealed);
+    cipher
+        .decrypt_in_place_detached(Nonce::from_slice(&nonce), h.as_bytes(), &mut plaintext, Tag::from_slice(&tag))
+        .map_err(|_| Rejection::Unauthenticated)?;
+    // The binding is checked only once the header is known to be authentic.
+    if header.ptr != pointer {
+        return Err(Rejection::MovedField);
+    }
+    if header.ctx != context.0 {
+        return Err(Rejection::WrongContext);
+    }
+    let value = serde_json::from_slice(&plaintext).map_err(|_| Rejection::Malformed("plaintext is not JSON"))?;
+    Ok((value, key.kid().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ring() -> Keyring {
+        Keyring::from_value(
+            &json!({"keys": [
+                {"kty": "oct", "kid": "k2", "alg": "A256GCM", "k": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "status": "primary"},
+                {"kty": "oct", "kid": "k1", "alg": "A256GCM", "k": "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8", "status": "retired"},
+                {"kty": "oct", "kid": "k0", "alg": "A256GCM", "k": "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8", "status": "disabled"},
+            ]}),
+            "",
+        )
+        .unwrap()
+    }
+
+    fn ctx() -> Context {
+        [("type", "order.created"), ("tenant", "acme")].into_iter().collect()
+    }
+
+    #[test]
+    fn every_json_type_round_trips() {
+        let ring = ring();
+        for value in [
+            json!("4111 1111"),
+            json!(42),
+            json!(1.5),
+            json!(true),
+            json!(null),
+            json!([1, {"a": "b"}]),
+            json!({"x": [null]}),
+        ] {
+            let (jwe, kid) = seal_value(&ring, "/data/x", &ctx(), &value).unwrap();
+            assert_eq!(kid.as_str(), "k2");
+            assert_eq!(open_value(&ring, "/data/x", &ctx(), &jwe).unwrap().0, value);
+        }
+    }
+
+    #[test]
+    fn binding_is_enforced_after_authentication() {
+        let ring = ring();
+        let (jwe, _) = seal_value(&ring, "/a", &ctx(), &json!("secret")).unwrap();
+        assert_eq!(open_value(&ring, "/b", &ctx(), &jwe), Err(Rejection::MovedField));
+        let other: Context = [("type", "order.created"), ("tenant", "evil")].into_iter().collect();
+        assert_eq!(open_value(&ring, "/a", &other, &jwe), Err(Rejection::WrongContext));
+    }
+
+    #[test]
+    fn nonces_are_fresh_per_seal() {
+        let ring = ring();
+        let a = seal_value(&ring, "/a", &ctx(), &json!(1)).unwrap().0;
+        let b = seal_value(&ring, "/a", &ctx(), &json!(1)).unwrap().0;
+        assert_ne!(a.split('.').nth(2), b.split('.').nth(2));
+    }
+
+    #[test]
+    fn header_is_valid_jose_with_the_binding() {
+        let (jwe, _) = seal_value(&ring(), "/data/card~1no", &ctx(), &json!(1)).unwrap();
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwe.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            json!({"alg": "dir", "enc": "A256GCM", "kid": "k2", "ptr": "/data/card~1no", "ctx": {"tenant": "acme", "type": "order.created"}})
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Reading event bodies under limits before any field is touched.
+
+use core::fmt;
+use serde_json::Value;
+
+/// Bounds applied to every body before it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_json_depth: 32,
+        }
+    }
+}
+
+/// Why a body is not an event we can work on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DocumentError {
+    /// Larger than `max_body_bytes`.
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Nested deeper than `max_json_depth`.
+    TooDeep {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Not a JSON text (RFC 8259); `line` and `column` locate the first error.
+    NotJson {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+}
+
+impl fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(f, "body is larger than {limit} bytes"),
+            Self::TooDeep { limit } => write!(f, "JSON is nested deeper than {limit} levels"),
+            Self::NotJson { line, column } => write!(f, "body is not valid JSON (line {line}, column {column})"),
+        }
+    }
+}
+
+impl std::error::Error for DocumentError {}
+
+/// Parses `body` as JSON after checking its size and depth without recursion.
+///
+/// # Errors
+/// [`DocumentError`] for a body that is too large, too deep or not JSON.
+pub fn parse_document(body: &[u8], limits: &Limits) -> Result<Value, DocumentError> {
+    if body.len() > limits.max_body_bytes {
+        return Err(DocumentError::TooLarge {
+            limit: limits.max_body_bytes,
+        });
+    }
+    if nesting_depth(body) > limits.max_json_depth {
+        return Err(DocumentError::TooDeep {
+            limit: limits.max_json_depth,
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| DocumentError::NotJson {
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+/// Deepest bracket nesting outside strings; a linear scan so hostile input cannot recurse.
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_inside_strings() {
+        assert_eq!(nesting_depth(br#"{"a":"[[[[\"{{"}"#), 1);
+        assert_eq!(nesting_depth(br#"[[{"a":[1]}]]"#), 4);
+    }
+
+    #[test]
+    fn limits_are_enforced_before_parsing() {
+        let limits = Limits {
+            max_body_bytes: 16,
+            max_json_depth: 2,
+        };
+        assert_eq!(parse_document(&[b' '; 17], &limits), Err(DocumentError::TooLarge { limit: 16 }));
+        assert_eq!(parse_document(b"[[[1]]]", &limits), Err(DocumentError::TooDeep { limit: 2 }));
+        assert!(matches!(parse_document(b"{\"a\":", &limits), Err(DocumentError::NotJson { .. })));
+        assert!(parse_document(b"[[1]]", &limits).is_ok());
+    }
+
+    #[test]
+    fn hostile_depth_is_refused_without_stack_overflow() {
+        let body = vec![b'['; 1_000_000];
+        let limits = Limits {
+            max_body_bytes: 2_000_000,
+            max_json_depth: 32,
+        };
+        assert_eq!(parse_document(&body, &limits), Err(DocumentError::TooDeep { limit: 32 }));
+    }
+}

@@ -1,0 +1,374 @@
+//! Keyrings: JWK Sets (RFC 7517) of symmetric keys with a rotation status.
+
+use crate::secret::SecretBytes;
+use aes_gcm::{Aes256Gcm, KeyInit};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use serde_json::{Map, Value};
+
+/// A key identifier (`kid`), carried in every envelope and signature decision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl KeyId {
+    /// A kid read from untrusted input (an envelope header), bounded and printable for reports.
+    pub(crate) fn from_untrusted(kid: &str) -> Self {
+        Self(kid.chars().filter(|c| !c.is_control()).take(128).collect())
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a key is for, decided by its `alg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyUse {
+    /// `A256GCM`: seals and opens fields.
+    Seal,
+    /// `HS256`: signs and verifies Standard Webhooks signatures.
+    Sign,
+}
+
+/// Where a key stands in its rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum KeyStatus {
+    /// Seals new fields / makes new signatures. Exactly one per use.
+    Primary,
+    /// Opens and verifies; signs alongside the primary during a signing-key rotation.
+    Active,
+    /// Still opens and verifies, and is reported so its envelopes get rewrapped.
+    Retired,
+    /// Refuses everything with a clear error.
+    Disabled,
+}
+
+impl KeyStatus {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "primary" => Self::Primary,
+            "active" => Self::Active,
+            "retired" => Self::Retired,
+            "disabled" => Self::Disabled,
+            _ => return None,
+        })
+    }
+
+    /// The status as written in a keyring.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// At most 2^32 random-nonce encryptions under one AES-GCM key (NIST SP 800-38D §8.3).
+pub const MAX_SEALS_PER_KEY: u64 = 1 << 32;
+
+/// One key of a [`Keyring`].
+pub struct Key {
+    kid: KeyId,
+    key_use: KeyUse,
+    status: KeyStatus,
+    material: KeyMaterial,
+    seals: AtomicU64,
+}
+
+enum KeyMaterial {
+    /// Expanded once at load: AES round keys are not recomputed per field.
+    Aead(Box<Aes256Gcm>),
+    Mac(SecretBytes),
+}
+
+impl Key {
+    /// The key's identifier.
+    pub fn kid(&self) -> &KeyId {
+        &self.kid
+    }
+
+    /// What the key is for.
+    pub fn key_use(&self) -> KeyUse {
+        self.key_use
+    }
+
+    /// Where the key stands in its rotation.
+    pub fn status(&self) -> KeyStatus {
+        self.status
+    }
+
+    pub(crate) fn aead(&self) -> Option<&Aes256Gcm> {
+        match &self.material {
+            KeyMaterial::Aead(cipher) => Some(cipher),
+            KeyMaterial::Mac(_) => None,
+        }
+    }
+
+    pub(crate) fn mac_secret(&self) -> Option<&SecretBytes> {
+        match &self.material {
+            KeyMaterial::Mac(secret) => Some(secret),
+            KeyMaterial::Aead(_) => None,
+        }
+    }
+
+    /// Counts one encryption; `false` once the key has reached [`MAX_SEALS_PER_KEY`].
+    pub(crate) fn take_seal(&self) -> bool {
+        self.seals.fetch_add(1, Ordering::Relaxed) < MAX_SEALS_PER_KEY
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("use", &self.key_use)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated set of keys: unique kids, right lengths, one primary per use in service.
+#[derive(Debug, Default)]
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+/// Why a JWK Set was refused. Never contains key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// The text is not JSON.
+    NotJson,
+    /// A member is missing or has the wrong form; `at` is its JSON Pointer.
+    Invalid {
+        /// JSON Pointer of the offending member.
+        at: String,
+        /// What was expected there.
+        expected: String,
+    },
+    /// Two keys share a kid.
+    DuplicateKid(String),
+    /// A use has keys in service but not exactly one primary.
+    PrimaryCount {
+        /// `A256GCM` or `HS256`.
+        alg: &'static str,
+        /// How many primaries were found.
+        found: usize,
+    },
+}
+
+impl fmt::Display for KeyringError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotJson => f.write_str("keyring is not valid JSON"),
+            Self::Invalid { at, expected } => write!(f, "keyring {at}: expected {expected}"),
+            Self::DuplicateKid(kid) => write!(f, "keyring: kid {kid:?} appears more than once"),
+            Self::PrimaryCount { alg, found } => {
+                write!(f, "keyring: {alg} keys need exactly one with status \"primary\", found {found}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KeyringError {}
+
+impl Keyring {
+    /// Parses and validates a JWK Set document.
+    ///
+    /// # Errors
+    /// [`KeyringError`] naming the JSON location of the first problem.
+    pub fn from_jwks(text: &str) -> Result<Self, KeyringError> {
+        let doc: Value = serde_json::from_str(text).map_err(|_| KeyringError::NotJson)?;
+        Self::from_value(&doc, "")
+    }
+
+    /// Validates a JWK Set already parsed as JSON; `at` prefixes error locations.
+    ///
+    /// # Errors
+    /// [`KeyringError`] naming the JSON location of the first problem.
+    pub fn from_value(doc: &Value, at: &str) -> Result<Self, KeyringError> {
+        let invalid = |path: String, expected: &str| KeyringError::Invalid {
+            at: path,
+            expected: expected.to_owned(),
+        };
+        let list = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(format!("{at}/keys"), "an array of JWKs"))?;
+        let mut keys: Vec<Key> = Vec::with_capacity(list.len());
+        for (i, jwk) in list.iter().enumerate() {
+            let key = parse_jwk(jwk, &format!("{at}/keys/{i}"))?;
+            if keys.iter().any(|k| k.kid == key.kid) {
+                return Err(KeyringError::DuplicateKid(key.kid.0));
+            }
+            keys.push(key);
+        }
+        for (key_use, alg) in [(KeyUse::Seal, "A256GCM"), (KeyUse::Sign, "HS256")] {
+            let in_use = keys.iter().filter(|k| k.key_use == key_use && k.status != KeyStatus::Disabled);
+            let (count, primaries) = in_use.fold((0, 0), |(n, p), k| (n + 1, p + usize::from(k.status == KeyStatus::Primary)));
+            if count > 0 && primaries != 1 {
+                return Err(KeyringError::PrimaryCount { alg, found: primaries });
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// The key with this kid, whatever its status.
+    pub fn get(&self, kid: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.kid.0 == kid)
+    }
+
+    /// The primary key for a use, if the keyring has one.
+    pub fn primary(&self, key_use: KeyUse) -> Option<&Key> {
+        self.keys.iter().find(|k| k.key_use == key_use && k.status == KeyStatus::Primary)
+    }
+
+    /// Every key, in keyring order.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.keys.iter()
+    }
+}
+
+fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
+    let invalid = |member: &str, expected: &str| KeyringError::Invalid {
+        at: format!("{at}{member}"),
+        expected: expected.to_owned(),
+    };
+    let obj: &Map<String, Value> = jwk.as_object().ok_or_else(|| invalid("", "a JWK object"))?;
+    let text = |member: &str| obj.get(member).and_then(Value::as_str);
+    if text("kty") != Some("oct") {
+        return Err(invalid("/kty", "\"oct\" (a symmetric key)"));
+    }
+    let kid = text("kid").filter(|k| !k.is_empty() && k.len() <= 128 && k.chars().all(|c| !c.is_control()));
+    let kid = KeyId(
+        kid.ok_or_else(|| invalid("/kid", "a non-empty string of at most 128 printable characters"))?
+            .to_owned(),
+    );
+    let status = text("status")
+        .and_then(KeyStatus::parse)
+        .ok_or_else(|| invalid("/status", "one of \"primary\", \"active\", \"retired\", \"disabled\""))?;
+    let k = text("k").ok_or_else(|| invalid("/k", "the key bytes, base64url (or a whsec_ secret for HS256)"))?;
+    let (key_use, material) = match text("alg") {
+        Some("A256GCM") => {
+            let bytes = decode_b64url(k)
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| invalid("/k", "32 bytes, base64url without padding"))?;
+            let cipher = Aes256Gcm::new_from_slice(bytes.expose()).map_err(|_| invalid("/k", "32 bytes"))?;
+            (KeyUse::Seal, KeyMaterial::Aead(Box::new(cipher)))
+        }
+        Some("HS256") => (
+            KeyUse::Sign,
+            KeyMaterial::Mac(decode_mac_secret(k).ok_or_else(|| {
+                invalid(
+                    "/k",
+                    "at least 32 bytes base64url, or a Standard Webhooks secret \"whsec_\" + base64 of 24 to 64 bytes",
+                )
+            })?),
+        ),
+        _ => return Err(invalid("/alg", "\"A256GCM\" (sealing) or \"HS256\" (signatures)")),
+    };
+    let declared_use = match key_use {
+        KeyUse::Seal => "enc",
+        KeyUse::Sign => "sig",
+    };
+    if text("use").is_some_and(|u| u != declared_use) {
+        return Err(invalid("/use", &format!("\"{declared_use}\" for this alg, when present")));
+    }
+    Ok(Key {
+        kid,
+        key_use,
+        status,
+        material,
+        seals: AtomicU64::new(0),
+    })
+}
+
+fn decode_b64url(text: &str) -> Option<SecretBytes> {
+    URL_SAFE_NO_PAD.decode(text).ok().map(SecretBytes::new)
+}
+
+/// HS256 secrets: a JWK `k` (RFC 7518 §3.2: at least 256 bits) or a Standard Webhooks
+/// `whsec_` secret (standard base64 of 24 to 64 bytes).
+fn decode_mac_secret(k: &str) -> Option<SecretBytes> {
+    match k.strip_prefix("whsec_") {
+        Some(b64) => STANDARD
+            .decode(b64)
+            .ok()
+            .map(SecretBytes::new)
+            .filter(|s| (24..=64).contains(&s.len())),
+        None => decode_b64url(k).filter(|s| s.len() >= 32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+    fn ring(keys: Value) -> Result<Keyring, KeyringError> {
+        Keyring::from_value(&json!({ "keys": keys }), "")
+    }
+
+    #[test]
+    fn accepts_a_rotating_keyring() {
+        let ring = ring(json!([
+            {"kty": "oct", "kid": "new", "alg": "A256GCM", "k": K1, "status": "primary"},
+            {"kty": "oct", "kid": "old", "alg": "A256GCM", "k": K1, "status": "retired"},
+            {"kty": "oct", "kid": "gone", "alg": "A256GCM", "k": K1, "status": "disabled"},
+            {"kty": "oct", "kid": "hook", "alg": "HS256", "k": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "status": "primary"},
+        ]))
+        .unwrap();
+        assert_eq!(ring.primary(KeyUse::Seal).unwrap().kid().as_str(), "new");
+        assert_eq!(ring.primary(KeyUse::Sign).unwrap().kid().as_str(), "hook");
+        assert_eq!(ring.get("gone").unwrap().status(), KeyStatus::Disabled);
+    }
+
+    #[test]
+    fn refuses_wrong_lengths_duplicates_and_primary_counts() {
+        let short = ring(json!([{"kty": "oct", "kid": "a", "alg": "A256GCM", "k": "AAEC", "status": "primary"}]));
+        assert!(matches!(short, Err(KeyringError::Invalid { ref at, .. }) if at == "/keys/0/k"));
+        let dup = ring(json!([
+            {"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "primary"},
+            {"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "active"},
+        ]));
+        assert_eq!(dup.unwrap_err(), KeyringError::DuplicateKid("a".into()));
+        let two = ring(json!([
+            {"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "primary"},
+            {"kty": "oct", "kid": "b", "alg": "A256GCM", "k": K1, "status": "primary"},
+        ]));
+        assert_eq!(two.unwrap_err(), KeyringError::PrimaryCount { alg: "A256GCM", found: 2 });
+        let none = ring(json!([{"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "active"}]));
+        assert_eq!(none.unwrap_err(), KeyringError::PrimaryCount { alg: "A256GCM", found: 0 });
+        let weak = ring(json!([{"kty": "oct", "kid": "h", "alg": "HS256", "k": "whsec_AAAA", "status": "primary"}]));
+        assert!(matches!(weak, Err(KeyringError::Invalid { ref at, .. }) if at == "/keys/0/k"));
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_key_bytes() {
+        let ring = ring(json!([{"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "primary"}])).unwrap();
+        let shown = format!("{ring:?}");
+        assert!(!shown.contains(K1), "{shown}");
+        let err = Keyring::from_jwks(&format!(
+            "{{\"keys\":[{{\"kty\":\"oct\",\"kid\":\"a\",\"alg\":\"A128GCM\",\"k\":\"{K1}\"}}]}}"
+        ))
+        .unwrap_err();
+        assert!(!err.to_string().contains(K1));
+    }
+}

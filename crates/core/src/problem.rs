@@ -1,0 +1,261 @@
+//! The one boundary where every refusal becomes an HTTP status and a problem type.
+//!
+//! Bodies are `application/problem+json` (RFC 9457). `type` values are stable: clients and
+//! dashboards may rely on them. Details never contain secrets or field values.
+
+use crate::document::{OpenError, SealError};
+use crate::json::DocumentError;
+use crate::webhook::{SignError, VerifyError};
+use serde_json::json;
+
+/// Which body a decision is about. Response-side failures are the upstream's fault (502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The request going upstream.
+    Request,
+    /// The response coming back.
+    Response,
+}
+
+impl Direction {
+    /// `request` or `response`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        }
+    }
+}
+
+/// The stable classes of refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// The body is not JSON.
+    MalformedJson,
+    /// The JSON nests deeper than the limit.
+    JsonTooDeep,
+    /// The body is not JSON by its content type.
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    PayloadTooLarge,
+    /// A required field is missing.
+    FieldMissing,
+    /// A value bound into the envelope context is missing.
+    ContextMissing,
+    /// A signature header is missing.
+    SignatureMissing,
+    /// A signature header is malformed.
+    SignatureMalformed,
+    /// The signature timestamp is outside the tolerance.
+    SignatureExpired,
+    /// No signature verifies.
+    SignatureInvalid,
+    /// The message id was seen before.
+    SignatureReplayed,
+    /// The principal may not send on this route.
+    ProducerForbidden,
+    /// The principal may not read a field and the rule says refuse.
+    ReaderForbidden,
+    /// A sealed field failed to open.
+    SealedFieldRejected,
+    /// Sealing failed for a reason on our side (keys, randomness).
+    SealFailed,
+    /// Signing failed for a reason on our side.
+    SignFailed,
+    /// The key management service could not be reached.
+    KmsUnavailable,
+}
+
+impl ProblemKind {
+    /// The last segment of the problem `type` URI.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed-json",
+            Self::JsonTooDeep => "json-too-deep",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::FieldMissing => "field-missing",
+            Self::ContextMissing => "context-missing",
+            Self::SignatureMissing => "signature-missing",
+            Self::SignatureMalformed => "signature-malformed",
+            Self::SignatureExpired => "signature-expired",
+            Self::SignatureInvalid => "signature-invalid",
+            Self::SignatureReplayed => "signature-replayed",
+            Self::ProducerForbidden => "producer-forbidden",
+            Self::ReaderForbidden => "reader-forbidden",
+            Self::SealedFieldRejected => "sealed-field-rejected",
+            Self::SealFailed => "seal-failed",
+            Self::SignFailed => "sign-failed",
+            Self::KmsUnavailable => "kms-unavailable",
+        }
+    }
+
+    /// The problem `type` URI.
+    pub fn type_uri(self) -> String {
+        format!("urn:eventseal:problem:{}", self.slug())
+    }
+
+    /// A short human title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "Body is not valid JSON",
+            Self::JsonTooDeep => "JSON nesting is too deep",
+            Self::UnsupportedMediaType => "Body is not JSON",
+            Self::PayloadTooLarge => "Body is too large",
+            Self::FieldMissing => "Required field is missing",
+            Self::ContextMissing => "Context value is missing",
+            Self::SignatureMissing => "Signature is missing",
+            Self::SignatureMalformed => "Signature headers are malformed",
+            Self::SignatureExpired => "Signature timestamp is outside the tolerance",
+            Self::SignatureInvalid => "Signature is not valid",
+            Self::SignatureReplayed => "Message was already delivered",
+            Self::ProducerForbidden => "Principal may not send this event",
+            Self::ReaderForbidden => "Principal may not read this event",
+            Self::SealedFieldRejected => "Sealed field cannot be opened",
+            Self::SealFailed => "Event could not be sealed",
+            Self::SignFailed => "Event could not be signed",
+            Self::KmsUnavailable => "Key service unavailable",
+        }
+    }
+
+    /// The HTTP status for this kind in this direction.
+    pub fn status(self, direction: Direction) -> u16 {
+        match (self, direction) {
+            (Self::SealFailed | Self::SignFailed, _) => 500,
+            (Self::KmsUnavailable, _) => 503,
+            (_, Direction::Response) => 502,
+            (Self::MalformedJson | Self::JsonTooDeep | Self::FieldMissing | Self::ContextMissing, _) => 400,
+            (Self::UnsupportedMediaType, _) => 415,
+            (Self::PayloadTooLarge, _) => 413,
+            (
+                Self::SignatureMissing
+                | Self::SignatureMalformed
+                | Self::SignatureExpired
+                | Self::SignatureInvalid
+                | Self::SignatureReplayed,
+                _,
+            ) => 401,
+            (Self::ProducerForbidden | Self::ReaderForbidden, _) => 403,
+            (Self::SealedFieldRejected, _) => 422,
+        }
+    }
+}
+
+/// A refusal, ready to become a local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The class.
+    pub kind: ProblemKind,
+    /// The HTTP status.
+    pub status: u16,
+    /// Which field or header, and why; never a value or a secret.
+    pub detail: String,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u32>,
+}
+
+/// Media type of problem bodies.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+impl Problem {
+    /// A problem of `kind` for a body travelling in `direction`.
+    pub fn new(kind: ProblemKind, direction: Direction, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: kind.status(direction),
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The problem+json body (RFC 9457), with the request id when known.
+    pub fn to_json(&self, request_id: Option<&str>) -> String {
+        let mut body = json!({
+            "type": self.kind.type_uri(),
+            "title": self.kind.title(),
+            "status": self.status,
+            "detail": self.detail,
+        });
+        if let Some(id) = request_id {
+            body["request_id"] = json!(id);
+        }
+        body.to_string()
+    }
+
+    pub(crate) fn document(error: &DocumentError, direction: Direction) -> Self {
+        let kind = match error {
+            DocumentError::TooLarge { .. } => ProblemKind::PayloadTooLarge,
+            DocumentError::TooDeep { .. } => ProblemKind::JsonTooDeep,
+            DocumentError::NotJson { .. } => ProblemKind::MalformedJson,
+        };
+        Self::new(kind, direction, error.to_string())
+    }
+
+    pub(crate) fn seal(error: &SealError, direction: Direction) -> Self {
+        match error {
+            SealError::Document(e) => Self::document(e, direction),
+            SealError::FieldMissing { .. } => Self::new(ProblemKind::FieldMissing, direction, error.to_string()),
+            SealError::ContextMissing { .. } => Self::new(ProblemKind::ContextMissing, direction, error.to_string()),
+            SealError::Field { .. } => Self::new(ProblemKind::SealFailed, direction, error.to_string()),
+        }
+    }
+
+    pub(crate) fn open(error: &OpenError, direction: Direction) -> Self {
+        match error {
+            OpenError::Document(e) => Self::document(e, direction),
+            OpenError::FieldMissing { .. } => Self::new(ProblemKind::FieldMissing, direction, error.to_string()),
+            OpenError::ContextMissing { .. } => Self::new(ProblemKind::ContextMissing, direction, error.to_string()),
+            OpenError::Field { .. } => Self::new(ProblemKind::SealedFieldRejected, direction, error.to_string()),
+        }
+    }
+
+    pub(crate) fn verify(error: &VerifyError, direction: Direction) -> Self {
+        let kind = match error {
+            VerifyError::MissingHeader(_) => ProblemKind::SignatureMissing,
+            VerifyError::MalformedHeader(_) => ProblemKind::SignatureMalformed,
+            VerifyError::TimestampTooOld | VerifyError::TimestampTooNew => ProblemKind::SignatureExpired,
+            VerifyError::NotAuthentic => ProblemKind::SignatureInvalid,
+            VerifyError::Replayed => ProblemKind::SignatureReplayed,
+        };
+        Self::new(kind, direction, error.to_string())
+    }
+
+    pub(crate) fn sign(error: &SignError, direction: Direction) -> Self {
+        Self::new(ProblemKind::SignFailed, direction, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_design_table() {
+        use ProblemKind::*;
+        let req = Direction::Request;
+        for (kind, status) in [
+            (MalformedJson, 400),
+            (UnsupportedMediaType, 415),
+            (PayloadTooLarge, 413),
+            (SignatureInvalid, 401),
+            (SignatureReplayed, 401),
+            (ProducerForbidden, 403),
+            (SealedFieldRejected, 422),
+            (KmsUnavailable, 503),
+        ] {
+            assert_eq!(kind.status(req), status, "{kind:?}");
+        }
+        assert_eq!(SealedFieldRejected.status(Direction::Response), 502);
+        assert_eq!(KmsUnavailable.status(Direction::Response), 503);
+    }
+
+    #[test]
+    fn body_is_problem_json() {
+        let p = Problem::new(ProblemKind::SignatureInvalid, Direction::Request, "no valid signature");
+        let body: serde_json::Value = serde_json::from_str(&p.to_json(Some("req-1"))).unwrap();
+        assert_eq!(body["type"], "urn:eventseal:problem:signature-invalid");
+        assert_eq!(body["status"], 401);
+        assert_eq!(body["request_id"], "req-1");
+    }
+}
