@@ -182,7 +182,7 @@ mod tests {
             "/foo", "/foo/0", "/", "/a~1b", "/c%d", "/e^f", "/g|h", "/i\\j", "/k\"l", "/ ", "/m~0n",
         ] {
             assert_eq!(expand(pointer, &doc), vec![pointer.to_owned()], "{pointer}");
-            assert_eq!(doc.pointer(pointer).is_some(), true);
+            assert!(doc.pointer(pointer).is_some());
         }
     }
 
