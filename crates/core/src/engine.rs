@@ -94,6 +94,10 @@ pub struct Report {
     pub signed: bool,
     /// `forward_unchanged` let a failure through; this is why.
     pub forwarded_despite: Option<ProblemKind>,
+    /// The event's id: CloudEvents `id` in the body, else the `ce-id` header.
+    pub event_id: Option<String>,
+    /// The event's type: CloudEvents `type` in the body, else the `ce-type` header.
+    pub event_type: Option<String>,
 }
 
 /// The decision on one body.
@@ -188,6 +192,8 @@ impl Engine {
     fn apply(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache, report: &mut Report) -> Result<Forwarded, Problem> {
         let (rule, direction) = (job.rule, job.direction);
         let limits = &self.policy.limits;
+        report.event_id = header(job.headers, "ce-id").map(str::to_owned);
+        report.event_type = header(job.headers, "ce-type").map(str::to_owned);
         if job.body.len() > limits.max_body_bytes {
             return Err(Problem::document(
                 &crate::json::DocumentError::TooLarge {
@@ -221,6 +227,11 @@ impl Engine {
                 ));
             }
             let mut doc = parse_document(job.body, limits).map_err(|e| Problem::document(&e, direction))?;
+            for (member, slot) in [("id", &mut report.event_id), ("type", &mut report.event_type)] {
+                if let Some(text) = doc.get(member).and_then(Value::as_str) {
+                    *slot = Some(text.chars().take(256).collect());
+                }
+            }
             let context = self.context(rule, &job.request, &doc);
             if let Some(seal) = &rule.seal {
                 let context = context

@@ -40,6 +40,8 @@ pub enum KeyUse {
     Seal,
     /// `HS256`: signs and verifies Standard Webhooks signatures.
     Sign,
+    /// `HS256` with `"use": "audit"`: keys the audit trail's hash chain.
+    Audit,
 }
 
 /// Where a key stands in its rotation.
@@ -218,7 +220,7 @@ impl Keyring {
             }
             keys.push(key);
         }
-        for (key_use, alg) in [(KeyUse::Seal, "A256GCM"), (KeyUse::Sign, "HS256")] {
+        for (key_use, alg) in [(KeyUse::Seal, "A256GCM"), (KeyUse::Sign, "HS256"), (KeyUse::Audit, "HS256 audit")] {
             let in_use = keys.iter().filter(|k| k.key_use == key_use && k.status != KeyStatus::Disabled);
             let (count, primaries) = in_use.fold((0, 0), |(n, p), k| (n + 1, p + usize::from(k.status == KeyStatus::Primary)));
             if count > 0 && primaries != 1 {
@@ -263,32 +265,30 @@ fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
         .and_then(KeyStatus::parse)
         .ok_or_else(|| invalid("/status", "one of \"primary\", \"active\", \"retired\", \"disabled\""))?;
     let k = text("k").ok_or_else(|| invalid("/k", "the key bytes, base64url (or a whsec_ secret for HS256)"))?;
-    let (key_use, material) = match text("alg") {
-        Some("A256GCM") => {
+    let declared = text("use");
+    let (key_use, material) = match (text("alg"), declared) {
+        (Some("A256GCM"), None | Some("enc")) => {
             let bytes = decode_b64url(k)
                 .filter(|b| b.len() == 32)
                 .ok_or_else(|| invalid("/k", "32 bytes, base64url without padding"))?;
             let cipher = Aes256Gcm::new_from_slice(bytes.expose()).map_err(|_| invalid("/k", "32 bytes"))?;
             (KeyUse::Seal, KeyMaterial::Aead(Box::new(cipher)))
         }
-        Some("HS256") => (
-            KeyUse::Sign,
-            KeyMaterial::Mac(decode_mac_secret(k).ok_or_else(|| {
+        (Some("HS256"), None | Some("sig" | "audit")) => {
+            let secret = decode_mac_secret(k).ok_or_else(|| {
                 invalid(
                     "/k",
                     "at least 32 bytes base64url, or a Standard Webhooks secret \"whsec_\" + base64 of 24 to 64 bytes",
                 )
-            })?),
-        ),
-        _ => return Err(invalid("/alg", "\"A256GCM\" (sealing) or \"HS256\" (signatures)")),
+            })?;
+            // Audit keys are kept apart from signing keys: an audit key must never verify an event.
+            let key_use = if declared == Some("audit") { KeyUse::Audit } else { KeyUse::Sign };
+            (key_use, KeyMaterial::Mac(secret))
+        }
+        (Some("A256GCM"), Some(_)) => return Err(invalid("/use", "\"enc\" for an A256GCM key, when present")),
+        (Some("HS256"), Some(_)) => return Err(invalid("/use", "\"sig\" or \"audit\" for an HS256 key, when present")),
+        _ => return Err(invalid("/alg", "\"A256GCM\" (sealing) or \"HS256\" (signatures, audit)")),
     };
-    let declared_use = match key_use {
-        KeyUse::Seal => "enc",
-        KeyUse::Sign => "sig",
-    };
-    if text("use").is_some_and(|u| u != declared_use) {
-        return Err(invalid("/use", &format!("\"{declared_use}\" for this alg, when present")));
-    }
     Ok(Key {
         kid,
         key_use,

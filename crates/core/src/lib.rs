@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod audit;
 mod document;
 mod engine;
 mod envelope;
@@ -12,6 +13,7 @@ mod problem;
 mod secret;
 mod webhook;
 
+pub use audit::{AuditChain, AuditFacts, BreakReason, ChainBreak, ChainSummary, verify_audit_log};
 pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields, withhold_fields};
 pub use engine::{BodyJob, Decision, Engine, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, glob_matches};
 pub use envelope::{Context, Rejection, SealFailure, open_value, seal_value};

@@ -5,8 +5,10 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 fn keyring() -> Keyring {
-    Keyring::from_jwks(r#"{"keys":[{"kty":"oct","kid":"prop","alg":"A256GCM","k":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8","status":"primary"}]}"#)
-        .unwrap()
+    Keyring::from_jwks(
+        r#"{"keys":[{"kty":"oct","kid":"prop","alg":"A256GCM","k":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8","status":"primary"}]}"#,
+    )
+    .unwrap()
 }
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -23,7 +25,8 @@ fn json() -> impl Strategy<Value = Value> {
     scalar().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec(("[a-z~/ ]{1,6}", inner), 0..5).prop_map(|members| Value::Object(members.into_iter().collect::<Map<_, _>>())),
+            prop::collection::vec(("[a-z~/ ]{1,6}", inner), 0..5)
+                .prop_map(|members| Value::Object(members.into_iter().collect::<Map<_, _>>())),
         ]
     })
 }
