@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""Writes the eventseal envelope test vectors (docs/FORMAT.md, "Test vectors").
+
+This is an independent implementation of the envelope, written from the spec and
+not from the Rust code: it uses only the Python standard library and pyca
+`cryptography` (AESGCM, AES key wrap). Every envelope is assembled byte by byte.
+
+Keys and IVs are FIXED (derived with SHA-256 from a label), so the output is
+deterministic: running this script again must reproduce the committed files byte
+for byte (tests/interop/test_jwcrypto.py checks it). Never reuse these keys.
+
+    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json
+    python3 tests/vectors/generate.py --out DIR  # write them somewhere else
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import pathlib
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+TAG_LEN = 16
+
+
+def b64(data: bytes) -> str:
+    """base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def derive(label: str, length: int) -> bytes:
+    """Fixed test material: the first `length` bytes of SHA-256(label)."""
+    return hashlib.sha256(label.encode("utf-8")).digest()[:length]
+
+
+def iv_for(name: str) -> bytes:
+    """A distinct fixed 96-bit IV per vector, so no IV repeats under one key."""
+    return derive("eventseal test vector iv " + name, 12)
+
+
+PRIMARY = "k-2026-03"
+ACTIVE = "k-2026-01"
+RETIRED = "k-2025-11"
+DISABLED = "k-2025-06"
+KEYS = {kid: derive("eventseal test vector key " + kid, 32) for kid in (PRIMARY, ACTIVE, RETIRED, DISABLED)}
+# Seals the unknown-kid vector; never appears in any keyring.
+STRANGER = "k-other-service"
+KEYS[STRANGER] = derive("eventseal test vector key " + STRANGER, 32)
+
+
+def jwk(kid: str, status: str, key: bytes = b"") -> dict:
+    return {"kty": "oct", "kid": kid, "alg": "A256GCM", "k": b64(key or KEYS[kid]), "status": status}
+
+
+def keyring(*extra: dict) -> dict:
+    """The usual keyring: one primary key, plus `extra` keys."""
+    return {"keys": [jwk(PRIMARY, "primary"), *extra]}
+
+
+def rotating_keyring() -> dict:
+    return keyring(jwk(ACTIVE, "active"), jwk(RETIRED, "retired"), jwk(DISABLED, "disabled"))
+
+
+def text(value: str) -> str:
+    """A JSON string, escaped the way the sealer writes it (UTF-8, no \\u for non-ASCII)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def header(kid: str, ptr: str, ctx: dict, alg: str = "dir", enc: str = "A256GCM") -> bytes:
+    """The protected header exactly as a sealer writes it (FORMAT.md §3): fixed member
+    order alg, enc, kid, ptr, ctx; ctx members sorted by name; no whitespace."""
+    members = ",".join(f"{text(name)}:{text(ctx[name])}" for name in sorted(ctx))
+    return (
+        f'{{"alg":{text(alg)},"enc":{text(enc)},"kid":{text(kid)},"ptr":{text(ptr)},"ctx":{{{members}}}}}'
+    ).encode("utf-8")
+
+
+def plaintext_of(value) -> bytes:
+    """The JSON serialization of the field value: compact, UTF-8."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def compact(
+    key: bytes, iv: bytes, protected: bytes, plaintext: bytes, encrypted_key: bytes = b"", encoded_header: str = ""
+) -> str:
+    """JWE Compact Serialization (RFC 7516 §7.1). The AAD is the ASCII of the
+    base64url-encoded protected header (RFC 7516 §5.1 step 14)."""
+    h = encoded_header or b64(protected)
+    sealed = AESGCM(key).encrypt(iv, plaintext, h.encode("ascii"))
+    ciphertext, tag = sealed[:-TAG_LEN], sealed[-TAG_LEN:]
+    return ".".join([h, b64(encrypted_key), b64(iv), b64(ciphertext), b64(tag)])
+
+
+def segments(envelope: str) -> list:
+    return envelope.split(".")
+
+
+def replace_segment(envelope: str, index: int, segment: str) -> str:
+    parts = segments(envelope)
+    parts[index] = segment
+    return ".".join(parts)
+
+
+def flip_bit(envelope: str, index: int, byte: int, bit: int) -> str:
+    """Flips one bit of the decoded bytes of segment `index` (canonical re-encoding)."""
+    data = bytearray(unb64(segments(envelope)[index]))
+    data[byte] ^= 1 << bit
+    return replace_segment(envelope, index, b64(bytes(data)))
+
+
+HEADER, ENCRYPTED_KEY, IV, CIPHERTEXT, TAG = range(5)
+
+# The event these vectors pretend to come from.
+POINTER = "/data/customer/email"
+CONTEXT = {"type": "order.created", "tenant": "acme"}
+
+VECTORS = []
+
+
+def vector(name, description, envelope, expected, *, keys=None, pointer=POINTER, context=None, plaintext=None):
+    record = {
+        "description": description,
+        "keys": keys or keyring(),
+        "pointer": pointer,
+        "context": dict(sorted((CONTEXT if context is None else context).items())),
+        "envelope": envelope,
+        "expected": expected,
+    }
+    if expected == "success":
+        record["plaintext"] = plaintext
+    VECTORS.append((name, record))
+
+
+def sealed(name, value=None, *, kid=PRIMARY, ptr=POINTER, ctx=None, raw_plaintext=None, key=None):
+    """An authentic dir envelope of `value` (or of `raw_plaintext` bytes)."""
+    ctx = CONTEXT if ctx is None else ctx
+    plaintext = plaintext_of(value) if raw_plaintext is None else raw_plaintext
+    return compact(key or KEYS[kid], iv_for(name), header(kid, ptr, ctx), plaintext)
+
+
+def success(name, description, value, *, kid=PRIMARY, keys=None, pointer=POINTER, context=None):
+    envelope = sealed(name, value, kid=kid, ptr=pointer, ctx=context)
+    vector(name, description, envelope, "success", keys=keys, pointer=pointer, context=context, plaintext=value)
+
+
+# --- success: every JSON type round-trips with its type --------------------------------
+
+success(
+    "000-format-example",
+    "The worked example of docs/FORMAT.md: a string field bound to its pointer, event type and tenant.",
+    "zoe@example.test",
+)
+success(
+    "001-string-unicode",
+    "A string with non-ASCII characters (2-, 3- and 4-byte UTF-8) and JSON escapes.",
+    'Zoë Ångström <zoe@exämple.test> — 東京 🔐 "quoted" \\ tab\t',
+)
+success("002-number-integer", "An integer beyond 2^53: the plaintext keeps every digit.", 9007199254740993)
+success("003-number-float", "A negative decimal number.", -273.15)
+success("004-boolean", "The boolean true.", True)
+success("005-null", "null is a value like any other and is sealed too.", None)
+success("006-array", "An array of mixed values.", [1, "two", {"three": 3.5}, [None, False]])
+success(
+    "007-object",
+    "A whole object sealed as one field.",
+    {"number": "4111111111111111", "expiry": "12/29", "holder": {"name": "Zoë", "verified": True}},
+    pointer="/data/card",
+)
+success("008-empty-string", "The empty string.", "")
+success("009-empty-context", "No context is bound: ctx is the empty object.", "zoe@example.test", context={})
+success(
+    "010-several-context-members",
+    "Four context members; the header lists them sorted by name.",
+    "zoe@example.test",
+    context={"type": "order.created", "tenant": "acme", "subject": "order/8812", "source": "/shop/eu-west"},
+)
+success(
+    "011-unicode-context",
+    "Context values are compared as exact strings, non-ASCII included.",
+    "zoe@example.test",
+    context={"tenant": "Bäckerei Müller", "type": "order.created"},
+)
+success(
+    "012-escaped-pointer",
+    "A member names with '/' and '~' (pointer /data/a~1b/m~0n, RFC 6901 escapes).",
+    "secret",
+    pointer="/data/a~1b/m~0n",
+)
+success("013-array-element-pointer", "A field inside an array element.", 129.99, pointer="/data/items/0/price")
+success(
+    "014-active-key-opens",
+    "Sealed under a key that is now active (not primary): it still opens.",
+    "zoe@example.test",
+    kid=ACTIVE,
+    keys=rotating_keyring(),
+)
+success(
+    "015-retired-key-opens",
+    "Sealed under a key that is now retired: it still opens (and is due for rewrap).",
+    "zoe@example.test",
+    kid=RETIRED,
+    keys=rotating_keyring(),
+)
+
+# Another JOSE producer may order header members differently, add whitespace and add
+# members eventseal does not use; the AAD is the header segment as sent, so it opens.
+name = "016-foreign-header-layout"
+foreign = (
+    '{ "enc": "A256GCM", "ctx": { "type": "order.created", "tenant": "acme" },\n'
+    f'  "typ": "JOSE", "ptr": "{POINTER}", "kid": "{PRIMARY}", "alg": "dir" }}'
+).encode("utf-8")
+vector(
+    name,
+    "Header members in another order, with whitespace and an unknown non-critical member (typ).",
+    compact(KEYS[PRIMARY], iv_for(name), foreign, plaintext_of("zoe@example.test")),
+    "success",
+    plaintext="zoe@example.test",
+)
+
+# --- binding: authentic envelopes in the wrong place --------------------------------
+
+name = "020-moved-field"
+vector(
+    name,
+    "Sealed for /data/customer/phone, found at /data/customer/email.",
+    sealed(name, "+44 20 7946 0000", ptr="/data/customer/phone"),
+    "moved_field",
+)
+name = "021-moved-array-element"
+vector(
+    name,
+    "Sealed for element 0 of an array, found in element 1.",
+    sealed(name, 129.99, ptr="/data/items/0/price"),
+    "moved_field",
+    pointer="/data/items/1/price",
+)
+name = "022-moved-unescaped-pointer"
+vector(
+    name,
+    "Sealed for /data/a~1b (member 'a/b'), found at /data/a/b: pointers compare as escaped text.",
+    sealed(name, "secret", ptr="/data/a~1b"),
+    "moved_field",
+    pointer="/data/a/b",
+)
+name = "023-wrong-context-tenant"
+vector(
+    name,
+    "Sealed for tenant acme, opened by tenant globex.",
+    sealed(name, "zoe@example.test"),
+    "wrong_context",
+    context={"type": "order.created", "tenant": "globex"},
+)
+name = "024-wrong-context-type"
+vector(
+    name,
+    "Sealed in an order.created event, copied into an order.refunded event.",
+    sealed(name, "zoe@example.test"),
+    "wrong_context",
+    context={"type": "order.refunded", "tenant": "acme"},
+)
+name = "025-wrong-context-missing-member"
+vector(
+    name,
+    "Sealed with an empty context, opened where a tenant is bound.",
+    sealed(name, "zoe@example.test", ctx={}),
+    "wrong_context",
+    context={"tenant": "acme"},
+)
+name = "026-wrong-context-extra-member"
+vector(
+    name,
+    "Sealed with type and tenant, opened where only type is bound.",
+    sealed(name, "zoe@example.test"),
+    "wrong_context",
+    context={"type": "order.created"},
+)
+
+# --- keys ---------------------------------------------------------------------------
+
+name = "030-disabled-key"
+vector(
+    name,
+    "Sealed under a key that is now disabled: refused before any decryption.",
+    sealed(name, "zoe@example.test", kid=DISABLED),
+    "disabled_key",
+    keys=rotating_keyring(),
+)
+name = "031-unknown-kid"
+vector(
+    name,
+    "Sealed by another service's key; its kid is not in this keyring.",
+    sealed(name, "zoe@example.test", kid=STRANGER),
+    "unknown_key",
+    keys=rotating_keyring(),
+)
+name = "032-wrong-key-bytes"
+vector(
+    name,
+    "The keyring has the kid, but with other key bytes.",
+    sealed(name, "zoe@example.test", key=KEYS[STRANGER]),
+    "unauthenticated",
+)
+
+# --- tampering: the AEAD tag covers header, IV and ciphertext -----------------------
+
+name = "040-flipped-ciphertext-bit"
+vector(
+    name,
+    "Bit 0 of the first ciphertext byte flipped.",
+    flip_bit(sealed(name, "zoe@example.test"), CIPHERTEXT, 0, 0),
+    "unauthenticated",
+)
+name = "041-flipped-tag-bit"
+vector(
+    name,
+    "Bit 7 of the last tag byte flipped.",
+    flip_bit(sealed(name, "zoe@example.test"), TAG, TAG_LEN - 1, 7),
+    "unauthenticated",
+)
+name = "042-flipped-iv-bit"
+vector(
+    name,
+    "Bit 3 of the fifth IV byte flipped.",
+    flip_bit(sealed(name, "zoe@example.test"), IV, 4, 3),
+    "unauthenticated",
+)
+name = "043-flipped-header-bit"
+original = sealed(name, "zoe@example.test")
+tampered = header(PRIMARY, POINTER, CONTEXT).replace(b'"/data/customer/email"', b'"/data/customer/emaim"')
+assert tampered != header(PRIMARY, POINTER, CONTEXT)
+vector(
+    name,
+    "One bit of the ptr value in the header flipped (l -> m), header still valid JSON: "
+    "the tag fails before the binding is looked at.",
+    replace_segment(original, HEADER, b64(tampered)),
+    "unauthenticated",
+    pointer="/data/customer/emaim",
+)
+name = "044-rewritten-context"
+original = sealed(name, "zoe@example.test")
+vector(
+    name,
+    "The header's tenant rewritten from acme to globex to match the opener: the tag fails.",
+    replace_segment(original, HEADER, b64(header(PRIMARY, POINTER, {"type": "order.created", "tenant": "globex"}))),
+    "unauthenticated",
+    context={"type": "order.created", "tenant": "globex"},
+)
+name = "045-swapped-ciphertext"
+first = sealed(name + "/a", "zoe@example.test")
+second = sealed(name + "/b", "eve@example.test")
+vector(
+    name,
+    "Header, IV and tag of one envelope with the ciphertext of another under the same key.",
+    replace_segment(first, CIPHERTEXT, segments(second)[CIPHERTEXT]),
+    "unauthenticated",
+)
+
+# --- malformed: not an envelope this version accepts --------------------------------
+
+name = "050-truncated-tag"
+env = sealed(name, "zoe@example.test")
+vector(
+    name,
+    "The tag cut to 15 bytes.",
+    replace_segment(env, TAG, b64(unb64(segments(env)[TAG])[:-1])),
+    "malformed",
+)
+name = "051-iv-16-bytes"
+iv16 = derive("eventseal test vector iv " + name, 16)
+vector(
+    name,
+    "A 128-bit IV (GCM allows it, this format does not); otherwise authentic.",
+    compact(KEYS[PRIMARY], iv16, header(PRIMARY, POINTER, CONTEXT), plaintext_of("zoe@example.test")),
+    "malformed",
+)
+name = "052-enc-a128gcm"
+vector(
+    name,
+    'enc "A128GCM" with a 128-bit key; authentic under that key.',
+    compact(KEYS[PRIMARY][:16], iv_for(name), header(PRIMARY, POINTER, CONTEXT, enc="A128GCM"), plaintext_of("x")),
+    "malformed",
+)
+name = "053-alg-a256kw"
+cek = derive("eventseal test vector cek " + name, 32)
+vector(
+    name,
+    'alg "A256KW": a content key wrapped (RFC 3394) with the keyring key, in the encrypted-key '
+    "segment. A valid JWE, but this version accepts only dir.",
+    compact(cek, iv_for(name), header(PRIMARY, POINTER, CONTEXT, alg="A256KW"), plaintext_of("x"), aes_key_wrap(KEYS[PRIMARY], cek)),
+    "malformed",
+)
+name = "054-dir-with-encrypted-key"
+vector(
+    name,
+    "alg dir but the encrypted-key segment is not empty.",
+    compact(KEYS[PRIMARY], iv_for(name), header(PRIMARY, POINTER, CONTEXT), plaintext_of("x"), derive(name, 40)),
+    "malformed",
+)
+name = "055-crit-present"
+crit = header(PRIMARY, POINTER, CONTEXT)[:-1] + b',"crit":["exp"],"exp":1767225600}'
+vector(
+    name,
+    "A crit member (naming a private parameter exp); authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), crit, plaintext_of("x")),
+    "malformed",
+)
+name = "056-padded-segment"
+env = sealed(name, "zoe@example.eu")
+padding = "=" * (-len(segments(env)[CIPHERTEXT]) % 4)
+assert padding, "pick a plaintext whose length is not a multiple of 3"
+vector(
+    name,
+    "The ciphertext segment carries base64 '=' padding.",
+    replace_segment(env, CIPHERTEXT, segments(env)[CIPHERTEXT] + padding),
+    "malformed",
+)
+name = "057-non-canonical-base64"
+env = sealed(name, "zoe@example.test")
+tag_text = segments(env)[TAG]
+# 16 bytes are 22 characters whose last one carries 4 unused bits; set the lowest.
+alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+last = alphabet[alphabet.index(tag_text[-1]) | 1]
+assert unb64(tag_text[:-1] + last) == unb64(tag_text)
+vector(
+    name,
+    "The tag's last character has a non-zero unused bit: decodes to the same bytes, but is not canonical.",
+    replace_segment(env, TAG, tag_text[:-1] + last),
+    "malformed",
+)
+name = "058-standard-base64-alphabet"
+# An IV whose first byte 0xfb encodes as '-' in base64url and '+' in standard base64.
+iv_dash = b"\xfb" + iv_for(name)[1:]
+env = compact(KEYS[PRIMARY], iv_dash, header(PRIMARY, POINTER, CONTEXT), plaintext_of("zoe@example.test"))
+standard = base64.b64encode(iv_dash).rstrip(b"=").decode("ascii")
+assert segments(env)[IV].startswith("-") and standard.startswith("+")
+vector(
+    name,
+    "The IV segment written in the standard base64 alphabet ('+' where base64url has '-').",
+    replace_segment(env, IV, standard),
+    "malformed",
+)
+name = "059-four-segments"
+env = sealed(name, "zoe@example.test")
+vector(name, "The encrypted-key segment removed: four segments.", ".".join(segments(env)[:1] + segments(env)[2:]), "malformed")
+name = "060-six-segments"
+env = sealed(name, "zoe@example.test")
+vector(name, "An extra empty segment at the end: six segments.", env + ".", "malformed")
+name = "061-header-not-json"
+vector(
+    name,
+    "The header segment decodes to bytes that are not JSON; authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), b"kid=k-2026-03;ptr=/data/customer/email", plaintext_of("x")),
+    "malformed",
+)
+name = "062-header-missing-kid"
+no_kid = json.dumps({"alg": "dir", "enc": "A256GCM", "ptr": POINTER, "ctx": CONTEXT}, separators=(",", ":")).encode()
+vector(
+    name,
+    "The header has no kid; authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), no_kid, plaintext_of("x")),
+    "malformed",
+)
+name = "063-duplicate-header-member"
+duplicate = header(PRIMARY, POINTER, CONTEXT).replace(b',"ctx"', b',"ptr":"/data/customer/phone","ctx"')
+assert duplicate.count(b'"ptr"') == 2
+vector(
+    name,
+    "ptr appears twice (email, then phone); parsers that keep the first or the last member "
+    "would disagree, so it is refused. Authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), duplicate, plaintext_of("x")),
+    "malformed",
+)
+name = "064-kid-not-a-string"
+numeric = header(PRIMARY, POINTER, CONTEXT).replace(f'"kid":"{PRIMARY}"'.encode(), b'"kid":202603')
+vector(
+    name,
+    "kid is a number; authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), numeric, plaintext_of("x")),
+    "malformed",
+)
+name = "065-context-value-not-a-string"
+numeric_ctx = b'{"alg":"dir","enc":"A256GCM","kid":"k-2026-03","ptr":"/data/customer/email","ctx":{"tenant":42}}'
+vector(
+    name,
+    "A ctx member whose value is a number; authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), numeric_ctx, plaintext_of("x")),
+    "malformed",
+    context={"tenant": "42"},
+)
+name = "066-plaintext-not-json"
+vector(
+    name,
+    "Authentic, correctly bound, but the plaintext is not a JSON text.",
+    sealed(name, raw_plaintext=b"card=4111111111111111"),
+    "malformed",
+)
+name = "067-plaintext-not-utf8"
+vector(
+    name,
+    "Authentic, correctly bound, but the plaintext is a JSON string with an invalid UTF-8 byte.",
+    sealed(name, raw_plaintext=b'"caf\xe9"'),
+    "malformed",
+)
+name = "068-header-not-base64url"
+env = sealed(name, "zoe@example.test")
+vector(name, "The header segment's first character replaced by '*', which is outside base64url.", "*" + env[1:], "malformed")
+name = "069-empty-string"
+vector(name, "The empty string.", "", "malformed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent)
+    out = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _ in VECTORS]
+    assert len(names) == len(set(names)), "vector names must be unique"
+    for stale in out.glob("*.json"):
+        if stale.stem not in names:
+            stale.unlink()
+    for name, record in VECTORS:
+        text_out = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+        (out / f"{name}.json").write_bytes(text_out.encode("utf-8"))
+
+
+if __name__ == "__main__":
+    main()
