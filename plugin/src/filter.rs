@@ -1,0 +1,409 @@
+//! One HTTP exchange: route it, admit its producer, buffer the bodies a rule touches, hand
+//! each whole body to core, and apply the decision. Nothing here decides anything.
+
+use crate::metrics;
+use crate::property::decode_value;
+use crate::replay::SharedReplayCache;
+use crate::root::{Shared, log};
+use eventseal_core::{
+    BodyJob, Decision, Direction, DocumentError, PROBLEM_CONTENT_TYPE, Principal, PrincipalSource, Problem, ProblemKind, RequestHead, Rule,
+};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+use serde_json::Value;
+use std::time::UNIX_EPOCH;
+
+/// Where `jwt_authn` writes verified JWT payloads (`payload_in_metadata`).
+const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
+
+/// The request a rule matched, kept for the body decisions of both directions.
+struct Matched {
+    /// Index of the rule in the policy.
+    rule: usize,
+    method: String,
+    path: String,
+    authority: String,
+    /// Request headers as received, names in lower case.
+    request_headers: Vec<(String, String)>,
+    /// Response headers, once they arrive.
+    response_headers: Vec<(String, String)>,
+    principal: Option<Principal>,
+    request_id: Option<String>,
+    /// Buffering the request body until its end.
+    request_pending: bool,
+    /// Buffering the response body until its end.
+    response_pending: bool,
+    /// Size of the request body seen so far (for trailers, which carry no size).
+    request_body_size: usize,
+    /// Size of the response body seen so far.
+    response_body_size: usize,
+}
+
+impl Matched {
+    fn head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            path: &self.path,
+            authority: &self.authority,
+            headers: &self.request_headers,
+        }
+    }
+}
+
+/// The filter state of one HTTP stream.
+pub struct Exchange {
+    shared: Shared,
+    /// `None`: no rule matched (or not yet routed); the stream passes untouched.
+    matched: Option<Matched>,
+    /// A local reply was sent; everything after it passes (it is our own reply).
+    replied: bool,
+}
+
+impl Exchange {
+    /// A stream of the VM that `shared` was configured for.
+    pub fn new(shared: Shared) -> Self {
+        Self {
+            shared,
+            matched: None,
+            replied: false,
+        }
+    }
+
+    fn rule(&self) -> Option<&Rule> {
+        let m = self.matched.as_ref()?;
+        self.shared.engine.policy().rules.get(m.rule)
+    }
+
+    fn now(&self) -> i64 {
+        self.get_current_time()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// The caller, from wherever the policy says it comes from.
+    fn principal(&self, headers: &[(String, String)]) -> Option<Principal> {
+        match &self.shared.engine.policy().principal {
+            PrincipalSource::PeerCertificate => {
+                property_text(&["connection", "uri_san_peer_certificate"]).map(|id| Principal { id, claims: Value::Null })
+            }
+            PrincipalSource::TrustedHeader(name) => header(headers, name).map(|id| Principal {
+                id: id.to_owned(),
+                claims: Value::Null,
+            }),
+            PrincipalSource::Jwt { payload, claim } => {
+                let path = ["metadata", "filter_metadata", JWT_AUTHN_METADATA, payload.as_str()];
+                let claims = property(&path).map(|bytes| decode_value(&bytes));
+                let id = match claims.as_ref().and_then(|c| c.get(claim)) {
+                    Some(Value::String(s)) => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    // Envoy refuses a whole payload that holds a null claim: ask for the one claim.
+                    _ => property_text(&[path[0], path[1], path[2], path[3], claim.as_str()]),
+                };
+                id.map(|id| Principal {
+                    id,
+                    claims: claims.unwrap_or(Value::Null),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers the client with the problem and stops the stream here.
+    fn refuse(&mut self, direction: Direction, problem: &Problem) -> Action {
+        self.shared.metrics.add(&metrics::refused(problem.kind));
+        let request_id = self.matched.as_ref().and_then(|m| m.request_id.clone());
+        let rule = self.rule().map(|r| r.name.clone()).unwrap_or_default();
+        log(
+            LogLevel::Info,
+            &format!(
+                "eventseal: refused {} on rule {rule:?}: {} {} ({})",
+                direction.as_str(),
+                problem.status,
+                problem.kind.slug(),
+                problem.detail
+            ),
+        );
+        let body = problem.to_json(request_id.as_deref());
+        let retry_after = problem.retry_after.map(|s| s.to_string());
+        let mut headers = vec![("content-type", PROBLEM_CONTENT_TYPE)];
+        if let Some(seconds) = retry_after.as_deref() {
+            headers.push(("retry-after", seconds));
+        }
+        self.replied = true;
+        self.send_http_response(u32::from(problem.status), headers, Some(body.as_bytes()));
+        Action::Pause
+    }
+
+    /// Decides on a whole body and applies the decision.
+    fn finish(&mut self, direction: Direction, body: &[u8], body_size: usize) -> Action {
+        let engine = std::rc::Rc::clone(&self.shared.engine);
+        let now = self.now();
+        let Some(m) = self.matched.as_ref() else {
+            return Action::Continue;
+        };
+        let Some(rule) = engine.policy().rules.get(m.rule) else {
+            return Action::Continue;
+        };
+        let headers = match direction {
+            Direction::Request => &m.request_headers,
+            Direction::Response => &m.response_headers,
+        };
+        let job = BodyJob {
+            rule,
+            direction,
+            request: m.head(),
+            headers,
+            principal: m.principal.as_ref(),
+            body,
+            now,
+        };
+        match engine.decide(&job, &mut SharedReplayCache) {
+            Decision::Forward {
+                body: new_body,
+                set_headers,
+                report,
+            } => {
+                self.shared.metrics.add(&metrics::forwarded(&report));
+                if let Some(kind) = report.forwarded_despite {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "eventseal: forwarded {} unchanged on rule {:?} despite {}",
+                            direction.as_str(),
+                            rule.name,
+                            kind.slug()
+                        ),
+                    );
+                }
+                if let Some(new_body) = new_body {
+                    match direction {
+                        Direction::Request => self.set_http_request_body(0, body_size, &new_body),
+                        Direction::Response => self.set_http_response_body(0, body_size, &new_body),
+                    }
+                }
+                for (name, value) in &set_headers {
+                    match direction {
+                        Direction::Request => self.set_http_request_header(name, Some(value)),
+                        Direction::Response => self.set_http_response_header(name, Some(value)),
+                    }
+                }
+                Action::Continue
+            }
+            Decision::Refuse { problem, .. } => self.refuse(direction, &problem),
+        }
+    }
+
+    /// A body chunk: keep buffering until the end, refusing as soon as it exceeds the limit.
+    fn on_body(&mut self, direction: Direction, body_size: usize, end_of_stream: bool) -> Action {
+        let limit = self.shared.engine.policy().limits.max_body_bytes;
+        if self.replied {
+            return Action::Continue;
+        }
+        let Some(m) = self.matched.as_mut() else {
+            return Action::Continue;
+        };
+        let pending = match direction {
+            Direction::Request => {
+                m.request_body_size = body_size;
+                m.request_pending
+            }
+            Direction::Response => {
+                m.response_body_size = body_size;
+                m.response_pending
+            }
+        };
+        if !pending {
+            return Action::Continue;
+        }
+        if body_size > limit {
+            let problem = Problem::new(
+                ProblemKind::PayloadTooLarge,
+                direction,
+                DocumentError::TooLarge { limit }.to_string(),
+            );
+            return self.refuse(direction, &problem);
+        }
+        if !end_of_stream {
+            // Envoy keeps the chunks; the whole body is read once, at the end.
+            return Action::Pause;
+        }
+        self.end_of_body(direction, body_size)
+    }
+
+    /// The body is complete: read it whole and decide.
+    fn end_of_body(&mut self, direction: Direction, body_size: usize) -> Action {
+        if let Some(m) = self.matched.as_mut() {
+            match direction {
+                Direction::Request => m.request_pending = false,
+                Direction::Response => m.response_pending = false,
+            }
+        }
+        let body = match direction {
+            Direction::Request => self.get_http_request_body(0, body_size),
+            Direction::Response => self.get_http_response_body(0, body_size),
+        }
+        .unwrap_or_default();
+        self.finish(direction, &body, body_size)
+    }
+}
+
+impl Context for Exchange {}
+
+impl HttpContext for Exchange {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let headers = request_headers();
+        let pseudo = |name: &str| header(&headers, name).unwrap_or_default().to_owned();
+        let (method, path, authority) = (pseudo(":method"), pseudo(":path"), pseudo(":authority"));
+        let engine = std::rc::Rc::clone(&self.shared.engine);
+        let head = RequestHead {
+            method: &method,
+            path: &path,
+            authority: &authority,
+            headers: &headers,
+        };
+        let Some(rule) = engine.route(&head) else {
+            // No rule: nothing is buffered, parsed or changed.
+            return Action::Continue;
+        };
+        let index = engine
+            .policy()
+            .rules
+            .iter()
+            .position(|r| core::ptr::eq(r, rule))
+            .unwrap_or_default();
+        let principal = self.principal(&headers);
+        let request_id = header(&headers, "x-request-id").map(str::to_owned);
+        let buffer_request = rule.request && rule.has_body_actions();
+        self.matched = Some(Matched {
+            rule: index,
+            method,
+            path,
+            authority,
+            request_headers: headers,
+            response_headers: Vec::new(),
+            principal,
+            request_id,
+            request_pending: false,
+            response_pending: false,
+            request_body_size: 0,
+            response_body_size: 0,
+        });
+        let admitted = engine.admit(rule, self.matched.as_ref().and_then(|m| m.principal.as_ref()));
+        if let Err(problem) = admitted {
+            return self.refuse(Direction::Request, &problem);
+        }
+        if !buffer_request {
+            return Action::Continue;
+        }
+        if end_of_stream {
+            return self.finish(Direction::Request, &[], 0);
+        }
+        // The body may change length; Envoy recomputes framing without it.
+        self.set_http_request_header("content-length", None);
+        if let Some(m) = self.matched.as_mut() {
+            m.request_pending = true;
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_body(Direction::Request, body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.matched.as_ref() {
+            Some(m) if m.request_pending && !self.replied => {
+                let size = m.request_body_size;
+                self.end_of_body(Direction::Request, size)
+            }
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Continue;
+        }
+        let Some(rule) = self.rule() else {
+            return Action::Continue;
+        };
+        if !(rule.response && rule.has_body_actions()) {
+            return Action::Continue;
+        }
+        let headers = response_headers();
+        if let Some(m) = self.matched.as_mut() {
+            m.response_headers = headers;
+        }
+        if end_of_stream {
+            return self.finish(Direction::Response, &[], 0);
+        }
+        self.set_http_response_header("content-length", None);
+        if let Some(m) = self.matched.as_mut() {
+            m.response_pending = true;
+        }
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_body(Direction::Response, body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.matched.as_ref() {
+            Some(m) if m.response_pending && !self.replied => {
+                let size = m.response_body_size;
+                self.end_of_body(Direction::Response, size)
+            }
+            _ => Action::Continue,
+        }
+    }
+}
+
+/// The stream context of a VM whose configuration was refused: fail closed.
+pub struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.send_http_response(
+            503,
+            vec![("content-type", "text/plain")],
+            Some(b"eventseal: filter not configured\n"),
+        );
+        Action::Pause
+    }
+}
+
+/// Header pairs as text. Values that are not UTF-8 are read lossily rather than trapping.
+fn text_pairs(pairs: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), String::from_utf8_lossy(&value).into_owned()))
+        .collect()
+}
+
+fn request_headers() -> Vec<(String, String)> {
+    text_pairs(hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpRequestHeaders).unwrap_or_default())
+}
+
+fn response_headers() -> Vec<(String, String)> {
+    text_pairs(hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpResponseHeaders).unwrap_or_default())
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// A property's raw bytes; absent or unreadable (Envoy: serialization failure) is `None`.
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// A string-valued property; an empty value counts as absent.
+fn property_text(path: &[&str]) -> Option<String> {
+    property(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,206 @@
+//! The filter's counters: their names, and what one decision adds to them.
+//!
+//! Names are defined once per VM at configure time. Envoy shows them in `/stats` with its
+//! own prefix for wasm metrics (`wasmcustom.`), e.g. `wasmcustom.eventseal_fields_sealed`.
+
+use eventseal_core::{FieldResult, ProblemKind, Report};
+
+/// Every problem kind the filter can answer with, for one refusal counter each.
+pub const PROBLEM_KINDS: [ProblemKind; 17] = [
+    ProblemKind::MalformedJson,
+    ProblemKind::JsonTooDeep,
+    ProblemKind::UnsupportedMediaType,
+    ProblemKind::PayloadTooLarge,
+    ProblemKind::FieldMissing,
+    ProblemKind::ContextMissing,
+    ProblemKind::SignatureMissing,
+    ProblemKind::SignatureMalformed,
+    ProblemKind::SignatureExpired,
+    ProblemKind::SignatureInvalid,
+    ProblemKind::SignatureReplayed,
+    ProblemKind::ProducerForbidden,
+    ProblemKind::ReaderForbidden,
+    ProblemKind::SealedFieldRejected,
+    ProblemKind::SealFailed,
+    ProblemKind::SignFailed,
+    ProblemKind::KmsUnavailable,
+];
+
+/// The counters, in a fixed order; [`Counter::name`] gives each its metric name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Fields replaced by an envelope.
+    FieldsSealed,
+    /// Fields replaced by their plaintext for an allowed reader.
+    FieldsOpened,
+    /// Fields left sealed because the reader may not open them.
+    FieldsWithheld,
+    /// Fields replaced by a mask because the reader may not open them.
+    FieldsMasked,
+    /// Signatures that verified.
+    SignaturesVerified,
+    /// Bodies signed.
+    SignaturesSigned,
+    /// Signatures missing, malformed, expired, invalid or replayed (refused or not).
+    SignatureFailures,
+    /// Failures let through by `on_error: forward_unchanged`.
+    ForwardedDespiteError,
+    /// Every local reply with a problem.
+    RefusedTotal,
+    /// Local replies of one problem kind (index into [`PROBLEM_KINDS`]).
+    Refused(usize),
+}
+
+impl Counter {
+    /// Every counter, each once.
+    pub fn all() -> impl Iterator<Item = Counter> {
+        [
+            Self::FieldsSealed,
+            Self::FieldsOpened,
+            Self::FieldsWithheld,
+            Self::FieldsMasked,
+            Self::SignaturesVerified,
+            Self::SignaturesSigned,
+            Self::SignatureFailures,
+            Self::ForwardedDespiteError,
+            Self::RefusedTotal,
+        ]
+        .into_iter()
+        .chain((0..PROBLEM_KINDS.len()).map(Self::Refused))
+    }
+
+    /// The metric name.
+    pub fn name(self) -> String {
+        match self {
+            Self::FieldsSealed => "eventseal_fields_sealed".to_owned(),
+            Self::FieldsOpened => "eventseal_fields_opened".to_owned(),
+            Self::FieldsWithheld => "eventseal_fields_withheld".to_owned(),
+            Self::FieldsMasked => "eventseal_fields_masked".to_owned(),
+            Self::SignaturesVerified => "eventseal_signatures_verified".to_owned(),
+            Self::SignaturesSigned => "eventseal_signatures_signed".to_owned(),
+            Self::SignatureFailures => "eventseal_signature_failures".to_owned(),
+            Self::ForwardedDespiteError => "eventseal_forwarded_despite_error".to_owned(),
+            Self::RefusedTotal => "eventseal_refused_total".to_owned(),
+            Self::Refused(i) => format!("eventseal_refused_{}", PROBLEM_KINDS[i].slug().replace('-', "_")),
+        }
+    }
+
+    /// A position in [`Counter::all`], for a table of metric ids.
+    pub fn index(self) -> usize {
+        match self {
+            Self::FieldsSealed => 0,
+            Self::FieldsOpened => 1,
+            Self::FieldsWithheld => 2,
+            Self::FieldsMasked => 3,
+            Self::SignaturesVerified => 4,
+            Self::SignaturesSigned => 5,
+            Self::SignatureFailures => 6,
+            Self::ForwardedDespiteError => 7,
+            Self::RefusedTotal => 8,
+            Self::Refused(i) => 9 + i,
+        }
+    }
+}
+
+/// Whether a problem kind is a failed signature check.
+fn is_signature_failure(kind: ProblemKind) -> bool {
+    matches!(
+        kind,
+        ProblemKind::SignatureMissing
+            | ProblemKind::SignatureMalformed
+            | ProblemKind::SignatureExpired
+            | ProblemKind::SignatureInvalid
+            | ProblemKind::SignatureReplayed
+    )
+}
+
+/// What a forwarded body adds to the counters.
+pub fn forwarded(report: &Report) -> Vec<Counter> {
+    let mut out: Vec<Counter> = report
+        .fields
+        .iter()
+        .filter_map(|field| match field.result {
+            FieldResult::Sealed => Some(Counter::FieldsSealed),
+            FieldResult::Opened => Some(Counter::FieldsOpened),
+            FieldResult::Withheld => Some(Counter::FieldsWithheld),
+            FieldResult::Masked => Some(Counter::FieldsMasked),
+            _ => None,
+        })
+        .collect();
+    if report.verified_by.is_some() {
+        out.push(Counter::SignaturesVerified);
+    }
+    if report.signed {
+        out.push(Counter::SignaturesSigned);
+    }
+    if let Some(kind) = report.forwarded_despite {
+        out.push(Counter::ForwardedDespiteError);
+        if is_signature_failure(kind) {
+            out.push(Counter::SignatureFailures);
+        }
+    }
+    out
+}
+
+/// What a refusal adds to the counters.
+pub fn refused(kind: ProblemKind) -> Vec<Counter> {
+    let mut out = vec![Counter::RefusedTotal];
+    if let Some(i) = PROBLEM_KINDS.iter().position(|k| *k == kind) {
+        out.push(Counter::Refused(i));
+    }
+    if is_signature_failure(kind) {
+        out.push(Counter::SignatureFailures);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventseal_core::FieldOutcome;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_prefixed_and_indexed_in_order() {
+        let names: Vec<String> = Counter::all().map(Counter::name).collect();
+        assert_eq!(names.iter().collect::<HashSet<_>>().len(), names.len());
+        for (i, counter) in Counter::all().enumerate() {
+            assert_eq!(counter.index(), i);
+            let name = counter.name();
+            assert!(
+                name.starts_with("eventseal_") && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+        }
+        assert!(names.contains(&"eventseal_refused_signature_replayed".to_owned()));
+    }
+
+    #[test]
+    fn kinds_are_listed_once() {
+        let slugs: HashSet<&str> = PROBLEM_KINDS.iter().map(|k| k.slug()).collect();
+        assert_eq!(slugs.len(), PROBLEM_KINDS.len());
+    }
+
+    #[test]
+    fn a_report_counts_each_field_and_signature() {
+        let field = |result| FieldOutcome {
+            pointer: "/a".into(),
+            kid: None,
+            result,
+        };
+        let report = Report {
+            fields: vec![field(FieldResult::Sealed), field(FieldResult::Sealed), field(FieldResult::Absent)],
+            verified_by: None,
+            signed: true,
+            ..Report::default()
+        };
+        assert_eq!(
+            forwarded(&report),
+            [Counter::FieldsSealed, Counter::FieldsSealed, Counter::SignaturesSigned]
+        );
+        assert_eq!(
+            refused(ProblemKind::SignatureReplayed),
+            [Counter::RefusedTotal, Counter::Refused(10), Counter::SignatureFailures]
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The root context: loads the policy and keyring once per VM, defines the counters, and
+//! hands every HTTP stream the shared engine.
+
+use crate::filter::{Exchange, Unconfigured};
+use crate::metrics::Counter;
+use eventseal_core::{ConfigError, Engine, KeySource, Policy};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+use std::rc::Rc;
+
+/// Writes one line to the proxy log. Never pass key material or field values.
+pub fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+/// Metric ids, indexed by [`Counter::index`].
+#[derive(Debug)]
+pub struct Metrics(Vec<u32>);
+
+impl Metrics {
+    fn define() -> Self {
+        Self(
+            Counter::all()
+                // A host that cannot define a metric gets an id that increments nothing.
+                .map(|counter| hostcalls::define_metric(MetricType::Counter, &counter.name()).unwrap_or(u32::MAX))
+                .collect(),
+        )
+    }
+
+    /// Adds one to each counter.
+    pub fn add(&self, counters: &[Counter]) {
+        for counter in counters {
+            if let Some(&id) = self.0.get(counter.index()) {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+        }
+    }
+}
+
+/// What every stream shares: the decisions and the counters.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The engine built from the plugin configuration.
+    pub engine: Rc<Engine>,
+    /// The counters.
+    pub metrics: Rc<Metrics>,
+}
+
+/// The root context of one VM.
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Shared>,
+}
+
+impl Root {
+    fn load(&self) -> Result<Engine, ConfigError> {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let policy = Policy::from_json(&text)?;
+        if matches!(policy.keys, KeySource::Inline(_)) {
+            log(
+                LogLevel::Warn,
+                "eventseal: keys are inline in the plugin configuration: for development only; use \"keys\": {\"env\": ...}",
+            );
+        }
+        // Envoy passes `vm_config.environment_variables` to the VM as WASI environ.
+        let keyring = policy.load_keyring(|name| std::env::var(name).ok())?;
+        Ok(Engine::new(policy, keyring))
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        match self.load() {
+            Ok(engine) => {
+                let rules = engine.policy().rules.len();
+                self.shared = Some(Shared {
+                    engine: Rc::new(engine),
+                    metrics: Rc::new(Metrics::define()),
+                });
+                log(LogLevel::Info, &format!("eventseal: configured with {rules} rule(s)"));
+                true
+            }
+            Err(error) => {
+                // ConfigError and KeyringError never carry key material.
+                log(LogLevel::Error, &format!("eventseal: configuration refused: {error}"));
+                self.shared = None;
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(match &self.shared {
+            Some(shared) => Box::new(Exchange::new(shared.clone())),
+            None => Box::new(Unconfigured),
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
