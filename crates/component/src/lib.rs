@@ -1,0 +1,513 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+
+/// The guest bindings wit-bindgen generates for `wit/`: the only unsafe code of the crate.
+#[allow(unsafe_code, missing_docs, clippy::all)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "eventseal",
+    });
+
+    use super::Component;
+    export!(Component);
+}
+
+use bindings::exports::eventseal::seal::sealing as wit;
+use eventseal_core::{
+    BodyJob, ConfigError, Decision, Direction, Engine, FieldOutcome, FieldResult, KeySource, KeyringError, MemoryReplayCache, Policy,
+    Principal, Problem, ProblemKind, Report, RequestHead, Rule,
+};
+use serde_json::Value;
+use std::cell::RefCell;
+
+/// The component: its only export is the `sealer` resource.
+struct Component;
+
+impl wit::Guest for Component {
+    type Sealer = Sealer;
+}
+
+/// A policy with its keyring, and the signature ids it accepted (the `sealer` resource).
+pub struct Sealer {
+    engine: Engine,
+    replay: RefCell<MemoryReplayCache>,
+}
+
+/// The four operations; each names the action the routed rule must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Seal,
+    Open,
+    Sign,
+    Verify,
+}
+
+impl Operation {
+    fn in_rule(self, rule: &Rule) -> bool {
+        match self {
+            Self::Seal => rule.seal.is_some(),
+            Self::Open => !rule.open.is_empty(),
+            Self::Sign => rule.sign,
+            Self::Verify => rule.verify,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Seal => "seal",
+            Self::Open => "open",
+            Self::Sign => "sign",
+            Self::Verify => "verify",
+        }
+    }
+}
+
+impl wit::GuestSealer for Sealer {
+    fn create(policy: String, keyring: String) -> Result<wit::Sealer, wit::ConfigError> {
+        Sealer::new(&policy, &keyring).map(wit::Sealer::new)
+    }
+
+    fn seal(&self, event: Vec<u8>, exchange: wit::Exchange, principal: Option<wit::Principal>) -> Result<wit::Outcome, wit::Problem> {
+        self.run(Operation::Seal, event, &exchange, principal)
+    }
+
+    fn open(&self, event: Vec<u8>, exchange: wit::Exchange, principal: Option<wit::Principal>) -> Result<wit::Outcome, wit::Problem> {
+        self.run(Operation::Open, event, &exchange, principal)
+    }
+
+    fn sign(&self, event: Vec<u8>, exchange: wit::Exchange, principal: Option<wit::Principal>) -> Result<wit::Outcome, wit::Problem> {
+        self.run(Operation::Sign, event, &exchange, principal)
+    }
+
+    fn verify(&self, event: Vec<u8>, exchange: wit::Exchange, principal: Option<wit::Principal>) -> Result<wit::Outcome, wit::Problem> {
+        self.run(Operation::Verify, event, &exchange, principal)
+    }
+}
+
+impl Sealer {
+    /// Loads the policy, and the keyring from the argument in place of the policy's key source.
+    fn new(policy: &str, keyring: &str) -> Result<Self, wit::ConfigError> {
+        let policy = Policy::from_json(policy).map_err(|e| config_error(&e, false))?;
+        let inline = matches!(policy.keys, KeySource::Inline(_));
+        let keyring = match (inline, keyring.trim().is_empty()) {
+            (true, true) => policy.load_keyring(|_| None),
+            (true, false) => {
+                return Err(wit::ConfigError {
+                    document: wit::ConfigDocument::Policy,
+                    at: "/keys".to_owned(),
+                    message: "configuration /keys: expected {\"env\": ...} when a keyring is passed (the policy has inline keys)"
+                        .to_owned(),
+                });
+            }
+            (false, true) => {
+                return Err(wit::ConfigError {
+                    document: wit::ConfigDocument::Keyring,
+                    at: String::new(),
+                    message: "keyring: expected a JWK Set (the policy's keys come from the keyring argument)".to_owned(),
+                });
+            }
+            (false, false) => policy.load_keyring(|_| Some(keyring.to_owned())),
+        }
+        .map_err(|e| config_error(&e, inline))?;
+        Ok(Self {
+            engine: Engine::new(policy, keyring),
+            replay: RefCell::new(MemoryReplayCache::default()),
+        })
+    }
+
+    /// Routes the exchange, checks the rule fits the operation, admits the principal, decides.
+    fn run(
+        &self,
+        operation: Operation,
+        event: Vec<u8>,
+        exchange: &wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::Outcome, wit::Problem> {
+        let principal = principal.map(principal_from).transpose()?;
+        let (direction, body_headers) = match &exchange.direction {
+            wit::Direction::Request => (Direction::Request, &exchange.headers),
+            wit::Direction::Response(headers) => (Direction::Response, headers),
+        };
+        let request = RequestHead {
+            method: &exchange.method,
+            path: &exchange.path,
+            authority: &exchange.authority,
+            headers: &exchange.headers,
+        };
+        let rule = self
+            .engine
+            .route(&request)
+            .ok_or_else(|| no_rule("no rule of the policy matches this exchange".to_owned()))?;
+        let applies = match direction {
+            Direction::Request => rule.request,
+            Direction::Response => rule.response,
+        };
+        if !applies {
+            return Err(no_rule(format!(
+                "rule {:?} does not apply to {} bodies",
+                rule.name,
+                direction.as_str()
+            )));
+        }
+        if !operation.in_rule(rule) {
+            return Err(no_rule(format!("rule {:?} does not {}", rule.name, operation.verb())));
+        }
+        // The filter admits producers when the request arrives: no body of a refused
+        // exchange is ever processed, in either direction.
+        self.engine.admit(rule, principal.as_ref()).map_err(|p| problem(&p))?;
+        let job = BodyJob {
+            rule,
+            direction,
+            request,
+            headers: body_headers,
+            principal: principal.as_ref(),
+            body: &event,
+            now: now(),
+        };
+        let decision = self.engine.decide(&job, &mut *self.replay.borrow_mut());
+        match decision {
+            Decision::Forward { body, set_headers, report } => Ok(outcome(body.unwrap_or(event), set_headers, report)),
+            Decision::Refuse { problem: p, .. } => Err(problem(&p)),
+        }
+    }
+}
+
+/// Unix seconds from the host's WASI wall clock (0 if it reads before 1970).
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn principal_from(principal: wit::Principal) -> Result<Principal, wit::Problem> {
+    let claims = if principal.claims.trim().is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_str::<Value>(&principal.claims) {
+            Ok(claims @ Value::Object(_)) => claims,
+            // The claims are the caller's own data: say what is wrong, never echo them.
+            _ => {
+                return Err(wit::Problem {
+                    kind: wit::ProblemKind::InvalidClaims,
+                    status: 500,
+                    title: "Principal claims are malformed".to_owned(),
+                    detail: "principal claims must be empty or a JSON object".to_owned(),
+                    retry: None,
+                });
+            }
+        }
+    };
+    Ok(Principal { id: principal.id, claims })
+}
+
+fn no_rule(detail: String) -> wit::Problem {
+    wit::Problem {
+        kind: wit::ProblemKind::NoRule,
+        status: 500,
+        title: "No rule applies".to_owned(),
+        detail,
+        retry: None,
+    }
+}
+
+fn problem(p: &Problem) -> wit::Problem {
+    wit::Problem {
+        kind: problem_kind(p.kind),
+        status: p.status,
+        title: p.kind.title().to_owned(),
+        detail: p.detail.clone(),
+        retry: p.retry_after,
+    }
+}
+
+fn problem_kind(kind: ProblemKind) -> wit::ProblemKind {
+    use wit::ProblemKind as W;
+    match kind {
+        ProblemKind::MalformedJson => W::MalformedJson,
+        ProblemKind::JsonTooDeep => W::JsonTooDeep,
+        ProblemKind::UnsupportedMediaType => W::UnsupportedMediaType,
+        ProblemKind::PayloadTooLarge => W::PayloadTooLarge,
+        ProblemKind::FieldMissing => W::FieldMissing,
+        ProblemKind::ContextMissing => W::ContextMissing,
+        ProblemKind::SignatureMissing => W::SignatureMissing,
+        ProblemKind::SignatureMalformed => W::SignatureMalformed,
+        ProblemKind::SignatureExpired => W::SignatureExpired,
+        ProblemKind::SignatureInvalid => W::SignatureInvalid,
+        ProblemKind::SignatureReplayed => W::SignatureReplayed,
+        ProblemKind::ProducerForbidden => W::ProducerForbidden,
+        ProblemKind::ReaderForbidden => W::ReaderForbidden,
+        ProblemKind::SealedFieldRejected => W::SealedFieldRejected,
+        ProblemKind::SealFailed => W::SealFailed,
+        ProblemKind::SignFailed => W::SignFailed,
+        ProblemKind::KmsUnavailable => W::KmsUnavailable,
+        // A kind newer than this WIT version: refuse as an internal failure; the status
+        // and detail still come from core. The test below pins every known kind.
+        _ => W::SealFailed,
+    }
+}
+
+fn field_result(result: FieldResult) -> wit::FieldResult {
+    use wit::FieldResult as W;
+    match result {
+        FieldResult::Sealed => W::Sealed,
+        FieldResult::Opened => W::Opened,
+        FieldResult::Absent => W::Absent,
+        FieldResult::Withheld => W::Withheld,
+        FieldResult::Masked => W::Masked,
+        // A result newer than this WIT version: the field did not become plaintext here.
+        _ => W::Withheld,
+    }
+}
+
+fn outcome(event: Vec<u8>, headers: Vec<(String, String)>, report: Report) -> wit::Outcome {
+    wit::Outcome {
+        event,
+        headers,
+        fields: report.fields.into_iter().map(field_outcome).collect(),
+        verified: report.verified_by.map(|kid| kid.as_str().to_owned()),
+        signed: report.signed,
+        tolerated: report.forwarded_despite.map(problem_kind),
+    }
+}
+
+fn field_outcome(field: FieldOutcome) -> wit::FieldOutcome {
+    wit::FieldOutcome {
+        pointer: field.pointer,
+        kid: field.kid.map(|kid| kid.as_str().to_owned()),
+        result: field_result(field.result),
+    }
+}
+
+/// A configuration error as the WIT reports it; `inline`: the keyring is part of the policy.
+fn config_error(error: &ConfigError, inline: bool) -> wit::ConfigError {
+    let message = error.to_string();
+    let (document, at) = match error {
+        ConfigError::Invalid { at, .. } => (wit::ConfigDocument::Policy, at.clone()),
+        ConfigError::Keyring(e) => {
+            let document = if inline {
+                wit::ConfigDocument::Policy
+            } else {
+                wit::ConfigDocument::Keyring
+            };
+            let at = match e {
+                KeyringError::Invalid { at, .. } => at.clone(),
+                _ => String::new(),
+            };
+            (document, at)
+        }
+        _ => (wit::ConfigDocument::Policy, String::new()),
+    };
+    wit::ConfigError { document, at, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEAL_KEY: &str =
+        r#"{"kty":"oct","kid":"k1","alg":"A256GCM","k":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8","status":"primary"}"#;
+    const SIGN_KEY: &str = r#"{"kty":"oct","kid":"h1","alg":"HS256","k":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","status":"primary"}"#;
+
+    fn keyring() -> String {
+        format!(r#"{{"keys":[{SEAL_KEY},{SIGN_KEY}]}}"#)
+    }
+
+    const POLICY: &str = r#"{"rules": [
+        {"name": "publish", "match": {"path": "/orders"}, "context": {"type": {"literal": "order"}},
+         "seal": {"fields": ["/card"]}, "sign": true},
+        {"name": "consume", "match": {"path": "/inbox"}, "context": {"type": {"literal": "order"}},
+         "verify": true, "open": {"fields": ["/card"], "readers": ["billing"], "denied": "mask"}},
+        {"name": "replies", "match": {"path": "/replies"}, "apply_to": "response", "context": {"type": {"literal": "order"}},
+         "open": {"fields": ["/card"], "readers": [{"claim": "/roles", "contains": "auditor"}]}},
+        {"name": "gate", "match": {"path": "/gate"}, "producers": ["shop"], "sign": true}
+    ]}"#;
+
+    fn exchange(path: &str, extra: &[(&str, &str)]) -> wit::Exchange {
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        headers.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+        wit::Exchange {
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            authority: "events.example.org".to_owned(),
+            headers,
+            direction: wit::Direction::Request,
+        }
+    }
+
+    fn principal(id: &str, claims: &str) -> Option<wit::Principal> {
+        Some(wit::Principal {
+            id: id.to_owned(),
+            claims: claims.to_owned(),
+        })
+    }
+
+    fn sealer() -> Sealer {
+        Sealer::new(POLICY, &keyring()).expect("the test policy loads")
+    }
+
+    #[test]
+    fn seal_then_verify_and_open_round_trips() {
+        let sealer = sealer();
+        let event = br#"{"id":"1","card":{"number":"4111"}}"#.to_vec();
+        let sealed = sealer.run(Operation::Seal, event, &exchange("/orders", &[]), None).unwrap();
+        let doc: Value = serde_json::from_slice(&sealed.event).unwrap();
+        assert!(doc["card"].as_str().unwrap().split('.').count() == 5, "a JWE compact string");
+        assert!(sealed.signed && sealed.headers.iter().any(|(n, _)| n == "webhook-signature"));
+        assert!(matches!(sealed.fields[0].result, wit::FieldResult::Sealed));
+
+        let signature: Vec<(&str, &str)> = sealed.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let inbox = exchange("/inbox", &signature);
+        let opened = sealer
+            .run(Operation::Open, sealed.event.clone(), &inbox, principal("billing", ""))
+            .unwrap();
+        assert_eq!(opened.event, br#"{"id":"1","card":{"number":"4111"}}"#);
+        assert_eq!(opened.verified.as_deref(), Some("h1"));
+
+        let replayed = sealer
+            .run(Operation::Verify, sealed.event, &inbox, principal("billing", ""))
+            .unwrap_err();
+        assert!(matches!(replayed.kind, wit::ProblemKind::SignatureReplayed) && replayed.status == 401);
+    }
+
+    #[test]
+    fn readers_are_decided_by_the_policy() {
+        let sealer = sealer();
+        let sealed = sealer
+            .run(Operation::Seal, br#"{"card":"4111"}"#.to_vec(), &exchange("/orders", &[]), None)
+            .unwrap();
+        let mut reply = exchange("/replies", &[]);
+        reply.direction = wit::Direction::Response(vec![("content-type".to_owned(), "application/json".to_owned())]);
+        let auditor = sealer
+            .run(
+                Operation::Open,
+                sealed.event.clone(),
+                &reply,
+                principal("x", r#"{"roles":["auditor"]}"#),
+            )
+            .unwrap();
+        assert_eq!(auditor.event, br#"{"card":"4111"}"#);
+        let other = sealer
+            .run(Operation::Open, sealed.event.clone(), &reply, principal("x", ""))
+            .unwrap();
+        assert_eq!(other.event, sealed.event, "left sealed by default");
+        assert!(matches!(other.fields[0].result, wit::FieldResult::Withheld));
+    }
+
+    #[test]
+    fn operations_fail_closed_when_the_policy_does_not_configure_them() {
+        let sealer = sealer();
+        let event = br#"{"card":"4111"}"#.to_vec();
+        for (operation, path, detail) in [
+            (Operation::Seal, "/nowhere", "no rule of the policy matches this exchange"),
+            (Operation::Seal, "/inbox", "rule \"consume\" does not seal"),
+            (Operation::Verify, "/orders", "rule \"publish\" does not verify"),
+            (Operation::Open, "/replies", "rule \"replies\" does not apply to request bodies"),
+        ] {
+            let err = sealer.run(operation, event.clone(), &exchange(path, &[]), None).unwrap_err();
+            assert!(matches!(err.kind, wit::ProblemKind::NoRule), "{operation:?} {path}");
+            assert_eq!((err.status, err.detail.as_str()), (500, detail));
+        }
+    }
+
+    #[test]
+    fn producers_are_admitted_before_anything_else() {
+        let sealer = sealer();
+        let err = sealer
+            .run(Operation::Sign, b"{}".to_vec(), &exchange("/gate", &[]), principal("intruder", ""))
+            .unwrap_err();
+        assert!(matches!(err.kind, wit::ProblemKind::ProducerForbidden) && err.status == 403);
+        assert!(
+            sealer
+                .run(Operation::Sign, b"{}".to_vec(), &exchange("/gate", &[]), principal("shop", ""))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn refusals_carry_the_filter_status_and_no_value() {
+        let sealer = sealer();
+        let tampered = br#"{"card":"eyJhbGciOiJkaXIifQ..AAAA.BBBB.CCCC"}"#.to_vec();
+        let err = sealer
+            .run(Operation::Open, tampered, &exchange("/inbox", &[]), principal("billing", ""))
+            .unwrap_err();
+        assert!(matches!(err.kind, wit::ProblemKind::SignatureMissing) && err.status == 401);
+        let err = sealer
+            .run(Operation::Seal, b"{\"card\":".to_vec(), &exchange("/orders", &[]), None)
+            .unwrap_err();
+        assert!(matches!(err.kind, wit::ProblemKind::MalformedJson) && err.status == 400);
+        let err = sealer
+            .run(
+                Operation::Seal,
+                br#"{"card":"4111"}"#.to_vec(),
+                &exchange("/orders", &[]),
+                principal("p", "[1]"),
+            )
+            .unwrap_err();
+        assert!(matches!(err.kind, wit::ProblemKind::InvalidClaims) && !err.detail.contains("[1]"));
+    }
+
+    #[test]
+    fn configuration_errors_name_document_and_location() {
+        let err = Sealer::new(r#"{"rules": [{"name": "r", "seal": {"fields": ["x"]}}]}"#, &keyring())
+            .err()
+            .unwrap();
+        assert!(matches!(err.document, wit::ConfigDocument::Policy));
+        assert_eq!(err.at, "/rules/0/seal/fields/0");
+        let err = Sealer::new(POLICY, r#"{"keys":[{"kty":"oct"}]}"#).err().unwrap();
+        assert!(matches!(err.document, wit::ConfigDocument::Keyring));
+        assert_eq!(err.at, "/keys/0/kid");
+        let err = Sealer::new(POLICY, "").err().unwrap();
+        assert!(matches!(err.document, wit::ConfigDocument::Keyring));
+        let err = Sealer::new(POLICY, &format!(r#"{{"keys":[{SEAL_KEY}]}}"#)).err().unwrap();
+        assert_eq!(err.at, "/rules/0/sign", "a signing rule needs an HS256 primary");
+        let err = Sealer::new(&keyring(), &keyring()).err().unwrap();
+        assert!(!err.message.contains("AAECAwQF"), "no key material in errors: {}", err.message);
+    }
+
+    #[test]
+    fn inline_keys_and_a_keyring_argument_exclude_each_other() {
+        let inline = format!(
+            r#"{{"keys": {{"inline": {}}}, "rules": [{{"name": "s", "seal": {{"fields": ["/a"]}}}}]}}"#,
+            keyring()
+        );
+        assert!(Sealer::new(&inline, "").is_ok());
+        let err = Sealer::new(&inline, &keyring()).err().unwrap();
+        assert_eq!(
+            (err.at.as_str(), matches!(err.document, wit::ConfigDocument::Policy)),
+            ("/keys", true)
+        );
+    }
+
+    #[test]
+    fn every_core_kind_keeps_its_slug() {
+        use ProblemKind::*;
+        for kind in [
+            MalformedJson,
+            JsonTooDeep,
+            UnsupportedMediaType,
+            PayloadTooLarge,
+            FieldMissing,
+            ContextMissing,
+            SignatureMissing,
+            SignatureMalformed,
+            SignatureExpired,
+            SignatureInvalid,
+            SignatureReplayed,
+            ProducerForbidden,
+            ReaderForbidden,
+            SealedFieldRejected,
+            SealFailed,
+            SignFailed,
+            KmsUnavailable,
+        ] {
+            // The WIT case `malformed-json` is the Rust variant `MalformedJson`.
+            let camel: String = kind
+                .slug()
+                .split('-')
+                .map(|word| word[..1].to_ascii_uppercase() + &word[1..])
+                .collect();
+            assert_eq!(format!("{:?}", problem_kind(kind)), format!("ProblemKind::{camel}"));
+        }
+    }
+}
