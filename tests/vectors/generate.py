@@ -188,7 +188,7 @@ success(
 )
 success(
     "012-escaped-pointer",
-    "A member names with '/' and '~' (pointer /data/a~1b/m~0n, RFC 6901 escapes).",
+    "Member names with '/' and '~' (pointer /data/a~1b/m~0n, RFC 6901 escapes).",
     "secret",
     pointer="/data/a~1b/m~0n",
 )
