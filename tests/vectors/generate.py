@@ -513,6 +513,42 @@ vector(name, "The header segment's first character replaced by '*', which is out
 name = "069-empty-string"
 vector(name, "The empty string.", "", "malformed")
 
+name = "070-crit-null"
+crit_null = header(PRIMARY, POINTER, CONTEXT)[:-1] + b',"crit":null}'
+vector(
+    name,
+    "A crit member whose value is null: any crit member is refused, whatever its value. Authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), crit_null, plaintext_of("x")),
+    "malformed",
+)
+name = "071-duplicate-context-member"
+dup_ctx = b'{"alg":"dir","enc":"A256GCM","kid":"k-2026-03","ptr":"/data/customer/email","ctx":{"tenant":"evil","tenant":"acme","type":"order.created"}}'
+vector(
+    name,
+    "tenant appears twice inside ctx (evil, then acme); a parser keeping the last would open it "
+    "for acme, one keeping the first would not, so it is refused. Authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), dup_ctx, plaintext_of("x")),
+    "malformed",
+)
+name = "072-duplicate-unknown-member"
+dup_unknown = header(PRIMARY, POINTER, CONTEXT)[:-1] + b',"typ":"a","typ":"b"}'
+vector(
+    name,
+    "An unknown member (typ) repeated: repeated names are refused at every depth. Authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), dup_unknown, plaintext_of("x")),
+    "malformed",
+)
+name = "073-kid-names-a-signing-key"
+signing_jwk = {"kty": "oct", "kid": "hooks-1", "alg": "HS256", "k": b64(derive("eventseal test vector hmac hooks-1", 32)), "status": "disabled"}
+vector(
+    name,
+    "The kid names an HS256 (signing) key of the keyring, here disabled: only A256GCM keys open "
+    "envelopes, so the kid is unknown. Sealed with some other key.",
+    compact(derive("eventseal test vector key hooks-1 stranger", 32), iv_for(name), header("hooks-1", POINTER, CONTEXT), plaintext_of("x")),
+    "unknown_key",
+    keys=keyring(signing_jwk),
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -117,16 +117,107 @@ impl fmt::Display for SealFailure {
 }
 
 /// The protected header members this version reads (FORMAT.md §3.2).
-///
-/// serde refuses a repeated member, which RFC 7516 §4 lets a parser reject.
-#[derive(Deserialize)]
 struct Header {
     alg: String,
     enc: String,
     kid: String,
     ptr: String,
     ctx: BTreeMap<String, String>,
-    crit: Option<Value>,
+}
+
+impl Header {
+    /// Parses the header strictly: a repeated member name at any depth is refused (RFC 7516
+    /// §4 lets a parser reject them, and accepting them lets two parsers disagree), and so is
+    /// any `crit` member, whatever its value.
+    fn parse(json: &[u8]) -> Result<Self, Rejection> {
+        let shape = Rejection::Malformed("header is not the expected JSON object");
+        let StrictJson(value) = serde_json::from_slice(json).map_err(|_| shape.clone())?;
+        let Value::Object(mut members) = value else { return Err(shape) };
+        if members.contains_key("crit") {
+            return Err(Rejection::Malformed("unsupported critical header parameters"));
+        }
+        let mut text = |name: &str| match members.remove(name) {
+            Some(Value::String(s)) => Ok(s),
+            _ => Err(shape.clone()),
+        };
+        let (alg, enc, kid, ptr) = (text("alg")?, text("enc")?, text("kid")?, text("ptr")?);
+        let Some(Value::Object(ctx)) = members.remove("ctx") else {
+            return Err(shape);
+        };
+        let ctx = ctx
+            .into_iter()
+            .map(|(name, value)| match value {
+                Value::String(s) => Ok((name, s)),
+                _ => Err(shape.clone()),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { alg, enc, kid, ptr, ctx })
+    }
+}
+
+/// A JSON value whose objects, at every depth, have no repeated member names.
+struct StrictJson(Value);
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON without repeated member names")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some((name, StrictJson(value))) = map.next_entry::<String, StrictJson>()? {
+            if members.insert(name, value).is_some() {
+                return Err(serde::de::Error::custom("repeated member name"));
+            }
+        }
+        Ok(Value::Object(members))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
 }
 
 const NONCE_LEN: usize = 12;
@@ -194,11 +285,7 @@ pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope:
     };
     let decode = |segment: &str, what: &'static str| URL_SAFE_NO_PAD.decode(segment).map_err(|_| Rejection::Malformed(what));
     let header_json = decode(h, "header is not base64url")?;
-    let header: Header =
-        serde_json::from_slice(&header_json).map_err(|_| Rejection::Malformed("header is not the expected JSON object"))?;
-    if header.crit.is_some() {
-        return Err(Rejection::Malformed("unsupported critical header parameters"));
-    }
+    let header = Header::parse(&header_json)?;
     if header.enc != "A256GCM" {
         return Err(Rejection::Malformed("unsupported enc"));
     }
@@ -217,8 +304,10 @@ pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope:
     if tag.len() != TAG_LEN {
         return Err(Rejection::Malformed("tag is not 128 bits"));
     }
+    // Only sealing keys count: a signing key's kid in an envelope is simply unknown.
     let key = keyring
         .get(&header.kid)
+        .filter(|k| k.key_use() == KeyUse::Seal)
         .ok_or_else(|| Rejection::UnknownKey(KeyId::from_untrusted(&header.kid)))?;
     if key.status() == KeyStatus::Disabled {
         return Err(Rejection::DisabledKey(key.kid().clone()));
