@@ -125,9 +125,9 @@ impl Sealer {
         principal: Option<wit::Principal>,
     ) -> Result<wit::Outcome, wit::Problem> {
         let principal = principal.map(principal_from).transpose()?;
-        let (direction, body_headers) = match &exchange.direction {
-            wit::Direction::Request => (Direction::Request, &exchange.headers),
-            wit::Direction::Response(headers) => (Direction::Response, headers),
+        let (direction, body_headers) = match &exchange.response {
+            None => (Direction::Request, &exchange.headers),
+            Some(headers) => (Direction::Response, headers),
         };
         let request = RequestHead {
             method: &exchange.method,
@@ -331,7 +331,7 @@ mod tests {
             path: path.to_owned(),
             authority: "events.example.org".to_owned(),
             headers,
-            direction: wit::Direction::Request,
+            response: None,
         }
     }
 
@@ -377,7 +377,7 @@ mod tests {
             .run(Operation::Seal, br#"{"card":"4111"}"#.to_vec(), &exchange("/orders", &[]), None)
             .unwrap();
         let mut reply = exchange("/replies", &[]);
-        reply.direction = wit::Direction::Response(vec![("content-type".to_owned(), "application/json".to_owned())]);
+        reply.response = Some(vec![("content-type".to_owned(), "application/json".to_owned())]);
         let auditor = sealer
             .run(
                 Operation::Open,
