@@ -1,0 +1,676 @@
+//! Modules, plugins, and the event loop that stands in for Envoy's dispatcher.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use wasmtime::{Engine, Extern, Instance, Linker, Store, Val};
+
+use crate::abi::stream;
+use crate::host::{Context, Deferred, HostState, PendingCall, Setup, add_to_linker};
+use crate::http::{Dir, HttpExchange, HttpOutcome, HttpState, HttpStream};
+use crate::property::{PropertyPath, PropertyStore, PropertyValue};
+use crate::shared::{MetricValue, SharedState};
+use crate::tcp::{TcpSide, TcpState, TcpStream};
+use crate::upstream::{HttpCallReply, Upstream, UpstreamKind, send_http};
+use crate::{Error, HttpCallRequest, LogLevel};
+
+/// A line the plugin logged (`proxy_log`, or WASI stdout/stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Its level (stdout is `Info`, stderr `Error`, as in proxy-wasm-cpp-host).
+    pub level: LogLevel,
+    /// The message (one trailing newline of a WASI write removed).
+    pub message: String,
+    /// The context that was active when it was logged (0 outside any callback).
+    pub context_id: u32,
+}
+
+/// A compiled proxy-wasm module. Compile once and share: cloning is cheap, and one module
+/// can create any number of independent plugins, in parallel.
+#[derive(Clone)]
+pub struct Module {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    engine: Engine,
+    module: wasmtime::Module,
+    linker: Linker<HostState>,
+}
+
+impl Module {
+    /// Compiles a `.wasm` file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be read, [`Error::Compile`] if it is not valid wasm.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Module, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        Module::from_bytes(&bytes)
+    }
+
+    /// Compiles a module from its bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compile`] if it is not valid wasm.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Module, Error> {
+        let engine = Engine::default();
+        let module = wasmtime::Module::new(&engine, bytes).map_err(|e| Error::Compile(chain(&e)))?;
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;
+        linker.define_unknown_imports_as_traps(&module).map_err(|e| Error::Link(chain(&e)))?;
+        Ok(Module { inner: Arc::new(ModuleInner { engine, module, linker }) })
+    }
+
+    /// Starts a plugin the way Envoy loads one: instantiates the module, runs
+    /// `_initialize`, creates the root context, and calls `proxy_on_vm_start` and
+    /// `proxy_on_configure`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Link`] if the module is not a proxy-wasm 0.2.x module,
+    /// [`Error::VmStartRefused`] / [`Error::ConfigurationRefused`] if the plugin returned
+    /// false (with its log lines), [`Error::Trap`] if it trapped.
+    pub fn plugin(&self, config: PluginConfig) -> Result<Plugin, Error> {
+        let mut properties = PropertyStore::default();
+        properties.set(PropertyPath::from("plugin_name"), &PropertyValue::from(config.name.as_str()));
+        properties.set(PropertyPath::from("plugin_root_id"), &PropertyValue::from(config.root_id.as_str()));
+        properties.set(PropertyPath::from("plugin_vm_id"), &PropertyValue::from(config.vm_id.as_str()));
+        for (path, value) in &config.properties {
+            properties.set(path.clone(), value);
+        }
+        let setup = Setup {
+            vm_id: config.vm_id.clone(),
+            vm_configuration: config.vm_configuration,
+            configuration: config.configuration,
+            environment: config.environment,
+            properties,
+            upstreams: config.upstreams,
+            log_level: config.log_level,
+        };
+        let shared = config.shared.unwrap_or_default();
+        let start_time = config.start_time.unwrap_or_else(SystemTime::now);
+        let host = HostState::new(Arc::new(setup), shared.clone(), start_time);
+        let mut store = Store::new(&self.inner.engine, host);
+        let instance = self.inner.linker.instantiate(&mut store, &self.inner.module).map_err(|e| Error::Link(chain(&e)))?;
+        if !["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"].iter().any(|name| instance.get_func(&mut store, name).is_some()) {
+            return Err(Error::Link("not a proxy-wasm 0.2.x module: it exports no proxy_abi_version_0_2_1 (or _0_2_0)".to_owned()));
+        }
+        if let Some(Extern::Memory(memory)) = instance.get_export(&mut store, "memory") {
+            store.data_mut().memory = Some(memory);
+        }
+        let allocate = ["proxy_on_memory_allocate", "malloc"].iter().find_map(|name| instance.get_typed_func::<u32, u32>(&mut store, name).ok());
+        store.data_mut().allocate = allocate;
+        let mut inner = PluginInner { store, instance, failed: false };
+        for init in ["_initialize", "_start"] {
+            if inner.instance.get_func(&mut inner.store, init).is_some() {
+                inner.call(init, 0, &[])?;
+                break;
+            }
+        }
+        let root = inner.new_context_id();
+        inner.host_mut().root_id = root;
+        inner.host_mut().contexts.insert(root, Context::Root);
+        inner.host_mut().configuring = true;
+        inner.call("proxy_on_context_create", root, &[root, 0])?;
+        inner.host_mut().configuring = false;
+        let vm_size = u32::try_from(inner.host().setup.vm_configuration.len()).unwrap_or(u32::MAX);
+        if inner.call("proxy_on_vm_start", root, &[root, vm_size])? == Some(0) {
+            return Err(Error::VmStartRefused { logs: inner.host().logs.clone() });
+        }
+        let size = u32::try_from(inner.host().setup.configuration.len()).unwrap_or(u32::MAX);
+        inner.host_mut().configuring = true;
+        let configured = inner.call("proxy_on_configure", root, &[root, size]);
+        inner.host_mut().configuring = false;
+        if configured? == Some(0) {
+            return Err(Error::ConfigurationRefused { logs: inner.host().logs.clone() });
+        }
+        inner.settle()?;
+        Ok(Plugin { inner: Arc::new(Mutex::new(inner)), shared, vm_id: config.vm_id })
+    }
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").finish_non_exhaustive()
+    }
+}
+
+fn chain(error: &wasmtime::Error) -> String {
+    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}
+
+/// How to load a plugin: what Envoy's `envoy.filters.http.wasm` (or network filter)
+/// configuration would say, plus the clusters its HTTP calls may reach.
+#[derive(Clone)]
+pub struct PluginConfig {
+    name: String,
+    root_id: String,
+    vm_id: String,
+    vm_configuration: Vec<u8>,
+    configuration: Vec<u8>,
+    environment: Vec<(String, String)>,
+    properties: Vec<(PropertyPath, PropertyValue)>,
+    upstreams: HashMap<String, Upstream>,
+    log_level: LogLevel,
+    start_time: Option<SystemTime>,
+    shared: Option<SharedState>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> PluginConfig {
+        PluginConfig {
+            name: String::new(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            vm_configuration: Vec::new(),
+            configuration: Vec::new(),
+            environment: Vec::new(),
+            properties: Vec::new(),
+            upstreams: HashMap::new(),
+            log_level: LogLevel::Info,
+            start_time: None,
+            shared: None,
+        }
+    }
+}
+
+impl PluginConfig {
+    /// An empty configuration.
+    pub fn new() -> PluginConfig {
+        PluginConfig::default()
+    }
+
+    /// The plugin configuration (`config.configuration`), as `proxy_on_configure` reads it.
+    pub fn configuration(mut self, configuration: impl Into<Vec<u8>>) -> PluginConfig {
+        self.configuration = configuration.into();
+        self
+    }
+
+    /// The VM configuration (`vm_config.configuration`), as `proxy_on_vm_start` reads it.
+    pub fn vm_configuration(mut self, configuration: impl Into<Vec<u8>>) -> PluginConfig {
+        self.vm_configuration = configuration.into();
+        self
+    }
+
+    /// An environment variable the VM sees (`vm_config.environment_variables`).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> PluginConfig {
+        self.environment.push((name.into(), value.into()));
+        self
+    }
+
+    /// A property every context of the plugin sees (streams' own properties win).
+    pub fn property(mut self, path: impl Into<PropertyPath>, value: impl Into<PropertyValue>) -> PluginConfig {
+        self.properties.push((path.into(), value.into()));
+        self
+    }
+
+    /// Registers a cluster the plugin's `proxy_http_call`s may name.
+    pub fn upstream(mut self, cluster: impl Into<String>, upstream: Upstream) -> PluginConfig {
+        self.upstreams.insert(cluster.into(), upstream);
+        self
+    }
+
+    /// The plugin's name (`plugin_name` property).
+    pub fn name(mut self, name: impl Into<String>) -> PluginConfig {
+        self.name = name.into();
+        self
+    }
+
+    /// The plugin's root id (`plugin_root_id` property).
+    pub fn root_id(mut self, root_id: impl Into<String>) -> PluginConfig {
+        self.root_id = root_id.into();
+        self
+    }
+
+    /// The VM id (`plugin_vm_id` property; shared data and queues are per VM id).
+    pub fn vm_id(mut self, vm_id: impl Into<String>) -> PluginConfig {
+        self.vm_id = vm_id.into();
+        self
+    }
+
+    /// The level `proxy_get_log_level` reports (default `Info`, Envoy's default). Every
+    /// line is captured whatever the level.
+    pub fn log_level(mut self, level: LogLevel) -> PluginConfig {
+        self.log_level = level;
+        self
+    }
+
+    /// The instant the virtual clock starts at (default: the real time at creation).
+    pub fn start_time(mut self, start: SystemTime) -> PluginConfig {
+        self.start_time = Some(start);
+        self
+    }
+
+    /// Shares shared data, queues and metrics with other plugins created with the same
+    /// handle (like Envoy's worker VMs of one VM id).
+    pub fn shared_state(mut self, shared: &SharedState) -> PluginConfig {
+        self.shared = Some(shared.clone());
+        self
+    }
+}
+
+impl std::fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginConfig")
+            .field("name", &self.name)
+            .field("root_id", &self.root_id)
+            .field("vm_id", &self.vm_id)
+            .field("configuration_bytes", &self.configuration.len())
+            .field("upstreams", &self.upstreams.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running plugin: one VM with its root context, configured and ready for streams.
+///
+/// All methods take `&self`; streams hold a handle to the plugin, so several streams can be
+/// open at once. Upstream handlers run while the plugin is busy and must not call it.
+pub struct Plugin {
+    inner: Arc<Mutex<PluginInner>>,
+    shared: SharedState,
+    vm_id: String,
+}
+
+pub(crate) fn lock(inner: &Mutex<PluginInner>) -> MutexGuard<'_, PluginInner> {
+    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Plugin {
+    fn with<T>(&self, f: impl FnOnce(&mut PluginInner) -> Result<T, Error>) -> Result<T, Error> {
+        let mut inner = lock(&self.inner);
+        f(&mut inner)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&HostState) -> T) -> T {
+        f(lock(&self.inner).host())
+    }
+
+    /// Opens an HTTP stream (`proxy_on_context_create(id, root)`).
+    ///
+    /// # Errors
+    ///
+    /// A trap, or a VM that failed earlier.
+    pub fn http_stream(&self) -> Result<HttpStream, Error> {
+        let id = self.with(|inner| inner.new_context(Context::Http(Box::new(HttpState::new(PropertyStore::default())))))?;
+        Ok(HttpStream { inner: Arc::clone(&self.inner), id, finished: false })
+    }
+
+    /// Opens a TCP stream (`proxy_on_context_create`, then `proxy_on_new_connection`).
+    ///
+    /// # Errors
+    ///
+    /// A trap, or a VM that failed earlier.
+    pub fn tcp_stream(&self) -> Result<TcpStream, Error> {
+        let id = self.with(|inner| {
+            let id = inner.new_context(Context::Tcp(Box::new(TcpState::new(PropertyStore::default()))))?;
+            inner.call("proxy_on_new_connection", id, &[id])?;
+            inner.settle()?;
+            Ok(id)
+        })?;
+        Ok(TcpStream { inner: Arc::clone(&self.inner), id, finished: false })
+    }
+
+    /// Runs a whole exchange: the request (headers, body chunks, trailers); then, if the
+    /// filter let the whole request through, the response; then ends the stream.
+    ///
+    /// # Errors
+    ///
+    /// A trap in the guest.
+    pub fn run_http(&self, exchange: HttpExchange) -> Result<HttpOutcome, Error> {
+        let mut stream = self.http_stream()?;
+        for (path, value) in exchange.properties {
+            stream.set_property(path, value)?;
+        }
+        let request_ends_with_headers = exchange.request_body.is_empty() && exchange.request_trailers.is_none();
+        stream.send_request_headers(exchange.request_headers, request_ends_with_headers)?;
+        let chunks = exchange.request_body.len();
+        for (i, chunk) in exchange.request_body.into_iter().enumerate() {
+            stream.send_request_body(chunk, i + 1 == chunks && exchange.request_trailers.is_none())?;
+        }
+        if let Some(trailers) = exchange.request_trailers {
+            stream.send_request_trailers(trailers)?;
+        }
+        if stream.upstream_request().end_of_stream {
+            let response_ends_with_headers = exchange.response_body.is_empty() && exchange.response_trailers.is_none();
+            stream.send_response_headers(exchange.response_headers, response_ends_with_headers)?;
+            let chunks = exchange.response_body.len();
+            for (i, chunk) in exchange.response_body.into_iter().enumerate() {
+                stream.send_response_body(chunk, i + 1 == chunks && exchange.response_trailers.is_none())?;
+            }
+            if let Some(trailers) = exchange.response_trailers {
+                stream.send_response_trailers(trailers)?;
+            }
+        }
+        stream.finish()
+    }
+
+    /// Every line the plugin logged so far.
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.read(|host| host.logs.clone())
+    }
+
+    /// Returns the lines logged so far and forgets them.
+    pub fn take_logs(&self) -> Vec<LogLine> {
+        std::mem::take(&mut lock(&self.inner).host_mut().logs)
+    }
+
+    /// Whether any logged line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.read(|host| host.logs.iter().any(|line| line.message.contains(needle)))
+    }
+
+    /// A metric the plugin defined, by name.
+    pub fn metric(&self, name: &str) -> Option<MetricValue> {
+        self.shared.metric(name)
+    }
+
+    /// The metrics as Envoy's `/stats` lists them.
+    pub fn stats_text(&self) -> String {
+        self.shared.stats_text()
+    }
+
+    /// The value and CAS of a shared-data key of this plugin's VM id.
+    pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.shared_data(&self.vm_id, key)
+    }
+
+    /// The handle to this plugin's shared data, queues and metrics.
+    pub fn shared_state(&self) -> SharedState {
+        self.shared.clone()
+    }
+
+    /// The virtual clock's current time.
+    pub fn now(&self) -> SystemTime {
+        self.read(HostState::now)
+    }
+
+    /// The tick period the plugin set, if any.
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.read(|host| host.tick_period)
+    }
+
+    /// Moves the virtual clock forward, calling `proxy_on_tick` for every tick period that
+    /// elapses and timing out manual HTTP calls whose timeout elapses (504), in time order.
+    ///
+    /// # Errors
+    ///
+    /// A trap in the guest.
+    pub fn advance_time(&self, by: Duration) -> Result<(), Error> {
+        self.with(|inner| inner.advance(by))
+    }
+
+    /// Every HTTP call the plugin made so far, answered or not, in order.
+    pub fn http_calls(&self) -> Vec<HttpCallRequest> {
+        self.read(|host| host.calls_made.clone())
+    }
+
+    /// The calls to [`Upstream::manual`] clusters still waiting for an answer.
+    pub fn pending_http_calls(&self) -> Vec<HttpCallRequest> {
+        self.read(|host| host.calls_pending.iter().map(|p| p.request.clone()).collect())
+    }
+
+    /// Answers a pending call to a manual upstream and delivers the answer to the plugin
+    /// (`proxy_on_http_call_response`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] if no call with this token is pending; a trap in the guest.
+    pub fn respond_http_call(&self, token: u32, reply: impl Into<HttpCallReply>) -> Result<(), Error> {
+        let reply = reply.into();
+        self.with(|inner| {
+            let host = inner.host_mut();
+            let index = host
+                .calls_pending
+                .iter()
+                .position(|p| p.request.token == token)
+                .ok_or_else(|| Error::Usage(format!("no HTTP call with token {token} is pending")))?;
+            let pending = host.calls_pending.remove(index);
+            inner.deliver_call(&pending, reply)?;
+            inner.settle()
+        })
+    }
+
+    /// Runs what Envoy's event loop would run now: queue-ready notifications caused by
+    /// other plugins sharing this plugin's [`SharedState`], and deferred work.
+    ///
+    /// # Errors
+    ///
+    /// A trap in the guest.
+    pub fn run_pending(&self) -> Result<(), Error> {
+        self.with(PluginInner::settle)
+    }
+
+    /// Shuts the plugin down as Envoy does when it removes it: `proxy_on_done` on the root
+    /// context; if that returns false, waits for the plugin to call `proxy_done` (answering
+    /// HTTP calls meanwhile); then `proxy_on_delete`. Returns whether the plugin finished.
+    ///
+    /// # Errors
+    ///
+    /// A trap in the guest.
+    pub fn shutdown(&self) -> Result<bool, Error> {
+        self.with(|inner| {
+            let root = inner.host().root_id;
+            let done = inner.call("proxy_on_done", root, &[root])?;
+            if done == Some(0) {
+                inner.host_mut().done_pending = true;
+                inner.settle()?;
+                if !inner.host().done_called {
+                    return Ok(false);
+                }
+            }
+            inner.call("proxy_on_delete", root, &[root])?;
+            inner.host_mut().contexts.remove(&root);
+            Ok(true)
+        })
+    }
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("vm_id", &self.vm_id).finish_non_exhaustive()
+    }
+}
+
+/// The VM and its store, behind the plugin's mutex.
+pub(crate) struct PluginInner {
+    store: Store<HostState>,
+    instance: Instance,
+    failed: bool,
+}
+
+impl PluginInner {
+    pub(crate) fn host(&self) -> &HostState {
+        self.store.data()
+    }
+
+    pub(crate) fn host_mut(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    fn new_context_id(&mut self) -> u32 {
+        let host = self.host_mut();
+        let id = host.next_context_id;
+        host.next_context_id += 1;
+        id
+    }
+
+    /// Calls an export with `context` as the current context. A missing export is skipped
+    /// (`Ok(None)`), as cpp-host skips callbacks a module does not define.
+    pub(crate) fn call(&mut self, name: &'static str, context: u32, args: &[u32]) -> Result<Option<u32>, Error> {
+        if self.failed {
+            return Err(Error::Failed);
+        }
+        let Some(func) = self.instance.get_func(&mut self.store, name) else {
+            return Ok(None);
+        };
+        let params: Vec<Val> = args.iter().map(|a| Val::I32(i32::from_ne_bytes(a.to_ne_bytes()))).collect();
+        let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
+        {
+            let host = self.host_mut();
+            host.current = context;
+            host.effective = 0;
+            host.stop_iteration = false;
+        }
+        let outcome = func.call(&mut self.store, &params, &mut results);
+        {
+            let host = self.host_mut();
+            host.current = 0;
+            host.effective = 0;
+        }
+        match outcome {
+            Ok(()) => Ok(results.first().and_then(Val::i32).map(|v| u32::from_ne_bytes(v.to_ne_bytes()))),
+            Err(error) => {
+                self.failed = true;
+                Err(Error::Trap { function: name.to_owned(), message: chain(&error), logs: self.host().logs.clone() })
+            }
+        }
+    }
+
+    pub(crate) fn new_context(&mut self, context: Context) -> Result<u32, Error> {
+        if self.failed {
+            return Err(Error::Failed);
+        }
+        let id = self.new_context_id();
+        let root = self.host().root_id;
+        self.host_mut().contexts.insert(id, context);
+        self.call("proxy_on_context_create", id, &[id, root])?;
+        self.settle()?;
+        Ok(id)
+    }
+
+    /// Ends a stream context: `proxy_on_done`, `proxy_on_log` (with `set_log_phase` telling
+    /// the context it is in the access-log phase), `proxy_on_delete`.
+    pub(crate) fn finish_context(&mut self, id: u32, set_log_phase: impl Fn(&mut HostState, u32, bool)) -> Result<(), Error> {
+        if !self.host().contexts.contains_key(&id) {
+            return Ok(());
+        }
+        let result = (|| {
+            self.call("proxy_on_done", id, &[id])?;
+            set_log_phase(self.host_mut(), id, true);
+            self.call("proxy_on_log", id, &[id])?;
+            set_log_phase(self.host_mut(), id, false);
+            self.call("proxy_on_delete", id, &[id])?;
+            Ok(())
+        })();
+        self.host_mut().contexts.remove(&id);
+        result?;
+        self.settle()
+    }
+
+    /// Runs Envoy's event loop until nothing is left to do now: deferred continues, closes
+    /// and local replies; answers from automatic upstreams; queue-ready notifications.
+    pub(crate) fn settle(&mut self) -> Result<(), Error> {
+        loop {
+            if self.failed {
+                return Err(Error::Failed);
+            }
+            if !self.host().deferred.is_empty() {
+                let deferred = self.host_mut().deferred.remove(0);
+                self.apply(deferred)?;
+                continue;
+            }
+            if !self.host().calls_to_dispatch.is_empty() {
+                let pending = self.host_mut().calls_to_dispatch.remove(0);
+                let upstream = self.host().setup.upstreams.get(&pending.request.upstream).cloned();
+                let reply = match upstream.map(|u| u.0) {
+                    Some(UpstreamKind::Handler(handler)) => handler(&pending.request),
+                    Some(UpstreamKind::Http(address)) => send_http(&address, &pending.request),
+                    Some(UpstreamKind::Manual) | None => {
+                        self.host_mut().calls_pending.push(pending);
+                        continue;
+                    }
+                };
+                self.deliver_call(&pending, reply)?;
+                continue;
+            }
+            let ready = {
+                let host = self.host();
+                host.shared.take_ready(host.instance_id)
+            };
+            if ready.is_empty() {
+                return Ok(());
+            }
+            for (root, queue) in ready {
+                self.call("proxy_on_queue_ready", root, &[root, queue])?;
+            }
+        }
+    }
+
+    fn apply(&mut self, deferred: Deferred) -> Result<(), Error> {
+        let is_tcp = |inner: &Self, id: u32| matches!(inner.host().contexts.get(&id), Some(Context::Tcp(_)));
+        let exists = |inner: &Self, id: u32| inner.host().contexts.contains_key(&id);
+        match deferred {
+            Deferred::Continue { context, .. } if !exists(self, context) => Ok(()),
+            Deferred::Continue { context, stream: stream::HTTP_REQUEST } => self.http_resume(context, Dir::Request),
+            Deferred::Continue { context, stream: stream::HTTP_RESPONSE } => self.http_resume(context, Dir::Response),
+            Deferred::Continue { context, .. } => self.tcp_resume(context),
+            Deferred::Close { context, .. } if !exists(self, context) => Ok(()),
+            Deferred::Close { context, stream } if is_tcp(self, context) => {
+                self.tcp_close(context, if stream == stream::UPSTREAM { TcpSide::Upstream } else { TcpSide::Downstream })
+            }
+            Deferred::Close { context, stream: stream::HTTP_REQUEST | stream::HTTP_RESPONSE } => self.http_reset(context),
+            Deferred::Close { .. } => Ok(()),
+            Deferred::LocalResponse { context, .. } if !exists(self, context) => Ok(()),
+            Deferred::LocalResponse { context, reply } => self.http_local_reply(context, reply),
+        }
+    }
+
+    /// Delivers a call's answer: `proxy_on_http_call_response` on the root context, with
+    /// the response readable through the HTTP-call-response map and buffer.
+    pub(crate) fn deliver_call(&mut self, pending: &PendingCall, reply: HttpCallReply) -> Result<(), Error> {
+        let delivered = reply.deliver();
+        let counts = [
+            u32::try_from(delivered.headers.len()).unwrap_or(u32::MAX),
+            u32::try_from(delivered.body.len()).unwrap_or(u32::MAX),
+            u32::try_from(delivered.trailers.len()).unwrap_or(u32::MAX),
+        ];
+        let root = self.host().root_id;
+        {
+            let host = self.host_mut();
+            host.status = delivered.status.clone();
+            host.call_response = Some(delivered);
+        }
+        let result = self.call("proxy_on_http_call_response", root, &[root, pending.request.token, counts[0], counts[1], counts[2]]);
+        let host = self.host_mut();
+        host.call_response = None;
+        host.status = (0, String::new());
+        result.map(|_| ())
+    }
+
+    pub(crate) fn advance(&mut self, by: Duration) -> Result<(), Error> {
+        let target = self.host().elapsed + by;
+        loop {
+            let host = self.host();
+            let tick = host.next_tick.filter(|t| *t <= target);
+            let timeout = host.calls_pending.iter().enumerate().filter_map(|(i, p)| p.deadline.map(|d| (d, i))).filter(|(d, _)| *d <= target).min();
+            match (tick, timeout) {
+                (Some(t), Some((d, i))) if d < t => self.time_out(d, i)?,
+                (Some(t), _) => {
+                    let host = self.host_mut();
+                    host.elapsed = t;
+                    host.next_tick = host.tick_period.map(|p| t + p);
+                    let root = host.root_id;
+                    self.call("proxy_on_tick", root, &[root])?;
+                    self.settle()?;
+                }
+                (None, Some((d, i))) => self.time_out(d, i)?,
+                (None, None) => break,
+            }
+        }
+        self.host_mut().elapsed = target;
+        Ok(())
+    }
+
+    fn time_out(&mut self, at: Duration, index: usize) -> Result<(), Error> {
+        let host = self.host_mut();
+        host.elapsed = at;
+        let pending = host.calls_pending.remove(index);
+        self.deliver_call(&pending, HttpCallReply::Timeout)?;
+        self.settle()
+    }
+}
