@@ -1,5 +1,15 @@
 //! One HTTP exchange: route it, admit its producer, buffer the bodies a rule touches, hand
 //! each whole body to core, and apply the decision. Nothing here decides anything.
+//!
+//! Envoy with proxy-wasm ABI 0.2.1 shapes the flow. Headers are forwarded when their
+//! callback returns: pausing them would also keep every body callback from running (the
+//! host turns `StopIteration` into `StopAllIterationAndWatermark`). So the producer is
+//! admitted and `content-length` removed in the headers callback, which then continues;
+//! body callbacks pause (Envoy buffers) until the end of the stream, and the whole body is
+//! decided on then. A refused request body is answered with a problem+json local reply and
+//! never reaches the upstream (which has seen the headers only, then a reset); a refused
+//! response body cannot become a 502 any more, so Envoy resets the stream and the client
+//! gets nothing of it.
 
 use crate::metrics;
 use crate::property::decode_value;
@@ -109,7 +119,9 @@ impl Exchange {
         }
     }
 
-    /// Answers the client with the problem and stops the stream here.
+    /// Answers the client with the problem and stops the stream here. From a response body
+    /// (response headers already forwarded) Envoy cannot replace the response and resets
+    /// the stream instead: the refused body is never passed on either way.
     fn refuse(&mut self, direction: Direction, problem: &Problem) -> Action {
         self.shared.metrics.add(&metrics::refused(problem.kind));
         let request_id = self.matched.as_ref().and_then(|m| m.request_id.clone());
@@ -135,8 +147,9 @@ impl Exchange {
         Action::Pause
     }
 
-    /// Decides on a whole body and applies the decision.
-    fn finish(&mut self, direction: Direction, body: &[u8], body_size: usize) -> Action {
+    /// Decides on a whole body and applies the decision. `headers_writable`: we are in the
+    /// headers callback (a stream without a body), the only time headers can still change.
+    fn finish(&mut self, direction: Direction, body: &[u8], body_size: usize, headers_writable: bool) -> Action {
         let engine = std::rc::Rc::clone(&self.shared.engine);
         let now = self.now();
         let Some(m) = self.matched.as_ref() else {
@@ -164,6 +177,12 @@ impl Exchange {
                 set_headers,
                 report,
             } => {
+                if !set_headers.is_empty() && !headers_writable {
+                    // Headers already went on; never forward a body without the headers its
+                    // decision requires. Configuration refuses `sign`, so this is a backstop.
+                    let detail = "headers cannot be set after the body in proxy-wasm ABI 0.2.1";
+                    return self.refuse(direction, &Problem::new(ProblemKind::SignFailed, direction, detail));
+                }
                 self.shared.metrics.add(&metrics::forwarded(&report));
                 if let Some(kind) = report.forwarded_despite {
                     log(
@@ -244,7 +263,7 @@ impl Exchange {
             Direction::Response => self.get_http_response_body(0, body_size),
         }
         .unwrap_or_default();
-        self.finish(direction, &body, body_size)
+        self.finish(direction, &body, body_size, false)
     }
 }
 
@@ -297,14 +316,16 @@ impl HttpContext for Exchange {
             return Action::Continue;
         }
         if end_of_stream {
-            return self.finish(Direction::Request, &[], 0);
+            return self.finish(Direction::Request, &[], 0, true);
         }
-        // The body may change length; Envoy recomputes framing without it.
+        // proxy-wasm ABI 0.2.1 forwards headers before any body callback (a paused headers
+        // callback would hold the body back from the filter too), so this is the last
+        // chance to touch them: the body may change length, and the codec frames it anew.
         self.set_http_request_header("content-length", None);
         if let Some(m) = self.matched.as_mut() {
             m.request_pending = true;
         }
-        Action::Pause
+        Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -336,13 +357,13 @@ impl HttpContext for Exchange {
             m.response_headers = headers;
         }
         if end_of_stream {
-            return self.finish(Direction::Response, &[], 0);
+            return self.finish(Direction::Response, &[], 0, true);
         }
         self.set_http_response_header("content-length", None);
         if let Some(m) = self.matched.as_mut() {
             m.response_pending = true;
         }
-        Action::Pause
+        Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

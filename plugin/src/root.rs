@@ -58,6 +58,7 @@ impl Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         let policy = Policy::from_json(&text)?;
+        refuse_what_envoy_cannot_do(&policy)?;
         if matches!(policy.keys, KeySource::Inline(_)) {
             log(
                 LogLevel::Warn,
@@ -67,6 +68,25 @@ impl Root {
         // Envoy passes `vm_config.environment_variables` to the VM as WASI environ.
         let keyring = policy.load_keyring(|name| std::env::var(name).ok())?;
         Ok(Engine::new(policy, keyring))
+    }
+}
+
+/// Refuses, at load time, rules that this host cannot carry out.
+///
+/// Signing sets `webhook-*` headers computed over the body. In proxy-wasm ABI 0.2.1 Envoy
+/// forwards request and response headers before the filter sees any body: a headers
+/// callback that pauses also holds the body back from the filter (proxy-wasm-cpp-host turns
+/// `StopIteration` into `StopAllIterationAndWatermark`), and header maps are read-only once
+/// forwarded. Refusing here keeps the failure out of the request path.
+fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
+    match policy.rules.iter().position(|rule| rule.sign) {
+        Some(i) => Err(ConfigError::Invalid {
+            at: format!("/rules/{i}/sign"),
+            expected: "false: the Envoy filter cannot add signature headers after reading the body \
+                       (proxy-wasm ABI 0.2.1 forwards headers first); sign with the component or the CLI"
+                .to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 
