@@ -6,8 +6,6 @@
 pub mod build;
 
 #[cfg(feature = "runtime")]
-pub mod component;
-#[cfg(feature = "runtime")]
 mod abi;
 #[cfg(feature = "runtime")]
 mod error;
