@@ -141,10 +141,12 @@ impl WasmBuild {
     fn default_target_dir(&self) -> PathBuf {
         if let Some(out_dir) = std::env::var_os("OUT_DIR") {
             let out_dir = PathBuf::from(out_dir);
-            if let Some(build) = out_dir.ancestors().find(|p| p.file_name().is_some_and(|n| n == "build")) {
-                if let Some(profile_dir) = build.parent() {
-                    return profile_dir.join("wasm-target");
-                }
+            if let Some(profile_dir) = out_dir
+                .ancestors()
+                .find(|p| p.file_name().is_some_and(|n| n == "build"))
+                .and_then(Path::parent)
+            {
+                return profile_dir.join("wasm-target");
             }
         }
         self.manifest_dir.join("target").join("wasm-target")
@@ -165,7 +167,12 @@ impl WasmBuild {
         let target_dir = self.target_dir.clone().unwrap_or_else(|| self.default_target_dir());
         let manifest = self.manifest_dir.join("Cargo.toml");
         let mut command = Command::new(&cargo);
-        command.arg("build").arg("--manifest-path").arg(&manifest).arg("--target").arg(&self.target);
+        command
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target")
+            .arg(&self.target);
         command.arg("--profile").arg(&self.profile);
         for package in &self.packages {
             command.arg("--package").arg(package);
@@ -177,7 +184,9 @@ impl WasmBuild {
             command.env_remove(name);
         }
         command.env("CARGO_TARGET_DIR", &target_dir);
-        let output = command.output().map_err(|e| error(format!("cannot run {}: {e}", cargo.to_string_lossy())))?;
+        let output = command
+            .output()
+            .map_err(|e| error(format!("cannot run {}: {e}", cargo.to_string_lossy())))?;
         if !output.status.success() {
             return Err(error(format!(
                 "`cargo build` of {} for {} failed ({}):\n{}",

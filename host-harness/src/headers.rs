@@ -34,7 +34,10 @@ impl Headers {
 
     /// The first value of `name` as bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        self.entries
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 
     /// Every value of `name`, in order (values that are not UTF-8 are skipped).
@@ -99,13 +102,18 @@ impl Headers {
     /// Parses the ABI's pair format. Malformed input yields `None`.
     pub(crate) fn deserialize(bytes: &[u8]) -> Option<Headers> {
         let pairs = deserialize_pairs(bytes)?;
-        let entries = pairs.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect();
+        let entries = pairs
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+            .collect();
         Some(Headers { entries })
     }
 
     /// A copy with every name lower-cased, as Envoy stores them.
     pub(crate) fn lowercased(&self) -> Headers {
-        Headers { entries: self.entries.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect() }
+        Headers {
+            entries: self.entries.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        }
     }
 }
 
@@ -156,13 +164,17 @@ pub(crate) fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>>
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.entries.iter().map(|(k, v)| (k, String::from_utf8_lossy(v)))).finish()
+        f.debug_list()
+            .entries(self.entries.iter().map(|(k, v)| (k, String::from_utf8_lossy(v))))
+            .finish()
     }
 }
 
 impl<K: Into<String>, V: Into<Vec<u8>>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Headers {
-        Headers { entries: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        Headers {
+            entries: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        }
     }
 }
 

@@ -117,7 +117,11 @@ impl HostState {
 
     /// The context hostcalls act on.
     pub(crate) fn context_id(&self) -> u32 {
-        if self.effective != 0 && self.contexts.contains_key(&self.effective) { self.effective } else { self.current }
+        if self.effective != 0 && self.contexts.contains_key(&self.effective) {
+            self.effective
+        } else {
+            self.current
+        }
     }
 
     pub(crate) fn now(&self) -> SystemTime {
@@ -125,11 +129,17 @@ impl HostState {
     }
 
     fn now_nanos(&self) -> u64 {
-        self.now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 
     pub(crate) fn log(&mut self, level: LogLevel, message: String) {
-        self.logs.push(LogLine { level, message, context_id: self.context_id() });
+        self.logs.push(LogLine {
+            level,
+            message,
+            context_id: self.context_id(),
+        });
     }
 
     fn http(&mut self) -> Option<&mut HttpState> {
@@ -246,12 +256,16 @@ fn read(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8
     let (ptr, len) = (u(ptr) as usize, u(len) as usize);
     let data = memory.data(&*caller);
     let end = ptr.checked_add(len).ok_or(Status::InvalidMemoryAccess)?;
-    data.get(ptr..end).map(<[u8]>::to_vec).ok_or(Fault::Status(Status::InvalidMemoryAccess))
+    data.get(ptr..end)
+        .map(<[u8]>::to_vec)
+        .ok_or(Fault::Status(Status::InvalidMemoryAccess))
 }
 
 fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) -> HostResult {
     let memory = memory(caller)?;
-    memory.write(&mut *caller, ptr as usize, bytes).map_err(|_| Fault::Status(Status::InvalidMemoryAccess))
+    memory
+        .write(&mut *caller, ptr as usize, bytes)
+        .map_err(|_| Fault::Status(Status::InvalidMemoryAccess))
 }
 
 fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, value: u32) -> HostResult {
@@ -268,7 +282,9 @@ fn copy_out(caller: &mut Caller<'_, HostState>, data: &[u8], ptr_ptr: i32, size_
     let mut address = 0u32;
     if !data.is_empty() {
         let Some(allocate) = caller.data().allocate.clone() else {
-            return Err(Fault::Trap(wasmtime::Error::msg("the module exports neither proxy_on_memory_allocate nor malloc")));
+            return Err(Fault::Trap(wasmtime::Error::msg(
+                "the module exports neither proxy_on_memory_allocate nor malloc",
+            )));
         };
         let size = u32::try_from(data.len()).map_err(|_| Status::InvalidMemoryAccess)?;
         address = allocate.call(&mut *caller, size).map_err(Fault::Trap)?;
@@ -293,6 +309,8 @@ fn pairs(bytes: &[u8]) -> Headers {
 macro_rules! host {
     ($linker:ident, $module:literal, $name:literal, |$caller:ident $(, $arg:ident : $ty:ty)*| $body:block) => {
         $linker.func_wrap($module, $name, |mut $caller: Caller<'_, HostState> $(, $arg: $ty)*| -> wasmtime::Result<i32> {
+            // The closure gives `?` a place to return to inside the macro's body.
+            #[allow(clippy::redundant_closure_call)]
             let result: HostResult = (|| $body)();
             status(result)
         })?;
@@ -331,179 +349,281 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     });
 
     // ---- buffers ----
-    host!(linker, "env", "proxy_get_buffer_bytes", |caller, kind: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| {
-        if u(kind) > buffer::MAX {
-            return Err(Status::BadArgument.into());
+    host!(
+        linker,
+        "env",
+        "proxy_get_buffer_bytes",
+        |caller, kind: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| {
+            if u(kind) > buffer::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let data = caller.data().buffer(u(kind))?;
+            let (start, max) = (u64::from(u(start)), u64::from(u(max)));
+            let size = data.len() as u64;
+            if start > size {
+                return Err(Status::BadArgument.into());
+            }
+            let length = max.min(size - start);
+            if length == 0 {
+                return Ok(());
+            }
+            let slice = data[start as usize..(start + length) as usize].to_vec();
+            copy_out(&mut caller, &slice, ret_ptr, ret_size)
         }
-        let data = caller.data().buffer(u(kind))?;
-        let (start, max) = (u64::from(u(start)), u64::from(u(max)));
-        let size = data.len() as u64;
-        if start > size {
-            return Err(Status::BadArgument.into());
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_get_buffer_status",
+        |caller, kind: i32, len_ptr: i32, flags_ptr: i32| {
+            if u(kind) > buffer::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let len = caller.data().buffer(u(kind))?.len();
+            write_u32(&mut caller, len_ptr, u32::try_from(len).unwrap_or(u32::MAX))?;
+            write_u32(&mut caller, flags_ptr, 0)
         }
-        let length = max.min(size - start);
-        if length == 0 {
-            return Ok(());
-        }
-        let slice = data[start as usize..(start + length) as usize].to_vec();
-        copy_out(&mut caller, &slice, ret_ptr, ret_size)
-    });
-    host!(linker, "env", "proxy_get_buffer_status", |caller, kind: i32, len_ptr: i32, flags_ptr: i32| {
-        if u(kind) > buffer::MAX {
-            return Err(Status::BadArgument.into());
-        }
-        let len = caller.data().buffer(u(kind))?.len();
-        write_u32(&mut caller, len_ptr, u32::try_from(len).unwrap_or(u32::MAX))?;
-        write_u32(&mut caller, flags_ptr, 0)
-    });
-    host!(linker, "env", "proxy_set_buffer_bytes", |caller, kind: i32, start: i32, size: i32, data: i32, data_size: i32| {
-        let bytes = read(&mut caller, data, data_size)?;
-        let buffer = caller.data_mut().buffer_mut(u(kind))?;
-        let (start, size) = (u(start) as usize, u(size) as usize);
-        let len = buffer.len();
-        if start == 0 {
-            if size == 0 {
-                buffer.splice(0..0, bytes);
-            } else if size >= len {
-                *buffer = bytes;
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_set_buffer_bytes",
+        |caller, kind: i32, start: i32, size: i32, data: i32, data_size: i32| {
+            let bytes = read(&mut caller, data, data_size)?;
+            let buffer = caller.data_mut().buffer_mut(u(kind))?;
+            let (start, size) = (u(start) as usize, u(size) as usize);
+            let len = buffer.len();
+            if start == 0 {
+                if size == 0 {
+                    buffer.splice(0..0, bytes);
+                } else if size >= len {
+                    *buffer = bytes;
+                } else {
+                    return Err(Status::BadArgument.into());
+                }
+            } else if start >= len {
+                buffer.extend_from_slice(&bytes);
             } else {
                 return Err(Status::BadArgument.into());
             }
-        } else if start >= len {
-            buffer.extend_from_slice(&bytes);
-        } else {
-            return Err(Status::BadArgument.into());
+            Ok(())
         }
-        Ok(())
-    });
+    );
 
     // ---- header maps ----
-    host!(linker, "env", "proxy_get_header_map_pairs", |caller, kind: i32, ret_ptr: i32, ret_size: i32| {
-        if u(kind) > map::MAX {
-            return Err(Status::BadArgument.into());
+    host!(
+        linker,
+        "env",
+        "proxy_get_header_map_pairs",
+        |caller, kind: i32, ret_ptr: i32, ret_size: i32| {
+            if u(kind) > map::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let serialized = match caller.data().map(u(kind)) {
+                Some(headers) if !headers.is_empty() => headers.serialize(),
+                _ => Vec::new(),
+            };
+            copy_out(&mut caller, &serialized, ret_ptr, ret_size)
         }
-        let serialized = match caller.data().map(u(kind)) {
-            Some(headers) if !headers.is_empty() => headers.serialize(),
-            _ => Vec::new(),
-        };
-        copy_out(&mut caller, &serialized, ret_ptr, ret_size)
-    });
-    host!(linker, "env", "proxy_set_header_map_pairs", |caller, kind: i32, ptr: i32, size: i32| {
-        if u(kind) > map::MAX {
-            return Err(Status::BadArgument.into());
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_set_header_map_pairs",
+        |caller, kind: i32, ptr: i32, size: i32| {
+            if u(kind) > map::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let new = pairs(&read(&mut caller, ptr, size)?).lowercased();
+            let headers = caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?;
+            *headers = new;
+            Ok(())
         }
-        let new = pairs(&read(&mut caller, ptr, size)?).lowercased();
-        let headers = caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?;
-        *headers = new;
-        Ok(())
-    });
-    host!(linker, "env", "proxy_get_header_map_value", |caller, kind: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32| {
-        if u(kind) > map::MAX {
-            return Err(Status::BadArgument.into());
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_get_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32| {
+            if u(kind) > map::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let key = text(&read(&mut caller, key_ptr, key_len)?);
+            let state = caller.data();
+            let value = match state.map(u(kind)) {
+                Some(headers) => headers.get_bytes(&key).map(<[u8]>::to_vec).ok_or(Status::NotFound)?,
+                None if state.in_log_phase() => return Err(Status::NotFound.into()),
+                None => return Err(Status::BadArgument.into()),
+            };
+            copy_out(&mut caller, &value, ret_ptr, ret_size)
         }
-        let key = text(&read(&mut caller, key_ptr, key_len)?);
-        let state = caller.data();
-        let value = match state.map(u(kind)) {
-            Some(headers) => headers.get_bytes(&key).map(<[u8]>::to_vec).ok_or(Status::NotFound)?,
-            None if state.in_log_phase() => return Err(Status::NotFound.into()),
-            None => return Err(Status::BadArgument.into()),
-        };
-        copy_out(&mut caller, &value, ret_ptr, ret_size)
-    });
-    host!(linker, "env", "proxy_replace_header_map_value", |caller, kind: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| {
-        if u(kind) > map::MAX {
-            return Err(Status::BadArgument.into());
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_replace_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| {
+            if u(kind) > map::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let key = text(&read(&mut caller, key_ptr, key_len)?).to_ascii_lowercase();
+            let value = read(&mut caller, value_ptr, value_len)?;
+            caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.set(key, value);
+            Ok(())
         }
-        let key = text(&read(&mut caller, key_ptr, key_len)?).to_ascii_lowercase();
-        let value = read(&mut caller, value_ptr, value_len)?;
-        caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.set(key, value);
-        Ok(())
-    });
-    host!(linker, "env", "proxy_add_header_map_value", |caller, kind: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| {
-        if u(kind) > map::MAX {
-            return Err(Status::BadArgument.into());
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_add_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32| {
+            if u(kind) > map::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let key = text(&read(&mut caller, key_ptr, key_len)?).to_ascii_lowercase();
+            let value = read(&mut caller, value_ptr, value_len)?;
+            caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.add(key, value);
+            Ok(())
         }
-        let key = text(&read(&mut caller, key_ptr, key_len)?).to_ascii_lowercase();
-        let value = read(&mut caller, value_ptr, value_len)?;
-        caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.add(key, value);
-        Ok(())
-    });
-    host!(linker, "env", "proxy_remove_header_map_value", |caller, kind: i32, key_ptr: i32, key_len: i32| {
-        if u(kind) > map::MAX {
-            return Err(Status::BadArgument.into());
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_remove_header_map_value",
+        |caller, kind: i32, key_ptr: i32, key_len: i32| {
+            if u(kind) > map::MAX {
+                return Err(Status::BadArgument.into());
+            }
+            let key = text(&read(&mut caller, key_ptr, key_len)?);
+            caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.remove(&key);
+            Ok(())
         }
-        let key = text(&read(&mut caller, key_ptr, key_len)?);
-        caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.remove(&key);
-        Ok(())
-    });
+    );
     host!(linker, "env", "proxy_get_header_map_size", |caller, kind: i32, ret: i32| {
         if u(kind) > map::MAX {
             return Err(Status::BadArgument.into());
         }
-        let size = caller.data_mut().map_mut(u(kind)).ok_or(Status::BadArgument)?.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let size = caller
+            .data_mut()
+            .map_mut(u(kind))
+            .ok_or(Status::BadArgument)?
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
         write_u32(&mut caller, ret, u32::try_from(size).unwrap_or(u32::MAX))
     });
 
     // ---- properties ----
-    host!(linker, "env", "proxy_get_property", |caller, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32| {
-        let path = PropertyPath::from_wire(&read(&mut caller, path_ptr, path_len)?);
-        let value = caller.data().property(&path).ok_or(Status::NotFound)?;
-        copy_out(&mut caller, &value, ret_ptr, ret_size)
-    });
-    host!(linker, "env", "proxy_set_property", |caller, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| {
-        let path = PropertyPath::from_wire(&read(&mut caller, path_ptr, path_len)?);
-        let value = read(&mut caller, value_ptr, value_len)?;
-        let state = caller.data_mut();
-        let id = state.context_id();
-        match state.contexts.get_mut(&id) {
-            Some(Context::Http(http)) => http.properties.set_raw(path, value),
-            Some(Context::Tcp(tcp)) => tcp.properties.set_raw(path, value),
-            _ => return Err(Status::NotFound.into()),
+    host!(
+        linker,
+        "env",
+        "proxy_get_property",
+        |caller, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32| {
+            let path = PropertyPath::from_wire(&read(&mut caller, path_ptr, path_len)?);
+            let value = caller.data().property(&path).ok_or(Status::NotFound)?;
+            copy_out(&mut caller, &value, ret_ptr, ret_size)
         }
-        Ok(())
-    });
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_set_property",
+        |caller, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32| {
+            let path = PropertyPath::from_wire(&read(&mut caller, path_ptr, path_len)?);
+            let value = read(&mut caller, value_ptr, value_len)?;
+            let state = caller.data_mut();
+            let id = state.context_id();
+            match state.contexts.get_mut(&id) {
+                Some(Context::Http(http)) => http.properties.set_raw(path, value),
+                Some(Context::Tcp(tcp)) => tcp.properties.set_raw(path, value),
+                _ => return Err(Status::NotFound.into()),
+            }
+            Ok(())
+        }
+    );
 
     // ---- shared data and queues ----
-    host!(linker, "env", "proxy_get_shared_data", |caller, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32, cas_ptr: i32| {
-        let key = text(&read(&mut caller, key_ptr, key_len)?);
-        let state = caller.data();
-        let (value, cas) = state.shared.shared_data(&state.setup.vm_id, &key).ok_or(Status::NotFound)?;
-        copy_out(&mut caller, &value, ret_ptr, ret_size)?;
-        write_u32(&mut caller, cas_ptr, cas)
-    });
-    host!(linker, "env", "proxy_set_shared_data", |caller, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32, cas: i32| {
-        let key = text(&read(&mut caller, key_ptr, key_len)?);
-        let value = read(&mut caller, value_ptr, value_len)?;
-        let state = caller.data();
-        state.shared.set_shared_data(&state.setup.vm_id, &key, &value, u(cas)).map_err(Fault::Status)
-    });
-    host!(linker, "env", "proxy_register_shared_queue", |caller, name_ptr: i32, name_len: i32, ret: i32| {
-        let name = text(&read(&mut caller, name_ptr, name_len)?);
-        let state = caller.data();
-        let token = state.shared.register_queue(&state.setup.vm_id, &name, state.instance_id, state.root_id);
-        write_u32(&mut caller, ret, token)
-    });
-    host!(linker, "env", "proxy_resolve_shared_queue", |caller, vm_ptr: i32, vm_len: i32, name_ptr: i32, name_len: i32, ret: i32| {
-        let vm_id = text(&read(&mut caller, vm_ptr, vm_len)?);
-        let name = text(&read(&mut caller, name_ptr, name_len)?);
-        let state = caller.data();
-        let vm_id = if vm_id.is_empty() { state.setup.vm_id.clone() } else { vm_id };
-        let token = state.shared.resolve_queue(&vm_id, &name).ok_or(Status::NotFound)?;
-        write_u32(&mut caller, ret, token)
-    });
-    host!(linker, "env", "proxy_dequeue_shared_queue", |caller, queue: i32, ret_ptr: i32, ret_size: i32| {
-        let value = caller.data().shared.dequeue(u(queue)).map_err(Fault::Status)?;
-        copy_out(&mut caller, &value, ret_ptr, ret_size)
-    });
-    host!(linker, "env", "proxy_enqueue_shared_queue", |caller, queue: i32, value_ptr: i32, value_len: i32| {
-        let value = read(&mut caller, value_ptr, value_len)?;
-        caller.data().shared.enqueue(u(queue), &value).map_err(Fault::Status)
-    });
+    host!(
+        linker,
+        "env",
+        "proxy_get_shared_data",
+        |caller, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32, cas_ptr: i32| {
+            let key = text(&read(&mut caller, key_ptr, key_len)?);
+            let state = caller.data();
+            let (value, cas) = state.shared.shared_data(&state.setup.vm_id, &key).ok_or(Status::NotFound)?;
+            copy_out(&mut caller, &value, ret_ptr, ret_size)?;
+            write_u32(&mut caller, cas_ptr, cas)
+        }
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_set_shared_data",
+        |caller, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32, cas: i32| {
+            let key = text(&read(&mut caller, key_ptr, key_len)?);
+            let value = read(&mut caller, value_ptr, value_len)?;
+            let state = caller.data();
+            state
+                .shared
+                .set_shared_data(&state.setup.vm_id, &key, &value, u(cas))
+                .map_err(Fault::Status)
+        }
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_register_shared_queue",
+        |caller, name_ptr: i32, name_len: i32, ret: i32| {
+            let name = text(&read(&mut caller, name_ptr, name_len)?);
+            let state = caller.data();
+            let token = state
+                .shared
+                .register_queue(&state.setup.vm_id, &name, state.instance_id, state.root_id);
+            write_u32(&mut caller, ret, token)
+        }
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_resolve_shared_queue",
+        |caller, vm_ptr: i32, vm_len: i32, name_ptr: i32, name_len: i32, ret: i32| {
+            let vm_id = text(&read(&mut caller, vm_ptr, vm_len)?);
+            let name = text(&read(&mut caller, name_ptr, name_len)?);
+            let state = caller.data();
+            let vm_id = if vm_id.is_empty() { state.setup.vm_id.clone() } else { vm_id };
+            let token = state.shared.resolve_queue(&vm_id, &name).ok_or(Status::NotFound)?;
+            write_u32(&mut caller, ret, token)
+        }
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_dequeue_shared_queue",
+        |caller, queue: i32, ret_ptr: i32, ret_size: i32| {
+            let value = caller.data().shared.dequeue(u(queue)).map_err(Fault::Status)?;
+            copy_out(&mut caller, &value, ret_ptr, ret_size)
+        }
+    );
+    host!(
+        linker,
+        "env",
+        "proxy_enqueue_shared_queue",
+        |caller, queue: i32, value_ptr: i32, value_len: i32| {
+            let value = read(&mut caller, value_ptr, value_len)?;
+            caller.data().shared.enqueue(u(queue), &value).map_err(Fault::Status)
+        }
+    );
 
     // ---- stream control ----
-    host!(linker, "env", "proxy_continue_stream", |caller, kind: i32| { continue_stream(caller.data_mut(), u(kind)) });
-    host!(linker, "env", "proxy_continue_request", |caller| { continue_stream(caller.data_mut(), stream::HTTP_REQUEST) });
-    host!(linker, "env", "proxy_continue_response", |caller| { continue_stream(caller.data_mut(), stream::HTTP_RESPONSE) });
+    host!(linker, "env", "proxy_continue_stream", |caller, kind: i32| {
+        continue_stream(caller.data_mut(), u(kind))
+    });
+    host!(linker, "env", "proxy_continue_request", |caller| {
+        continue_stream(caller.data_mut(), stream::HTTP_REQUEST)
+    });
+    host!(linker, "env", "proxy_continue_response", |caller| {
+        continue_stream(caller.data_mut(), stream::HTTP_RESPONSE)
+    });
     host!(linker, "env", "proxy_close_stream", |caller, kind: i32| {
         let kind = u(kind);
         if kind > stream::UPSTREAM {
@@ -521,14 +641,28 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         linker,
         "env",
         "proxy_send_local_response",
-        |caller, code: i32, details_ptr: i32, details_len: i32, body_ptr: i32, body_len: i32, headers_ptr: i32, headers_len: i32, grpc: i32| {
+        |caller,
+         code: i32,
+         details_ptr: i32,
+         details_len: i32,
+         body_ptr: i32,
+         body_len: i32,
+         headers_ptr: i32,
+         headers_len: i32,
+         grpc: i32| {
             let details = text(&read(&mut caller, details_ptr, details_len)?);
             let body = read(&mut caller, body_ptr, body_len)?;
             let headers = pairs(&read(&mut caller, headers_ptr, headers_len)?).lowercased();
             let state = caller.data_mut();
             let context = state.context_id();
             if matches!(state.contexts.get(&context), Some(Context::Http(_))) {
-                let reply = LocalReplySpec { status: u(code), details: details.replace(char::is_whitespace, "_"), body, headers, grpc_status: grpc };
+                let reply = LocalReplySpec {
+                    status: u(code),
+                    details: details.replace(char::is_whitespace, "_"),
+                    body,
+                    headers,
+                    grpc_status: grpc,
+                };
                 state.deferred.push(Deferred::LocalResponse { context, reply });
             }
             state.stop_iteration = true;
@@ -567,18 +701,30 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let token = state.next_call_token;
             state.next_call_token = state.next_call_token.wrapping_add(1).max(1);
             let timeout = (timeout != 0).then(|| Duration::from_millis(u64::from(u(timeout))));
-            let request = HttpCallRequest { token, upstream, headers, body, trailers, timeout };
+            let request = HttpCallRequest {
+                token,
+                upstream,
+                headers,
+                body,
+                trailers,
+                timeout,
+            };
             state.calls_made.push(request.clone());
             let deadline = timeout.map(|t| state.elapsed + t);
             state.calls_to_dispatch.push(PendingCall { request, deadline });
             write_u32(&mut caller, ret, token)
         }
     );
-    host!(linker, "env", "proxy_get_status", |caller, code_ptr: i32, ret_ptr: i32, ret_size: i32| {
-        let (code, message) = caller.data().status.clone();
-        write_u32(&mut caller, code_ptr, code)?;
-        copy_out(&mut caller, message.as_bytes(), ret_ptr, ret_size)
-    });
+    host!(
+        linker,
+        "env",
+        "proxy_get_status",
+        |caller, code_ptr: i32, ret_ptr: i32, ret_size: i32| {
+            let (code, message) = caller.data().status.clone();
+            write_u32(&mut caller, code_ptr, code)?;
+            copy_out(&mut caller, message.as_bytes(), ret_ptr, ret_size)
+        }
+    );
 
     // ---- gRPC: not provided; Envoy's answer for an unknown cluster is ParseFailure ----
     host!(
@@ -607,9 +753,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             grpc_open(&mut caller, svc_ptr, svc_len, ret)
         }
     );
-    host!(linker, "env", "proxy_grpc_send", |_caller, _token: i32, _ptr: i32, _len: i32, _end: i32| { Err(Status::NotFound.into()) });
-    host!(linker, "env", "proxy_grpc_cancel", |_caller, _token: i32| { Err(Status::NotFound.into()) });
-    host!(linker, "env", "proxy_grpc_close", |_caller, _token: i32| { Err(Status::NotFound.into()) });
+    host!(
+        linker,
+        "env",
+        "proxy_grpc_send",
+        |_caller, _token: i32, _ptr: i32, _len: i32, _end: i32| { Err(Status::NotFound.into()) }
+    );
+    host!(linker, "env", "proxy_grpc_cancel", |_caller, _token: i32| {
+        Err(Status::NotFound.into())
+    });
+    host!(linker, "env", "proxy_grpc_close", |_caller, _token: i32| {
+        Err(Status::NotFound.into())
+    });
 
     // ---- contexts, lifecycle, foreign functions ----
     host!(linker, "env", "proxy_set_effective_context", |caller, id: i32| {
@@ -629,63 +784,81 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         state.done_called = true;
         Ok(())
     });
-    host!(linker, "env", "proxy_call_foreign_function", |caller, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, _r: i32, _s: i32| {
-        read(&mut caller, name_ptr, name_len)?;
-        read(&mut caller, args_ptr, args_len)?;
-        Err(Status::NotFound.into())
-    });
+    host!(
+        linker,
+        "env",
+        "proxy_call_foreign_function",
+        |caller, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, _r: i32, _s: i32| {
+            read(&mut caller, name_ptr, name_len)?;
+            read(&mut caller, args_ptr, args_len)?;
+            Err(Status::NotFound.into())
+        }
+    );
 
     // ---- metrics ----
-    host!(linker, "env", "proxy_define_metric", |caller, kind: i32, name_ptr: i32, name_len: i32, ret: i32| {
-        let kind = u(kind);
-        let metric_kind = match kind {
-            metric::COUNTER => MetricKind::Counter,
-            metric::GAUGE => MetricKind::Gauge,
-            metric::HISTOGRAM => MetricKind::Histogram,
-            _ => return Err(Status::BadArgument.into()),
-        };
-        let name = text(&read(&mut caller, name_ptr, name_len)?);
-        let state = caller.data_mut();
-        state.shared.define_metric(&name, metric_kind);
-        let id = (state.next_metric_seq << 2) | kind;
-        state.next_metric_seq += 1;
-        state.metrics.insert(id, (metric_kind, name));
-        write_u32(&mut caller, ret, id)
-    });
-    linker.func_wrap("env", "proxy_increment_metric", |caller: Caller<'_, HostState>, id: i32, offset: i64| -> i32 {
-        let state = caller.data();
-        let result = match state.metrics.get(&u(id)) {
-            None => Status::NotFound,
-            Some((MetricKind::Counter, _)) if offset <= 0 => Status::BadArgument,
-            Some((MetricKind::Histogram, _)) => Status::BadArgument,
-            Some((_, name)) => {
-                state.shared.update_metric(name, |value| match value {
-                    MetricValue::Counter(v) => *v = v.saturating_add(offset.unsigned_abs()),
-                    MetricValue::Gauge(v) if offset >= 0 => *v = v.saturating_add(offset.unsigned_abs()),
-                    MetricValue::Gauge(v) => *v = v.saturating_sub(offset.unsigned_abs()),
-                    MetricValue::Histogram(_) => {}
-                });
-                Status::Ok
-            }
-        };
-        i32::try_from(result.code()).unwrap_or(i32::MAX)
-    })?;
-    linker.func_wrap("env", "proxy_record_metric", |caller: Caller<'_, HostState>, id: i32, value: i64| -> i32 {
-        let value = u64::from_ne_bytes(value.to_ne_bytes());
-        let state = caller.data();
-        let result = match state.metrics.get(&u(id)) {
-            None => Status::NotFound,
-            Some((_, name)) => {
-                state.shared.update_metric(name, |metric| match metric {
-                    MetricValue::Counter(v) => *v = v.saturating_add(value),
-                    MetricValue::Gauge(v) => *v = value,
-                    MetricValue::Histogram(samples) => samples.push(value),
-                });
-                Status::Ok
-            }
-        };
-        i32::try_from(result.code()).unwrap_or(i32::MAX)
-    })?;
+    host!(
+        linker,
+        "env",
+        "proxy_define_metric",
+        |caller, kind: i32, name_ptr: i32, name_len: i32, ret: i32| {
+            let kind = u(kind);
+            let metric_kind = match kind {
+                metric::COUNTER => MetricKind::Counter,
+                metric::GAUGE => MetricKind::Gauge,
+                metric::HISTOGRAM => MetricKind::Histogram,
+                _ => return Err(Status::BadArgument.into()),
+            };
+            let name = text(&read(&mut caller, name_ptr, name_len)?);
+            let state = caller.data_mut();
+            state.shared.define_metric(&name, metric_kind);
+            let id = (state.next_metric_seq << 2) | kind;
+            state.next_metric_seq += 1;
+            state.metrics.insert(id, (metric_kind, name));
+            write_u32(&mut caller, ret, id)
+        }
+    );
+    linker.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |caller: Caller<'_, HostState>, id: i32, offset: i64| -> i32 {
+            let state = caller.data();
+            let result = match state.metrics.get(&u(id)) {
+                None => Status::NotFound,
+                Some((MetricKind::Counter, _)) if offset <= 0 => Status::BadArgument,
+                Some((MetricKind::Histogram, _)) => Status::BadArgument,
+                Some((_, name)) => {
+                    state.shared.update_metric(name, |value| match value {
+                        MetricValue::Counter(v) => *v = v.saturating_add(offset.unsigned_abs()),
+                        MetricValue::Gauge(v) if offset >= 0 => *v = v.saturating_add(offset.unsigned_abs()),
+                        MetricValue::Gauge(v) => *v = v.saturating_sub(offset.unsigned_abs()),
+                        MetricValue::Histogram(_) => {}
+                    });
+                    Status::Ok
+                }
+            };
+            i32::try_from(result.code()).unwrap_or(i32::MAX)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |caller: Caller<'_, HostState>, id: i32, value: i64| -> i32 {
+            let value = u64::from_ne_bytes(value.to_ne_bytes());
+            let state = caller.data();
+            let result = match state.metrics.get(&u(id)) {
+                None => Status::NotFound,
+                Some((_, name)) => {
+                    state.shared.update_metric(name, |metric| match metric {
+                        MetricValue::Counter(v) => *v = v.saturating_add(value),
+                        MetricValue::Gauge(v) => *v = value,
+                        MetricValue::Histogram(samples) => samples.push(value),
+                    });
+                    Status::Ok
+                }
+            };
+            i32::try_from(result.code()).unwrap_or(i32::MAX)
+        },
+    )?;
     host!(linker, "env", "proxy_get_metric", |caller, id: i32, ret: i32| {
         let state = caller.data();
         let value = match state.metrics.get(&u(id)) {
@@ -749,81 +922,116 @@ fn wasi_read(caller: &mut Caller<'_, HostState>, ptr: u32, len: u32) -> Result<V
 }
 
 fn environment_block(state: &HostState) -> Vec<Vec<u8>> {
-    state.setup.environment.iter().map(|(k, v)| format!("{k}={v}\0").into_bytes()).collect()
+    state
+        .setup
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\0").into_bytes())
+        .collect()
 }
 
 fn add_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     const W: &str = "wasi_snapshot_preview1";
-    linker.func_wrap(W, "args_sizes_get", |mut caller: Caller<'_, HostState>, argc: i32, size: i32| -> i32 {
-        wasi((|| {
-            wasi_write(&mut caller, u(argc), &0u32.to_le_bytes())?;
-            wasi_write(&mut caller, u(size), &0u32.to_le_bytes())
-        })())
+    linker.func_wrap(
+        W,
+        "args_sizes_get",
+        |mut caller: Caller<'_, HostState>, argc: i32, size: i32| -> i32 {
+            wasi((|| {
+                wasi_write(&mut caller, u(argc), &0u32.to_le_bytes())?;
+                wasi_write(&mut caller, u(size), &0u32.to_le_bytes())
+            })())
+        },
+    )?;
+    linker.func_wrap(W, "args_get", |_: Caller<'_, HostState>, _argv: i32, _buf: i32| -> i32 {
+        errno::SUCCESS
     })?;
-    linker.func_wrap(W, "args_get", |_: Caller<'_, HostState>, _argv: i32, _buf: i32| -> i32 { errno::SUCCESS })?;
-    linker.func_wrap(W, "environ_sizes_get", |mut caller: Caller<'_, HostState>, count: i32, size: i32| -> i32 {
-        let block = environment_block(caller.data());
-        let total: usize = block.iter().map(Vec::len).sum();
-        wasi((|| {
-            wasi_write(&mut caller, u(count), &u32::try_from(block.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-            wasi_write(&mut caller, u(size), &u32::try_from(total).unwrap_or(u32::MAX).to_le_bytes())
-        })())
-    })?;
-    linker.func_wrap(W, "environ_get", |mut caller: Caller<'_, HostState>, environ: i32, buf: i32| -> i32 {
-        let block = environment_block(caller.data());
-        wasi((|| {
-            let (mut pointer, mut cursor) = (u(environ), u(buf));
-            for entry in &block {
-                wasi_write(&mut caller, pointer, &cursor.to_le_bytes())?;
-                wasi_write(&mut caller, cursor, entry)?;
-                pointer += 4;
-                cursor += u32::try_from(entry.len()).map_err(|_| errno::FAULT)?;
-            }
-            Ok(())
-        })())
-    })?;
-    linker.func_wrap(W, "clock_time_get", |mut caller: Caller<'_, HostState>, id: i32, _precision: i64, ret: i32| -> i32 {
-        let state = caller.data();
-        let nanos = match id {
-            0 => state.now_nanos(),
-            1..=3 => u64::try_from(state.elapsed.as_nanos()).unwrap_or(u64::MAX) + 1,
-            _ => return errno::INVAL,
-        };
-        wasi(wasi_write(&mut caller, u(ret), &nanos.to_le_bytes()))
-    })?;
+    linker.func_wrap(
+        W,
+        "environ_sizes_get",
+        |mut caller: Caller<'_, HostState>, count: i32, size: i32| -> i32 {
+            let block = environment_block(caller.data());
+            let total: usize = block.iter().map(Vec::len).sum();
+            wasi((|| {
+                wasi_write(&mut caller, u(count), &u32::try_from(block.len()).unwrap_or(u32::MAX).to_le_bytes())?;
+                wasi_write(&mut caller, u(size), &u32::try_from(total).unwrap_or(u32::MAX).to_le_bytes())
+            })())
+        },
+    )?;
+    linker.func_wrap(
+        W,
+        "environ_get",
+        |mut caller: Caller<'_, HostState>, environ: i32, buf: i32| -> i32 {
+            let block = environment_block(caller.data());
+            wasi((|| {
+                let (mut pointer, mut cursor) = (u(environ), u(buf));
+                for entry in &block {
+                    wasi_write(&mut caller, pointer, &cursor.to_le_bytes())?;
+                    wasi_write(&mut caller, cursor, entry)?;
+                    pointer += 4;
+                    cursor += u32::try_from(entry.len()).map_err(|_| errno::FAULT)?;
+                }
+                Ok(())
+            })())
+        },
+    )?;
+    linker.func_wrap(
+        W,
+        "clock_time_get",
+        |mut caller: Caller<'_, HostState>, id: i32, _precision: i64, ret: i32| -> i32 {
+            let state = caller.data();
+            let nanos = match id {
+                0 => state.now_nanos(),
+                1..=3 => u64::try_from(state.elapsed.as_nanos()).unwrap_or(u64::MAX) + 1,
+                _ => return errno::INVAL,
+            };
+            wasi(wasi_write(&mut caller, u(ret), &nanos.to_le_bytes()))
+        },
+    )?;
     linker.func_wrap(W, "clock_res_get", |mut caller: Caller<'_, HostState>, id: i32, ret: i32| -> i32 {
         if !(0..=3).contains(&id) {
             return errno::INVAL;
         }
         wasi(wasi_write(&mut caller, u(ret), &1u64.to_le_bytes()))
     })?;
-    linker.func_wrap(W, "fd_write", |mut caller: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, written: i32| -> i32 {
-        let level = match fd {
-            1 => LogLevel::Info,
-            2 => LogLevel::Error,
-            _ => return errno::BADF,
-        };
-        wasi((|| {
-            let mut message = Vec::new();
-            for i in 0..u(iovs_len) {
-                let iov = wasi_read(&mut caller, u(iovs) + i * 8, 8)?;
-                let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-                let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                message.extend(wasi_read(&mut caller, ptr, len)?);
-            }
-            let total = u32::try_from(message.len()).unwrap_or(u32::MAX);
-            if message.last() == Some(&b'\n') {
-                message.pop();
-            }
-            if total > 0 {
-                caller.data_mut().log(level, text(&message));
-            }
-            wasi_write(&mut caller, u(written), &total.to_le_bytes())
-        })())
-    })?;
-    linker.func_wrap(W, "fd_read", |_: Caller<'_, HostState>, _fd: i32, _iovs: i32, _len: i32, _read: i32| -> i32 { errno::NOSYS })?;
+    linker.func_wrap(
+        W,
+        "fd_write",
+        |mut caller: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, written: i32| -> i32 {
+            let level = match fd {
+                1 => LogLevel::Info,
+                2 => LogLevel::Error,
+                _ => return errno::BADF,
+            };
+            wasi((|| {
+                let mut message = Vec::new();
+                for i in 0..u(iovs_len) {
+                    let iov = wasi_read(&mut caller, u(iovs) + i * 8, 8)?;
+                    let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+                    let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+                    message.extend(wasi_read(&mut caller, ptr, len)?);
+                }
+                let total = u32::try_from(message.len()).unwrap_or(u32::MAX);
+                if message.last() == Some(&b'\n') {
+                    message.pop();
+                }
+                if total > 0 {
+                    caller.data_mut().log(level, text(&message));
+                }
+                wasi_write(&mut caller, u(written), &total.to_le_bytes())
+            })())
+        },
+    )?;
+    linker.func_wrap(
+        W,
+        "fd_read",
+        |_: Caller<'_, HostState>, _fd: i32, _iovs: i32, _len: i32, _read: i32| -> i32 { errno::NOSYS },
+    )?;
     linker.func_wrap(W, "fd_close", |_: Caller<'_, HostState>, _fd: i32| -> i32 { errno::SUCCESS })?;
-    linker.func_wrap(W, "fd_seek", |_: Caller<'_, HostState>, _fd: i32, _offset: i64, _whence: i32, _ret: i32| -> i32 { errno::SUCCESS })?;
+    linker.func_wrap(
+        W,
+        "fd_seek",
+        |_: Caller<'_, HostState>, _fd: i32, _offset: i64, _whence: i32, _ret: i32| -> i32 { errno::SUCCESS },
+    )?;
     linker.func_wrap(W, "fd_fdstat_get", |mut caller: Caller<'_, HostState>, fd: i32, ret: i32| -> i32 {
         if fd != 1 && fd != 2 {
             return errno::BADF;
@@ -832,8 +1040,14 @@ fn add_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         stat[8..16].copy_from_slice(&64u64.to_le_bytes());
         wasi(wasi_write(&mut caller, u(ret), &stat))
     })?;
-    linker.func_wrap(W, "fd_prestat_get", |_: Caller<'_, HostState>, _fd: i32, _ret: i32| -> i32 { errno::BADF })?;
-    linker.func_wrap(W, "fd_prestat_dir_name", |_: Caller<'_, HostState>, _fd: i32, _p: i32, _l: i32| -> i32 { errno::BADF })?;
+    linker.func_wrap(W, "fd_prestat_get", |_: Caller<'_, HostState>, _fd: i32, _ret: i32| -> i32 {
+        errno::BADF
+    })?;
+    linker.func_wrap(
+        W,
+        "fd_prestat_dir_name",
+        |_: Caller<'_, HostState>, _fd: i32, _p: i32, _l: i32| -> i32 { errno::BADF },
+    )?;
     linker.func_wrap(W, "random_get", |mut caller: Caller<'_, HostState>, buf: i32, len: i32| -> i32 {
         let mut bytes = vec![0u8; u(len) as usize];
         if getrandom::fill(&mut bytes).is_err() {
@@ -842,7 +1056,11 @@ fn add_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         wasi(wasi_write(&mut caller, u(buf), &bytes))
     })?;
     linker.func_wrap(W, "sched_yield", |_: Caller<'_, HostState>| -> i32 { errno::SUCCESS })?;
-    linker.func_wrap(W, "poll_oneoff", |_: Caller<'_, HostState>, _i: i32, _o: i32, _n: i32, _r: i32| -> i32 { errno::NOSYS })?;
+    linker.func_wrap(
+        W,
+        "poll_oneoff",
+        |_: Caller<'_, HostState>, _i: i32, _o: i32, _n: i32, _r: i32| -> i32 { errno::NOSYS },
+    )?;
     linker.func_wrap(W, "proc_exit", |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
         Err(wasmtime::Error::msg(format!("the module called proc_exit({code})")))
     })?;

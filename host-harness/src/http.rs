@@ -171,7 +171,11 @@ pub struct HttpExchange {
 impl HttpExchange {
     /// An exchange with these request headers, no body, and a `200` response.
     pub fn new(request_headers: impl Into<Headers>) -> HttpExchange {
-        HttpExchange { request_headers: request_headers.into(), response_headers: Headers::from([(":status", "200")]), ..HttpExchange::default() }
+        HttpExchange {
+            request_headers: request_headers.into(),
+            response_headers: Headers::from([(":status", "200")]),
+            ..HttpExchange::default()
+        }
     }
 
     /// Sends the request body as one chunk.
@@ -330,7 +334,14 @@ pub(crate) struct HttpState {
 
 impl HttpState {
     pub(crate) fn new(properties: PropertyStore) -> HttpState {
-        HttpState { request: Direction::new(), response: Direction::new(), properties, log_phase: false, end: None, replying: false }
+        HttpState {
+            request: Direction::new(),
+            response: Direction::new(),
+            properties,
+            log_phase: false,
+            end: None,
+            replying: false,
+        }
     }
 
     fn dir(&mut self, dir: Dir) -> &mut Direction {
@@ -348,7 +359,9 @@ impl HttpState {
     pub(crate) fn map(&self, map_type: u32) -> Option<&Headers> {
         if self.log_phase {
             return match map_type {
-                map::REQUEST_HEADERS if self.request.headers_received => Some(self.request.forwarded.headers.as_ref().unwrap_or(&self.request.headers)),
+                map::REQUEST_HEADERS if self.request.headers_received => {
+                    Some(self.request.forwarded.headers.as_ref().unwrap_or(&self.request.headers))
+                }
                 map::RESPONSE_HEADERS if self.response.headers_received => {
                     Some(self.response.forwarded.headers.as_ref().unwrap_or(&self.response.headers))
                 }
@@ -413,7 +426,11 @@ impl HttpState {
             for (name, value) in strings {
                 store.set(PropertyPath::from(name), &PropertyValue::from(value));
             }
-            for (name, header) in [("request.id", "x-request-id"), ("request.useragent", "user-agent"), ("request.referer", "referer")] {
+            for (name, header) in [
+                ("request.id", "x-request-id"),
+                ("request.useragent", "user-agent"),
+                ("request.referer", "referer"),
+            ] {
                 if let Some(value) = headers.get(header) {
                     store.set(PropertyPath::from(name), &PropertyValue::from(value));
                 }
@@ -461,7 +478,12 @@ impl HttpState {
 }
 
 fn header_map(headers: &Headers) -> PropertyValue {
-    PropertyValue::Map(headers.iter().map(|(k, v)| (k.to_owned(), PropertyValue::Bytes(v.to_vec()))).collect())
+    PropertyValue::Map(
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), PropertyValue::Bytes(v.to_vec())))
+            .collect(),
+    )
 }
 
 fn count(n: usize) -> u32 {
@@ -699,7 +721,10 @@ impl PluginInner {
             }
         }
         let reply = |headers: Headers, body: Vec<u8>| LocalReply {
-            status: headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(u16::try_from(spec.status).unwrap_or(500)),
+            status: headers
+                .get(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u16::try_from(spec.status).unwrap_or(500)),
             headers,
             body,
             details: spec.details.clone(),
@@ -708,7 +733,12 @@ impl PluginInner {
         if http.response.headers_received {
             // Sent from the response path before the response was forwarded: Envoy sends the
             // reply directly, without running the filter chain again.
-            let message = Message { headers: Some(headers.clone()), body: spec.body.clone(), trailers: None, end_of_stream: true };
+            let message = Message {
+                headers: Some(headers.clone()),
+                body: spec.body.clone(),
+                trailers: None,
+                end_of_stream: true,
+            };
             http.response.forwarded = message;
             http.end = Some(End::LocalReply(reply(headers, spec.body.clone())));
             return Ok(());
@@ -741,7 +771,12 @@ impl PluginInner {
         d.headers_available = false;
         d.body_available = false;
         let (headers, body) = (d.headers.clone(), std::mem::take(&mut d.body));
-        d.forwarded = Message { headers: Some(headers.clone()), body: body.clone(), trailers: None, end_of_stream: true };
+        d.forwarded = Message {
+            headers: Some(headers.clone()),
+            body: body.clone(),
+            trailers: None,
+            end_of_stream: true,
+        };
         d.flow = Flow::Complete;
         http.replying = false;
         http.end = Some(End::LocalReply(reply(headers, body)));
@@ -865,12 +900,14 @@ impl HttpStream {
 
     /// What the upstream has received so far.
     pub fn upstream_request(&self) -> Message {
-        self.with(|inner| Ok(inner.http(self.id)?.request.forwarded.clone())).unwrap_or_default()
+        self.with(|inner| Ok(inner.http(self.id)?.request.forwarded.clone()))
+            .unwrap_or_default()
     }
 
     /// What the client has received so far.
     pub fn client_response(&self) -> Message {
-        self.with(|inner| Ok(inner.http(self.id)?.response.forwarded.clone())).unwrap_or_default()
+        self.with(|inner| Ok(inner.http(self.id)?.response.forwarded.clone()))
+            .unwrap_or_default()
     }
 
     /// The local reply, if the stream ended in one.
@@ -887,12 +924,14 @@ impl HttpStream {
 
     /// Where the request side stands now.
     pub fn request_state(&self) -> StreamState {
-        self.with(|inner| Ok(inner.http(self.id)?.state(Dir::Request))).unwrap_or(StreamState::Reset)
+        self.with(|inner| Ok(inner.http(self.id)?.state(Dir::Request)))
+            .unwrap_or(StreamState::Reset)
     }
 
     /// Where the response side stands now.
     pub fn response_state(&self) -> StreamState {
-        self.with(|inner| Ok(inner.http(self.id)?.state(Dir::Response))).unwrap_or(StreamState::Reset)
+        self.with(|inner| Ok(inner.http(self.id)?.state(Dir::Response)))
+            .unwrap_or(StreamState::Reset)
     }
 
     /// Ends the stream as Envoy does (`proxy_on_done`, `proxy_on_log`, `proxy_on_delete`)

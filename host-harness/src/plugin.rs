@@ -48,7 +48,10 @@ impl Module {
     /// [`Error::Io`] if the file cannot be read, [`Error::Compile`] if it is not valid wasm.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Module, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Module::from_bytes(&bytes)
     }
 
@@ -62,8 +65,12 @@ impl Module {
         let module = wasmtime::Module::new(&engine, bytes).map_err(|e| Error::Compile(chain(&e)))?;
         let mut linker = Linker::new(&engine);
         add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;
-        linker.define_unknown_imports_as_traps(&module).map_err(|e| Error::Link(chain(&e)))?;
-        Ok(Module { inner: Arc::new(ModuleInner { engine, module, linker }) })
+        linker
+            .define_unknown_imports_as_traps(&module)
+            .map_err(|e| Error::Link(chain(&e)))?;
+        Ok(Module {
+            inner: Arc::new(ModuleInner { engine, module, linker }),
+        })
     }
 
     /// Starts a plugin the way Envoy loads one: instantiates the module, runs
@@ -96,16 +103,31 @@ impl Module {
         let start_time = config.start_time.unwrap_or_else(SystemTime::now);
         let host = HostState::new(Arc::new(setup), shared.clone(), start_time);
         let mut store = Store::new(&self.inner.engine, host);
-        let instance = self.inner.linker.instantiate(&mut store, &self.inner.module).map_err(|e| Error::Link(chain(&e)))?;
-        if !["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"].iter().any(|name| instance.get_func(&mut store, name).is_some()) {
-            return Err(Error::Link("not a proxy-wasm 0.2.x module: it exports no proxy_abi_version_0_2_1 (or _0_2_0)".to_owned()));
+        let instance = self
+            .inner
+            .linker
+            .instantiate(&mut store, &self.inner.module)
+            .map_err(|e| Error::Link(chain(&e)))?;
+        if !["proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0"]
+            .iter()
+            .any(|name| instance.get_func(&mut store, name).is_some())
+        {
+            return Err(Error::Link(
+                "not a proxy-wasm 0.2.x module: it exports no proxy_abi_version_0_2_1 (or _0_2_0)".to_owned(),
+            ));
         }
         if let Some(Extern::Memory(memory)) = instance.get_export(&mut store, "memory") {
             store.data_mut().memory = Some(memory);
         }
-        let allocate = ["proxy_on_memory_allocate", "malloc"].iter().find_map(|name| instance.get_typed_func::<u32, u32>(&mut store, name).ok());
+        let allocate = ["proxy_on_memory_allocate", "malloc"]
+            .iter()
+            .find_map(|name| instance.get_typed_func::<u32, u32>(&mut store, name).ok());
         store.data_mut().allocate = allocate;
-        let mut inner = PluginInner { store, instance, failed: false };
+        let mut inner = PluginInner {
+            store,
+            instance,
+            failed: false,
+        };
         for init in ["_initialize", "_start"] {
             if inner.instance.get_func(&mut inner.store, init).is_some() {
                 inner.call(init, 0, &[])?;
@@ -120,17 +142,25 @@ impl Module {
         inner.host_mut().configuring = false;
         let vm_size = u32::try_from(inner.host().setup.vm_configuration.len()).unwrap_or(u32::MAX);
         if inner.call("proxy_on_vm_start", root, &[root, vm_size])? == Some(0) {
-            return Err(Error::VmStartRefused { logs: inner.host().logs.clone() });
+            return Err(Error::VmStartRefused {
+                logs: inner.host().logs.clone(),
+            });
         }
         let size = u32::try_from(inner.host().setup.configuration.len()).unwrap_or(u32::MAX);
         inner.host_mut().configuring = true;
         let configured = inner.call("proxy_on_configure", root, &[root, size]);
         inner.host_mut().configuring = false;
         if configured? == Some(0) {
-            return Err(Error::ConfigurationRefused { logs: inner.host().logs.clone() });
+            return Err(Error::ConfigurationRefused {
+                logs: inner.host().logs.clone(),
+            });
         }
         inner.settle()?;
-        Ok(Plugin { inner: Arc::new(Mutex::new(inner)), shared, vm_id: config.vm_id })
+        Ok(Plugin {
+            inner: Arc::new(Mutex::new(inner)),
+            shared,
+            vm_id: config.vm_id,
+        })
     }
 }
 
@@ -297,7 +327,11 @@ impl Plugin {
     /// A trap, or a VM that failed earlier.
     pub fn http_stream(&self) -> Result<HttpStream, Error> {
         let id = self.with(|inner| inner.new_context(Context::Http(Box::new(HttpState::new(PropertyStore::default())))))?;
-        Ok(HttpStream { inner: Arc::clone(&self.inner), id, finished: false })
+        Ok(HttpStream {
+            inner: Arc::clone(&self.inner),
+            id,
+            finished: false,
+        })
     }
 
     /// Opens a TCP stream (`proxy_on_context_create`, then `proxy_on_new_connection`).
@@ -312,7 +346,11 @@ impl Plugin {
             inner.settle()?;
             Ok(id)
         })?;
-        Ok(TcpStream { inner: Arc::clone(&self.inner), id, finished: false })
+        Ok(TcpStream {
+            inner: Arc::clone(&self.inner),
+            id,
+            finished: false,
+        })
     }
 
     /// Runs a whole exchange: the request (headers, body chunks, trailers); then, if the
@@ -526,7 +564,11 @@ impl PluginInner {
             Ok(()) => Ok(results.first().and_then(Val::i32).map(|v| u32::from_ne_bytes(v.to_ne_bytes()))),
             Err(error) => {
                 self.failed = true;
-                Err(Error::Trap { function: name.to_owned(), message: chain(&error), logs: self.host().logs.clone() })
+                Err(Error::Trap {
+                    function: name.to_owned(),
+                    message: chain(&error),
+                    logs: self.host().logs.clone(),
+                })
             }
         }
     }
@@ -606,14 +648,28 @@ impl PluginInner {
         let exists = |inner: &Self, id: u32| inner.host().contexts.contains_key(&id);
         match deferred {
             Deferred::Continue { context, .. } if !exists(self, context) => Ok(()),
-            Deferred::Continue { context, stream: stream::HTTP_REQUEST } => self.http_resume(context, Dir::Request),
-            Deferred::Continue { context, stream: stream::HTTP_RESPONSE } => self.http_resume(context, Dir::Response),
+            Deferred::Continue {
+                context,
+                stream: stream::HTTP_REQUEST,
+            } => self.http_resume(context, Dir::Request),
+            Deferred::Continue {
+                context,
+                stream: stream::HTTP_RESPONSE,
+            } => self.http_resume(context, Dir::Response),
             Deferred::Continue { context, .. } => self.tcp_resume(context),
             Deferred::Close { context, .. } if !exists(self, context) => Ok(()),
-            Deferred::Close { context, stream } if is_tcp(self, context) => {
-                self.tcp_close(context, if stream == stream::UPSTREAM { TcpSide::Upstream } else { TcpSide::Downstream })
-            }
-            Deferred::Close { context, stream: stream::HTTP_REQUEST | stream::HTTP_RESPONSE } => self.http_reset(context),
+            Deferred::Close { context, stream } if is_tcp(self, context) => self.tcp_close(
+                context,
+                if stream == stream::UPSTREAM {
+                    TcpSide::Upstream
+                } else {
+                    TcpSide::Downstream
+                },
+            ),
+            Deferred::Close {
+                context,
+                stream: stream::HTTP_REQUEST | stream::HTTP_RESPONSE,
+            } => self.http_reset(context),
             Deferred::Close { .. } => Ok(()),
             Deferred::LocalResponse { context, .. } if !exists(self, context) => Ok(()),
             Deferred::LocalResponse { context, reply } => self.http_local_reply(context, reply),
@@ -635,7 +691,11 @@ impl PluginInner {
             host.status = delivered.status.clone();
             host.call_response = Some(delivered);
         }
-        let result = self.call("proxy_on_http_call_response", root, &[root, pending.request.token, counts[0], counts[1], counts[2]]);
+        let result = self.call(
+            "proxy_on_http_call_response",
+            root,
+            &[root, pending.request.token, counts[0], counts[1], counts[2]],
+        );
         let host = self.host_mut();
         host.call_response = None;
         host.status = (0, String::new());
@@ -647,7 +707,13 @@ impl PluginInner {
         loop {
             let host = self.host();
             let tick = host.next_tick.filter(|t| *t <= target);
-            let timeout = host.calls_pending.iter().enumerate().filter_map(|(i, p)| p.deadline.map(|d| (d, i))).filter(|(d, _)| *d <= target).min();
+            let timeout = host
+                .calls_pending
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.deadline.map(|d| (d, i)))
+                .filter(|(d, _)| *d <= target)
+                .min();
             match (tick, timeout) {
                 (Some(t), Some((d, i))) if d < t => self.time_out(d, i)?,
                 (Some(t), _) => {

@@ -243,8 +243,14 @@ mod tests {
         assert_eq!(PropertyValue::from("a").encode(), b"a");
         assert_eq!(PropertyValue::from(7i64).encode(), 7i64.to_le_bytes());
         assert_eq!(PropertyValue::from(true).encode(), [1]);
-        assert_eq!(PropertyValue::Duration(Duration::from_millis(1)).encode(), 1_000_000i64.to_le_bytes());
-        assert_eq!(PropertyValue::Timestamp(UNIX_EPOCH + Duration::from_secs(2)).encode(), 2_000_000_000i64.to_le_bytes());
+        assert_eq!(
+            PropertyValue::Duration(Duration::from_millis(1)).encode(),
+            1_000_000i64.to_le_bytes()
+        );
+        assert_eq!(
+            PropertyValue::Timestamp(UNIX_EPOCH + Duration::from_secs(2)).encode(),
+            2_000_000_000i64.to_le_bytes()
+        );
     }
 
     #[test]

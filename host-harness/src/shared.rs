@@ -133,7 +133,11 @@ impl SharedState {
     /// The items waiting in a queue, oldest first.
     pub fn queue_items(&self, vm_id: &str, name: &str) -> Option<Vec<Vec<u8>>> {
         let inner = self.lock();
-        inner.queues.iter().find(|q| q.vm_id == vm_id && q.name == name).map(|q| q.items.iter().cloned().collect())
+        inner
+            .queues
+            .iter()
+            .find(|q| q.vm_id == vm_id && q.name == name)
+            .map(|q| q.items.iter().cloned().collect())
     }
 
     // ---- used by the host ----
@@ -167,12 +171,22 @@ impl SharedState {
             queue.root_context = root_context;
             return token(index);
         }
-        inner.queues.push(Queue { vm_id: vm_id.to_owned(), name: name.to_owned(), owner, root_context, items: VecDeque::new() });
+        inner.queues.push(Queue {
+            vm_id: vm_id.to_owned(),
+            name: name.to_owned(),
+            owner,
+            root_context,
+            items: VecDeque::new(),
+        });
         token(inner.queues.len() - 1)
     }
 
     pub(crate) fn resolve_queue(&self, vm_id: &str, name: &str) -> Option<u32> {
-        self.lock().queues.iter().position(|q| q.vm_id == vm_id && q.name == name).map(token)
+        self.lock()
+            .queues
+            .iter()
+            .position(|q| q.vm_id == vm_id && q.name == name)
+            .map(token)
     }
 
     pub(crate) fn dequeue(&self, queue: u32) -> Result<Vec<u8>, Status> {

@@ -65,7 +65,10 @@ pub(crate) struct TcpState {
 
 impl TcpState {
     pub(crate) fn new(properties: PropertyStore) -> TcpState {
-        TcpState { properties, ..TcpState::default() }
+        TcpState {
+            properties,
+            ..TcpState::default()
+        }
     }
 
     pub(crate) fn data(&self, buffer_type: u32) -> Option<&Vec<u8>> {
@@ -214,12 +217,14 @@ impl TcpStream {
 
     /// The bytes that reached the upstream so far.
     pub fn upstream_received(&self) -> Vec<u8> {
-        self.with(|inner| Ok(inner.tcp(self.id)?.downstream.forwarded.clone())).unwrap_or_default()
+        self.with(|inner| Ok(inner.tcp(self.id)?.downstream.forwarded.clone()))
+            .unwrap_or_default()
     }
 
     /// The bytes that reached the client so far.
     pub fn client_received(&self) -> Vec<u8> {
-        self.with(|inner| Ok(inner.tcp(self.id)?.upstream.forwarded.clone())).unwrap_or_default()
+        self.with(|inner| Ok(inner.tcp(self.id)?.upstream.forwarded.clone()))
+            .unwrap_or_default()
     }
 
     /// Which connection the plugin asked to close (`proxy_close_stream`), if any.

@@ -117,7 +117,12 @@ pub struct HttpCallResponse {
 impl HttpCallResponse {
     /// A response with this status, no headers and an empty body.
     pub fn new(status: u16) -> HttpCallResponse {
-        HttpCallResponse { status, headers: Headers::new(), body: Vec::new(), trailers: Headers::new() }
+        HttpCallResponse {
+            status,
+            headers: Headers::new(),
+            body: Vec::new(),
+            trailers: Headers::new(),
+        }
     }
 
     /// Adds a header.
@@ -174,7 +179,12 @@ fn local_reply(status: u16, body: &str) -> DeliveredCall {
         ("content-length", body.len().to_string()),
         ("content-type", "text/plain".to_owned()),
     ]);
-    DeliveredCall { headers, body: body.as_bytes().to_vec(), trailers: Headers::new(), status: (0, String::new()) }
+    DeliveredCall {
+        headers,
+        body: body.as_bytes().to_vec(),
+        trailers: Headers::new(),
+        status: (0, String::new()),
+    }
 }
 
 pub(crate) const CONNECT_FAILURE_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
@@ -188,7 +198,12 @@ impl HttpCallReply {
                 for (name, value) in response.headers.lowercased().iter() {
                     headers.add(name, value);
                 }
-                DeliveredCall { headers, body: response.body, trailers: response.trailers.lowercased(), status: (0, String::new()) }
+                DeliveredCall {
+                    headers,
+                    body: response.body,
+                    trailers: response.trailers.lowercased(),
+                    status: (0, String::new()),
+                }
             }
             HttpCallReply::Timeout => local_reply(504, TIMEOUT_BODY),
             HttpCallReply::ConnectionFailure => local_reply(503, CONNECT_FAILURE_BODY),
@@ -251,7 +266,11 @@ impl From<std::io::Error> for ExchangeError {
     }
 }
 
-fn exchange(stream: &mut TcpStream, request: &HttpCallRequest, remaining: &dyn Fn() -> Option<Duration>) -> Result<HttpCallResponse, ExchangeError> {
+fn exchange(
+    stream: &mut TcpStream,
+    request: &HttpCallRequest,
+    remaining: &dyn Fn() -> Option<Duration>,
+) -> Result<HttpCallResponse, ExchangeError> {
     let set_timeouts = |stream: &TcpStream| -> Result<(), ExchangeError> {
         let timeout = remaining();
         if timeout.is_some_and(|t| t.is_zero()) {
@@ -262,7 +281,12 @@ fn exchange(stream: &mut TcpStream, request: &HttpCallRequest, remaining: &dyn F
         Ok(())
     };
     set_timeouts(stream)?;
-    let mut head = format!("{} {} HTTP/1.1\r\nhost: {}\r\n", request.method(), request.path(), request.authority());
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {}\r\n",
+        request.method(),
+        request.path(),
+        request.authority()
+    );
     let mut has_length = false;
     for (name, value) in request.headers.iter() {
         let lower = name.to_ascii_lowercase();
@@ -298,14 +322,20 @@ fn exchange(stream: &mut TcpStream, request: &HttpCallRequest, remaining: &dyn F
     let mut rest = buffer[header_end + 4..].to_vec();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or(ExchangeError::Broken)?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(ExchangeError::Broken)?;
     let mut headers = Headers::new();
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
             headers.add(name.trim().to_ascii_lowercase(), value.trim());
         }
     }
-    let chunked = headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let length: Option<usize> = headers.get("content-length").and_then(|v| v.parse().ok());
     let no_body = request.method() == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
     let mut read_more = |rest: &mut Vec<u8>| -> Result<bool, ExchangeError> {
@@ -339,7 +369,12 @@ fn exchange(stream: &mut TcpStream, request: &HttpCallRequest, remaining: &dyn F
         while read_more(&mut rest)? {}
         rest
     };
-    Ok(HttpCallResponse { status, headers, body, trailers: Headers::new() })
+    Ok(HttpCallResponse {
+        status,
+        headers,
+        body,
+        trailers: Headers::new(),
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -24,8 +24,14 @@ fn main() {
     let mut constants = String::new();
     for (guest, wasm) in GUESTS.iter().zip(artifacts) {
         let constant = format!("{}_WASM", guest.to_ascii_uppercase());
-        assert!(tests.contains(&constant), "guest `{guest}` has no test: no file under host-harness/tests names {constant}");
-        constants.push_str(&format!("/// The `{guest}` guest program, built for wasm32-wasip1.\npub const {constant}: &str = {:?};\n", wasm.display().to_string()));
+        assert!(
+            tests.contains(&constant),
+            "guest `{guest}` has no test: no file under host-harness/tests names {constant}"
+        );
+        constants.push_str(&format!(
+            "/// The `{guest}` guest program, built for wasm32-wasip1.\npub const {constant}: &str = {:?};\n",
+            wasm.display().to_string()
+        ));
     }
     let out = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("guests.rs");
     std::fs::write(&out, constants).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));

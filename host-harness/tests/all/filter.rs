@@ -11,7 +11,12 @@ fn plugin(config: PluginConfig) -> Plugin {
 }
 
 fn post(path: &str) -> HttpExchange {
-    HttpExchange::new([(":method", "POST"), (":path", path), (":authority", "api.example"), ("content-type", "text/plain")])
+    HttpExchange::new([
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "api.example"),
+        ("content-type", "text/plain"),
+    ])
 }
 
 #[test]
@@ -43,7 +48,11 @@ fn a_denied_request_gets_a_local_reply_that_the_filter_also_sees() {
     let reply = outcome.local_reply().unwrap();
     assert_eq!(reply.status, 403);
     assert_eq!(reply.header("x-denied"), Some("yes"));
-    assert_eq!(reply.header("x-filter-response"), Some("on"), "Envoy runs local replies through the filter's response callbacks");
+    assert_eq!(
+        reply.header("x-filter-response"),
+        Some("on"),
+        "Envoy runs local replies through the filter's response callbacks"
+    );
     assert_eq!(reply.body_text(), "denied by filter (filtered)");
 }
 
@@ -69,13 +78,21 @@ fn an_http_call_pauses_the_request_until_the_answer() {
 
 #[test]
 fn a_failed_or_timed_out_call_is_seen_as_envoy_reports_it() {
-    let plugin = plugin(PluginConfig::new().configuration("auth_cluster=auth").upstream("auth", Upstream::handler(|_| HttpCallReply::Reset)));
+    let plugin = plugin(
+        PluginConfig::new()
+            .configuration("auth_cluster=auth")
+            .upstream("auth", Upstream::handler(|_| HttpCallReply::Reset)),
+    );
     let mut exchange = post("/events");
     exchange.request_headers.add("x-auth", "t");
     let outcome = plugin.run_http(exchange.clone()).unwrap();
     assert!(outcome.local_reply().unwrap().body_text().starts_with("auth failed: no response"));
 
-    let plugin = self::plugin(PluginConfig::new().configuration("auth_cluster=auth").upstream("auth", Upstream::manual()));
+    let plugin = self::plugin(
+        PluginConfig::new()
+            .configuration("auth_cluster=auth")
+            .upstream("auth", Upstream::manual()),
+    );
     let mut stream = plugin.http_stream().unwrap();
     stream.send_request_headers(exchange.request_headers, true).unwrap();
     plugin.advance_time(Duration::from_secs(2)).unwrap();
@@ -89,7 +106,13 @@ fn an_unknown_cluster_is_refused_at_dispatch() {
     exchange.request_headers.add("x-auth", "t");
     let outcome = plugin.run_http(exchange).unwrap();
     assert_eq!(outcome.local_reply().unwrap().status, 500);
-    assert!(outcome.local_reply().unwrap().body_text().starts_with("dispatch failed: BadArgument"));
+    assert!(
+        outcome
+            .local_reply()
+            .unwrap()
+            .body_text()
+            .starts_with("dispatch failed: BadArgument")
+    );
 }
 
 #[test]
@@ -99,7 +122,12 @@ fn ticks_follow_the_virtual_clock() {
     assert_eq!(plugin.tick_period(), Some(Duration::from_millis(100)));
     plugin.advance_time(Duration::from_millis(350)).unwrap();
     assert_eq!(plugin.metric("filter_ticks_total"), Some(MetricValue::Counter(3)));
-    let ticks: Vec<String> = plugin.logs().into_iter().filter(|l| l.message.starts_with("tick at")).map(|l| l.message).collect();
+    let ticks: Vec<String> = plugin
+        .logs()
+        .into_iter()
+        .filter(|l| l.message.starts_with("tick at"))
+        .map(|l| l.message)
+        .collect();
     assert_eq!(ticks, ["tick at 1000100", "tick at 1000200", "tick at 1000300"]);
     plugin.advance_time(Duration::from_millis(50)).unwrap();
     assert_eq!(plugin.metric("filter_ticks_total"), Some(MetricValue::Counter(4)));

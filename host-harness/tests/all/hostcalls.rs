@@ -12,7 +12,12 @@ fn proxy_log_rejects_unknown_levels_and_captures_lines_with_their_level() {
     let line = run_probe(&plugin, "log");
     assert_eq!(field(&line, "bad_level"), "BadArgument");
     assert_eq!(field(&line, "info"), "Ok");
-    assert!(plugin.logs().iter().any(|l| l.level == LogLevel::Info && l.message == "probe info line"));
+    assert!(
+        plugin
+            .logs()
+            .iter()
+            .any(|l| l.level == LogLevel::Info && l.message == "probe info line")
+    );
 }
 
 #[test]
@@ -72,9 +77,14 @@ fn wasi_random_get_fills_fresh_bytes() {
 fn a_panic_traps_with_its_message_and_fails_the_vm() {
     let plugin = probe_plugin(PluginConfig::new());
     let error = plugin.run_http(probe_request("panic")).unwrap_err();
-    let Error::Trap { function, logs, .. } = &error else { panic!("expected a trap, got {error}") };
+    let Error::Trap { function, logs, .. } = &error else {
+        panic!("expected a trap, got {error}")
+    };
     assert_eq!(function, "proxy_on_request_headers");
-    assert!(logs.iter().any(|l| l.level == LogLevel::Critical && l.message.contains("probe panicked on purpose")));
+    assert!(
+        logs.iter()
+            .any(|l| l.level == LogLevel::Critical && l.message.contains("probe panicked on purpose"))
+    );
     assert!(error.to_string().contains("probe panicked on purpose"), "{error}");
     assert!(matches!(plugin.http_stream(), Err(Error::Failed)));
 }
@@ -84,7 +94,11 @@ fn proxy_get_buffer_bytes_statuses() {
     let plugin = probe_plugin(PluginConfig::new().vm_configuration("vm-config"));
     let line = run_probe(&plugin, "buffers");
     assert_eq!(field(&line, "bad_type"), "BadArgument");
-    assert_eq!(field(&line, "plugin_config"), "NotFound", "plugin configuration is only readable in on_configure");
+    assert_eq!(
+        field(&line, "plugin_config"),
+        "NotFound",
+        "plugin configuration is only readable in on_configure"
+    );
     assert_eq!(field(&line, "vm_config"), "Ok:vm-config");
     assert_eq!(field(&line, "vm_config_slice"), "Ok:-co");
     assert_eq!(field(&line, "vm_config_past_end"), "BadArgument");
@@ -120,7 +134,11 @@ fn header_map_value_calls_and_their_statuses() {
     assert_eq!(field(&line, "a"), "Ok:1", "lookups are case-insensitive");
     assert_eq!(field(&line, "bad_type"), "BadArgument");
     assert_eq!(field(&line, "response_value"), "BadArgument", "response headers do not exist yet");
-    assert_eq!(field(&line, "call_value"), "BadArgument", "no HTTP call response outside its callback");
+    assert_eq!(
+        field(&line, "call_value"),
+        "BadArgument",
+        "no HTTP call response outside its callback"
+    );
     assert_eq!(field(&line, "add_response"), "BadArgument");
     assert_eq!(field(&line, "replace_response"), "BadArgument");
     assert_eq!(field(&line, "remove_response"), "BadArgument");
@@ -139,7 +157,13 @@ fn header_map_pairs_are_listed_and_replaced_whole() {
     let plugin = probe_plugin(PluginConfig::new());
     let line = run_probe(&plugin, "headers");
     assert_eq!(field(&line, "request_pairs"), "6", "six headers, after one removed and one added");
-    let outcome = plugin.run_http(probe_request("trailers").request_body("x").request_trailers([("x-old", "1"), ("x-older", "2")])).unwrap();
+    let outcome = plugin
+        .run_http(
+            probe_request("trailers")
+                .request_body("x")
+                .request_trailers([("x-old", "1"), ("x-older", "2")]),
+        )
+        .unwrap();
     assert!(plugin.logged("probe trailers count=2"));
     let trailers = outcome.forwarded_request().unwrap().trailers.clone().unwrap();
     assert_eq!(trailers, eventseal_harness::Headers::from([("x-added", "t")]));
@@ -164,7 +188,11 @@ fn properties_in_envoys_encoding_with_stream_plugin_and_guest_values() {
     assert_eq!(field(&line, "get_set"), "Ok:m");
     assert_eq!(field(&line, "metadata_map"), "Ok:2", "a prefix of stored values reads as a map");
     assert_eq!(field(&line, "iat"), "Ok:1700000000", "integers are 8 bytes little-endian");
-    assert_eq!(field(&line, "root_set"), "NotFound", "the root context has no stream to set properties on");
+    assert_eq!(
+        field(&line, "root_set"),
+        "NotFound",
+        "the root context has no stream to set properties on"
+    );
     assert_eq!(PropertyValue::from(true).encode(), [1]);
 }
 
@@ -190,7 +218,11 @@ fn shared_data_is_shared_only_through_a_shared_state_handle() {
     let stranger = probe_plugin(PluginConfig::new());
     run_probe(&first, "shared");
     assert_eq!(second.shared_data("probe-key").unwrap().0, b"v2");
-    assert_eq!(field(&run_probe(&second, "shared"), "missing"), "Ok", "the second worker sees the first one's data");
+    assert_eq!(
+        field(&run_probe(&second, "shared"), "missing"),
+        "Ok",
+        "the second worker sees the first one's data"
+    );
     assert_eq!(stranger.shared_data("probe-key"), None);
     assert_eq!(field(&run_probe(&stranger, "shared"), "missing"), "NotFound");
 }
@@ -205,7 +237,10 @@ fn shared_queues_and_queue_ready() {
     assert_eq!(field(&line, "enqueue"), "Ok");
     assert_eq!(field(&line, "dequeue_missing"), "NotFound");
     assert_eq!(field(&line, "enqueue_missing"), "NotFound");
-    assert!(plugin.logs().iter().any(|l| l.message.ends_with("ready: item")), "proxy_on_queue_ready ran on the root context");
+    assert!(
+        plugin.logs().iter().any(|l| l.message.ends_with("ready: item")),
+        "proxy_on_queue_ready ran on the root context"
+    );
 }
 
 #[test]
@@ -214,7 +249,10 @@ fn queue_ready_reaches_the_plugin_that_registered_the_queue() {
     let owner = probe_plugin(PluginConfig::new().shared_state(&shared));
     let producer = probe_plugin(PluginConfig::new().shared_state(&shared));
     run_probe(&producer, "queue");
-    assert!(producer.logs().iter().any(|l| l.message.ends_with("ready: item")), "the producer registered last, so it owns the queue");
+    assert!(
+        producer.logs().iter().any(|l| l.message.ends_with("ready: item")),
+        "the producer registered last, so it owns the queue"
+    );
     assert!(!owner.logs().iter().any(|l| l.message.contains("ready:")));
     owner.run_pending().unwrap();
 }
@@ -240,7 +278,10 @@ fn metrics_define_increment_record_get() {
     assert_eq!(plugin.metric("probe_gauge"), Some(MetricValue::Gauge(17)));
     assert_eq!(plugin.metric("probe_histogram"), Some(MetricValue::Histogram(vec![42])));
     let stats = plugin.stats_text();
-    assert!(stats.contains("probe_counter: 5\n") && stats.contains("probe_gauge: 17\n"), "{stats}");
+    assert!(
+        stats.contains("probe_counter: 5\n") && stats.contains("probe_gauge: 17\n"),
+        "{stats}"
+    );
 }
 
 #[test]
@@ -249,7 +290,11 @@ fn effective_context_done_foreign_functions_and_status() {
     let line = run_probe(&plugin, "contexts");
     assert_eq!(field(&line, "effective_self"), "Ok");
     assert_eq!(field(&line, "effective_missing"), "BadArgument");
-    assert_eq!(field(&line, "done"), "NotFound", "proxy_done is only valid after on_done returned false");
+    assert_eq!(
+        field(&line, "done"),
+        "NotFound",
+        "proxy_done is only valid after on_done returned false"
+    );
     assert_eq!(field(&line, "foreign"), "NotFound");
     assert_eq!(field(&line, "get_status"), "Ok:0");
 }

@@ -7,10 +7,15 @@ use crate::{filter_module, probe_module};
 #[test]
 fn a_refused_configuration_is_an_error_with_the_plugins_log() {
     let error = filter_module().plugin(PluginConfig::new().configuration("refuse")).unwrap_err();
-    let Error::ConfigurationRefused { logs } = &error else { panic!("{error}") };
+    let Error::ConfigurationRefused { logs } = &error else {
+        panic!("{error}")
+    };
     assert!(logs.iter().any(|l| l.message == "configuration refused: refuse"));
     let text = error.to_string();
-    assert!(text.contains("refused its configuration") && text.contains("configuration refused: refuse"), "{text}");
+    assert!(
+        text.contains("refused its configuration") && text.contains("configuration refused: refuse"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -43,7 +48,9 @@ fn plugins_from_one_module_run_in_parallel_threads() {
             std::thread::spawn(move || {
                 let plugin = module.plugin(PluginConfig::new()).unwrap();
                 for _ in 0..=i {
-                    plugin.run_http(eventseal_harness::HttpExchange::new([(":method", "GET"), (":path", "/")])).unwrap();
+                    plugin
+                        .run_http(eventseal_harness::HttpExchange::new([(":method", "GET"), (":path", "/")]))
+                        .unwrap();
                 }
                 plugin.metric("filter_requests_total").unwrap().value()
             })

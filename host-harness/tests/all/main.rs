@@ -14,7 +14,8 @@ use eventseal_harness::{HttpExchange, Module, Plugin, PluginConfig, Upstream};
 use eventseal_harness_test_programs::{FILTER_WASM, PROBE_WASM, TCP_WASM};
 
 fn cached(cell: &'static OnceLock<Module>, path: &str) -> Module {
-    cell.get_or_init(|| Module::from_file(path).unwrap_or_else(|e| panic!("{e}"))).clone()
+    cell.get_or_init(|| Module::from_file(path).unwrap_or_else(|e| panic!("{e}")))
+        .clone()
 }
 
 /// The `probe` guest: raw hostcalls, results logged as `probe <scenario>: k=v ...`.
@@ -43,7 +44,14 @@ pub fn probe_plugin(config: PluginConfig) -> Plugin {
 
 /// A request that runs a probe scenario.
 pub fn probe_request(scenario: &str) -> HttpExchange {
-    HttpExchange::new([(":method", "GET"), (":path", "/p"), (":authority", "example.com"), ("x-probe", scenario), ("a", "1"), ("x-remove-me", "z")])
+    HttpExchange::new([
+        (":method", "GET"),
+        (":path", "/p"),
+        (":authority", "example.com"),
+        ("x-probe", scenario),
+        ("a", "1"),
+        ("x-remove-me", "z"),
+    ])
 }
 
 /// The result line a scenario logged (what follows `probe <scenario>: `).

@@ -12,11 +12,17 @@ fn data_is_buffered_until_a_line_and_rewritten_both_ways() {
     assert_eq!(connection.send_downstream_data("hel", false).unwrap(), StreamState::Paused);
     assert!(connection.upstream_received().is_empty());
     assert_eq!(connection.send_downstream_data("lo\n", false).unwrap(), StreamState::Continued);
-    assert!(plugin.logged("downstream data size=6 end=false"), "the second callback sees the buffered bytes too");
+    assert!(
+        plugin.logged("downstream data size=6 end=false"),
+        "the second callback sees the buffered bytes too"
+    );
     assert_eq!(connection.upstream_received(), b"HELLO\n");
     connection.send_upstream_data("hi", true).unwrap();
     assert_eq!(connection.client_received(), b"> hi");
-    assert!(plugin.logged("upstream closed by Unknown"), "upstream end of stream reports the close");
+    assert!(
+        plugin.logged("upstream closed by Unknown"),
+        "upstream end of stream reports the close"
+    );
     let id = connection.id();
     connection.close(PeerType::Remote).unwrap();
     assert!(plugin.logged("downstream closed by Remote"));

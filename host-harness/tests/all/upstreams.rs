@@ -31,7 +31,11 @@ fn a_closure_upstream_answers_and_the_response_is_readable_in_the_callback() {
     let record = Arc::clone(&seen);
     let upstream = Upstream::handler(move |request| {
         record.lock().unwrap().push(request.clone());
-        HttpCallResponse::new(201).with_header("X-Reply", "1").with_body("pong pong").with_trailer("x-trailer", "t").into()
+        HttpCallResponse::new(201)
+            .with_header("X-Reply", "1")
+            .with_body("pong pong")
+            .with_trailer("x-trailer", "t")
+            .into()
     });
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", upstream));
     let outcome = plugin.run_http(probe_request("http-call")).unwrap();
@@ -43,7 +47,10 @@ fn a_closure_upstream_answers_and_the_response_is_readable_in_the_callback() {
     assert_eq!(field(&line, "body"), "pong_pong");
     assert_eq!(field(&line, "trailer"), "t");
     let seen = seen.lock().unwrap();
-    assert_eq!((seen[0].method(), seen[0].path(), seen[0].authority()), ("POST", "/echo", "echo.local"));
+    assert_eq!(
+        (seen[0].method(), seen[0].path(), seen[0].authority()),
+        ("POST", "/echo", "echo.local")
+    );
     assert_eq!(seen[0].body, b"ping");
     assert_eq!(seen[0].timeout, Some(Duration::from_secs(1)));
     assert_eq!(plugin.http_calls().len(), 1);
@@ -53,10 +60,16 @@ fn a_closure_upstream_answers_and_the_response_is_readable_in_the_callback() {
 fn a_manual_upstream_waits_for_the_test() {
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::manual()));
     let mut stream = plugin.http_stream().unwrap();
-    stream.send_request_headers(probe_request("http-call").request_headers, true).unwrap();
+    stream
+        .send_request_headers(probe_request("http-call").request_headers, true)
+        .unwrap();
     let pending = plugin.pending_http_calls();
     assert_eq!(pending.len(), 1);
-    assert!(plugin.respond_http_call(pending[0].token + 100, HttpCallResponse::new(200)).is_err());
+    assert!(
+        plugin
+            .respond_http_call(pending[0].token + 100, HttpCallResponse::new(200))
+            .is_err()
+    );
     plugin.respond_http_call(pending[0].token, HttpCallResponse::new(204)).unwrap();
     assert_eq!(field(&call_response(&plugin), "status"), "204");
     assert!(plugin.pending_http_calls().is_empty());
@@ -124,12 +137,18 @@ fn serve_once(reply: &'static str, delay: Duration) -> (String, thread::JoinHand
 
 #[test]
 fn a_real_http_endpoint_on_loopback() {
-    let (address, server) = serve_once("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n4\r\nreal\r\n5\r\n_body\r\n0\r\n\r\n", Duration::ZERO);
+    let (address, server) = serve_once(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n4\r\nreal\r\n5\r\n_body\r\n0\r\n\r\n",
+        Duration::ZERO,
+    );
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::http(address)));
     plugin.run_http(probe_request("http-call")).unwrap();
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /echo HTTP/1.1\r\n"), "{request}");
-    assert!(request.contains("host: echo.local\r\n") && request.contains("content-length: 4\r\n"), "{request}");
+    assert!(
+        request.contains("host: echo.local\r\n") && request.contains("content-length: 4\r\n"),
+        "{request}"
+    );
     let line = call_response(&plugin);
     assert_eq!(field(&line, "status"), "200");
     assert_eq!(field(&line, "body"), "real_body");

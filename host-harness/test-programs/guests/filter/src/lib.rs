@@ -65,7 +65,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter { id: context_id, settings: self.settings.clone(), body_calls: Vec::new() }))
+        Some(Box::new(Filter {
+            id: context_id,
+            settings: self.settings.clone(),
+            body_calls: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -84,8 +88,14 @@ impl Filter {
         let _ = hostcalls::increment_metric(self.settings.requests_metric, 1);
         loop {
             let (value, cas) = self.get_shared_data("requests");
-            let count: u64 = value.and_then(|v| String::from_utf8(v).ok()).and_then(|s| s.parse().ok()).unwrap_or(0);
-            if self.set_shared_data("requests", Some((count + 1).to_string().as_bytes()), cas).is_ok() {
+            let count: u64 = value
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if self
+                .set_shared_data("requests", Some((count + 1).to_string().as_bytes()), cas)
+                .is_ok()
+            {
                 break;
             }
         }
@@ -122,7 +132,12 @@ impl HttpContext for Filter {
         if let Some(token) = self.get_http_request_header("x-auth") {
             let call = self.dispatch_http_call(
                 &self.settings.auth_cluster,
-                vec![(":method", "GET"), (":path", "/auth"), (":authority", "auth.local"), ("x-token", &token)],
+                vec![
+                    (":method", "GET"),
+                    (":path", "/auth"),
+                    (":authority", "auth.local"),
+                    ("x-token", &token),
+                ],
                 None,
                 vec![],
                 Duration::from_secs(2),

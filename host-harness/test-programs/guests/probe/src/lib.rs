@@ -72,7 +72,14 @@ unsafe extern "C" {
     fn proxy_grpc_close(token: u32) -> u32;
     fn proxy_set_effective_context(id: u32) -> u32;
     fn proxy_done() -> u32;
-    fn proxy_call_foreign_function(name: *const u8, name_size: usize, args: *const u8, args_size: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        ret: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
@@ -104,7 +111,11 @@ fn name(status: u32) -> &'static str {
 
 /// Takes ownership of memory the host allocated for a returned value.
 fn take(ptr: *mut u8, size: usize) -> Option<Vec<u8>> {
-    if ptr.is_null() { None } else { Some(unsafe { Vec::from_raw_parts(ptr, size, size) }) }
+    if ptr.is_null() {
+        None
+    } else {
+        Some(unsafe { Vec::from_raw_parts(ptr, size, size) })
+    }
 }
 
 fn shown(value: Option<Vec<u8>>) -> String {
@@ -190,12 +201,39 @@ fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> (u32, 
 
 fn grpc_call(service: &str) -> u32 {
     let mut token = 0;
-    unsafe { proxy_grpc_call(service.as_ptr(), service.len(), b"s".as_ptr(), 1, b"m".as_ptr(), 1, null(), 0, null(), 0, 1000, &mut token) }
+    unsafe {
+        proxy_grpc_call(
+            service.as_ptr(),
+            service.len(),
+            b"s".as_ptr(),
+            1,
+            b"m".as_ptr(),
+            1,
+            null(),
+            0,
+            null(),
+            0,
+            1000,
+            &mut token,
+        )
+    }
 }
 
 fn grpc_stream(service: &str) -> u32 {
     let mut token = 0;
-    unsafe { proxy_grpc_stream(service.as_ptr(), service.len(), b"s".as_ptr(), 1, b"m".as_ptr(), 1, null(), 0, &mut token) }
+    unsafe {
+        proxy_grpc_stream(
+            service.as_ptr(),
+            service.len(),
+            b"s".as_ptr(),
+            1,
+            b"m".as_ptr(),
+            1,
+            null(),
+            0,
+            &mut token,
+        )
+    }
 }
 
 fn define(kind: u32, metric: &str) -> (u32, u32) {
@@ -249,7 +287,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Probe { id: context_id, scenario: String::new(), shared: self.shared.clone() }))
+        Some(Box::new(Probe {
+            id: context_id,
+            scenario: String::new(),
+            shared: self.shared.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -277,12 +319,23 @@ impl Probe {
                 r.push(format!("level={:?}", hostcalls::get_log_level().ok()));
             }
             "time" => {
-                let host = hostcalls::get_current_time().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap();
+                let host = hostcalls::get_current_time()
+                    .unwrap()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
                 let wasi = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
                 let started = std::time::Instant::now();
-                r.push(format!("host_ms={} wasi_ms={} monotonic_ok={}", host.as_millis(), wasi.as_millis(), started.elapsed() < Duration::from_secs(1)));
+                r.push(format!(
+                    "host_ms={} wasi_ms={} monotonic_ok={}",
+                    host.as_millis(),
+                    wasi.as_millis(),
+                    started.elapsed() < Duration::from_secs(1)
+                ));
             }
-            "env" => r.push(format!("PROBE_ENV={}", std::env::var("PROBE_ENV").unwrap_or_else(|_| "unset".to_owned()))),
+            "env" => r.push(format!(
+                "PROBE_ENV={}",
+                std::env::var("PROBE_ENV").unwrap_or_else(|_| "unset".to_owned())
+            )),
             "stdio" => {
                 println!("hello stdout");
                 eprintln!("hello stderr");
@@ -316,8 +369,10 @@ impl Probe {
                 r.push(format!("bad_type={}", name(get_header(99, "a").0)));
                 r.push(format!("response_value={}", name(get_header(2, "a").0)));
                 r.push(format!("call_value={}", name(get_header(6, ":status").0)));
-                let add = |kind: u32, k: &str, v: &str| unsafe { proxy_add_header_map_value(kind, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
-                let replace = |kind: u32, k: &str, v: &str| unsafe { proxy_replace_header_map_value(kind, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
+                let add =
+                    |kind: u32, k: &str, v: &str| unsafe { proxy_add_header_map_value(kind, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
+                let replace =
+                    |kind: u32, k: &str, v: &str| unsafe { proxy_replace_header_map_value(kind, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
                 let remove = |kind: u32, k: &str| unsafe { proxy_remove_header_map_value(kind, k.as_ptr(), k.len()) };
                 r.push(format!("add_response={}", name(add(2, "x", "y"))));
                 r.push(format!("replace_response={}", name(replace(2, "x", "y"))));
@@ -325,8 +380,14 @@ impl Probe {
                 r.push(format!("replace={}", name(replace(0, "A", "2"))));
                 r.push(format!("add={}", name(add(0, "B", "3"))));
                 r.push(format!("remove={}", name(remove(0, "x-remove-me"))));
-                r.push(format!("response_pairs={}", hostcalls::get_map(MapType::HttpResponseHeaders).unwrap().len()));
-                r.push(format!("request_pairs={}", hostcalls::get_map(MapType::HttpRequestHeaders).unwrap().len()));
+                r.push(format!(
+                    "response_pairs={}",
+                    hostcalls::get_map(MapType::HttpResponseHeaders).unwrap().len()
+                ));
+                r.push(format!(
+                    "request_pairs={}",
+                    hostcalls::get_map(MapType::HttpRequestHeaders).unwrap().len()
+                ));
             }
             "properties" => {
                 let text = |(status, value): (u32, Option<Vec<u8>>)| format!("{}:{}", name(status), shown(value));
@@ -372,9 +433,15 @@ impl Probe {
                     (status, shown(take(ptr, size)))
                 };
                 r.push(format!("dequeue_empty={}", name(dequeue(id).0)));
-                r.push(format!("enqueue={}", name(unsafe { proxy_enqueue_shared_queue(id, b"item".as_ptr(), 4) })));
+                r.push(format!(
+                    "enqueue={}",
+                    name(unsafe { proxy_enqueue_shared_queue(id, b"item".as_ptr(), 4) })
+                ));
                 r.push(format!("dequeue_missing={}", name(dequeue(9999).0)));
-                r.push(format!("enqueue_missing={}", name(unsafe { proxy_enqueue_shared_queue(9999, b"x".as_ptr(), 1) })));
+                r.push(format!(
+                    "enqueue_missing={}",
+                    name(unsafe { proxy_enqueue_shared_queue(9999, b"x".as_ptr(), 1) })
+                ));
             }
             "metrics" => {
                 r.push(format!("bad_type={}", name(define(7, "x").0)));
@@ -401,7 +468,10 @@ impl Probe {
                 r.push(format!("effective_missing={}", name(unsafe { proxy_set_effective_context(9999) })));
                 r.push(format!("done={}", name(unsafe { proxy_done() })));
                 let (mut ptr, mut size) = (null_mut(), 0);
-                r.push(format!("foreign={}", name(unsafe { proxy_call_foreign_function(b"nope".as_ptr(), 4, null(), 0, &mut ptr, &mut size) })));
+                r.push(format!(
+                    "foreign={}",
+                    name(unsafe { proxy_call_foreign_function(b"nope".as_ptr(), 4, null(), 0, &mut ptr, &mut size) })
+                ));
                 let mut code = 99;
                 let status = unsafe { proxy_get_status(&mut code, &mut ptr, &mut size) };
                 r.push(format!("get_status={}:{code}", name(status)));
@@ -424,7 +494,10 @@ impl Probe {
                 let valid = [(":method", "POST"), (":path", "/echo"), (":authority", "echo.local")];
                 r.push(format!("unknown_cluster={}", name(http_call("nope", &valid, 1000).0)));
                 r.push(format!("no_authority={}", name(http_call("echo", &valid[..2], 1000).0)));
-                let timeout = self.get_http_request_header("x-timeout-ms").and_then(|t| t.parse().ok()).unwrap_or(1000u64);
+                let timeout = self
+                    .get_http_request_header("x-timeout-ms")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(1000u64);
                 let call = self.dispatch_http_call("echo", valid.to_vec(), Some(b"ping"), vec![], Duration::from_millis(timeout));
                 r.push(format!("call={call:?}"));
                 self.report(&r);
@@ -449,7 +522,9 @@ impl Probe {
 impl Context for Probe {
     fn on_http_call_response(&mut self, _token: u32, headers: usize, body_size: usize, trailers: usize) {
         let status = self.get_http_call_response_header(":status");
-        let body = self.get_http_call_response_body(0, body_size).map(|b| String::from_utf8_lossy(&b).into_owned());
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
         let trailer = self.get_http_call_response_trailer("x-trailer");
         let (code, message) = self.get_grpc_status();
         info!(
@@ -470,7 +545,10 @@ impl HttpContext for Probe {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        info!("probe body size={size} end={end_of_stream} headers={}", name(get_header(0, ":path").0));
+        info!(
+            "probe body size={size} end={end_of_stream} headers={}",
+            name(get_header(0, ":path").0)
+        );
         match self.scenario.as_str() {
             "buffer-until-end" if !end_of_stream => Action::Pause,
             "body-rules" if end_of_stream => {
