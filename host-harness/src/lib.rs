@@ -6,6 +6,8 @@
 pub mod build;
 
 #[cfg(feature = "runtime")]
+pub mod component;
+#[cfg(feature = "runtime")]
 mod abi;
 #[cfg(feature = "runtime")]
 mod error;
