@@ -1,6 +1,8 @@
 //! The `eventseal` command line.
 #![forbid(unsafe_code)]
 
+mod demo;
+mod filter;
 mod keys;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,11 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Seal an example event with the filter, then open it for two readers (no services needed).
+    Demo {
+        /// The event to publish (default: examples/demo/order.json, built in).
+        event: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +103,13 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Demo { event } => {
+            let event = match event {
+                Some(path) => read(&path)?,
+                None => demo::EVENT.to_owned(),
+            };
+            demo::run(&event)?;
+        }
         Command::Keys(KeysCommand::Generate { purpose, kid, status }) => {
             println!("{}", keys::generate(purpose, &kid, status)?);
         }

@@ -1,0 +1,68 @@
+//! Runs events through the embedded filter in the wasmtime harness, as Envoy would.
+
+use crate::Failure;
+use eventseal_harness::{HttpExchange, HttpOutcome, Module, Plugin, PluginConfig};
+
+/// The filter module, compiled into this binary at build time.
+const FILTER_WASM: &[u8] = include_bytes!(env!("EVENTSEAL_PROXY_WASM"));
+
+/// A configured filter instance.
+pub struct Filter {
+    plugin: Plugin,
+}
+
+/// One request to send through the filter.
+pub struct Request<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`.
+    pub path: &'a str,
+    /// Extra request headers (names lower case).
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Option<&'a [u8]>,
+    /// The upstream's response body, for rules that apply to responses.
+    pub response_body: Option<&'a [u8]>,
+}
+
+impl Filter {
+    /// Starts the filter with a policy and a keyring passed as `EVENTSEAL_KEYS`, as Envoy's
+    /// `vm_config.environment_variables` would.
+    ///
+    /// # Errors
+    /// The filter's own log lines when it refuses the configuration.
+    pub fn start(policy: &str, keyring: &str) -> Result<Self, Failure> {
+        let module = Module::from_bytes(FILTER_WASM).map_err(|e| Failure::new(format!("cannot load the filter: {e}")))?;
+        let config = PluginConfig::new()
+            .configuration(policy)
+            .env("EVENTSEAL_KEYS", keyring)
+            .property("plugin_name", "eventseal");
+        let plugin = module
+            .plugin(config)
+            .map_err(|e| Failure::new(format!("the filter refused to start: {e}")))?;
+        Ok(Self { plugin })
+    }
+
+    /// Sends one exchange through the filter.
+    ///
+    /// # Errors
+    /// When the harness fails (a trap in the filter).
+    pub fn exchange(&self, request: &Request<'_>) -> Result<HttpOutcome, Failure> {
+        let mut headers = vec![
+            (":method".to_owned(), request.method.to_owned()),
+            (":path".to_owned(), request.path.to_owned()),
+        ];
+        headers.push((":authority".to_owned(), "eventseal.local".to_owned()));
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        headers.extend(request.headers.iter().cloned());
+        let mut exchange = HttpExchange::new(headers);
+        if let Some(body) = request.body {
+            exchange = exchange.request_body(body.to_vec());
+        }
+        exchange = exchange.response_headers([(":status", "200"), ("content-type", "application/json")]);
+        exchange = exchange.response_body(request.response_body.unwrap_or_default().to_vec());
+        self.plugin
+            .run_http(exchange)
+            .map_err(|e| Failure::new(format!("the filter failed: {e}")))
+    }
+}
