@@ -116,7 +116,7 @@ impl Sealer {
         })
     }
 
-    /// Routes the exchange, checks the rule fits the operation, admits the principal, decides.
+    /// Routes the exchange, admits the principal, checks the rule fits the operation, decides.
     fn run(
         &self,
         operation: Operation,
@@ -139,6 +139,9 @@ impl Sealer {
             .engine
             .route(&request)
             .ok_or_else(|| no_rule("no rule of the policy matches this exchange".to_owned()))?;
+        // The filter admits producers when the request headers arrive, whatever the rule
+        // does to bodies: no body of a refused exchange is processed, in either direction.
+        self.engine.admit(rule, principal.as_ref()).map_err(|p| problem(&p))?;
         let applies = match direction {
             Direction::Request => rule.request,
             Direction::Response => rule.response,
@@ -153,9 +156,6 @@ impl Sealer {
         if !operation.in_rule(rule) {
             return Err(no_rule(format!("rule {:?} does not {}", rule.name, operation.verb())));
         }
-        // The filter admits producers when the request arrives: no body of a refused
-        // exchange is ever processed, in either direction.
-        self.engine.admit(rule, principal.as_ref()).map_err(|p| problem(&p))?;
         let job = BodyJob {
             rule,
             direction,
@@ -320,7 +320,8 @@ mod tests {
          "verify": true, "open": {"fields": ["/card"], "readers": ["billing"], "denied": "mask"}},
         {"name": "replies", "match": {"path": "/replies"}, "apply_to": "response", "context": {"type": {"literal": "order"}},
          "open": {"fields": ["/card"], "readers": [{"claim": "/roles", "contains": "auditor"}]}},
-        {"name": "gate", "match": {"path": "/gate"}, "producers": ["shop"], "sign": true}
+        {"name": "gate", "match": {"path": "/gate"}, "producers": ["shop"], "sign": true},
+        {"name": "door", "match": {"path": "/door"}, "producers": ["shop"]}
     ]}"#;
 
     fn exchange(path: &str, extra: &[(&str, &str)]) -> wit::Exchange {
@@ -422,6 +423,16 @@ mod tests {
                 .run(Operation::Sign, b"{}".to_vec(), &exchange("/gate", &[]), principal("shop", ""))
                 .is_ok()
         );
+        // A rule without body actions still admits producers, as the filter does at the
+        // request headers; an admitted caller then learns that nothing would be sealed.
+        let err = sealer
+            .run(Operation::Seal, b"{}".to_vec(), &exchange("/door", &[]), principal("intruder", ""))
+            .unwrap_err();
+        assert!(matches!(err.kind, wit::ProblemKind::ProducerForbidden));
+        let err = sealer
+            .run(Operation::Seal, b"{}".to_vec(), &exchange("/door", &[]), principal("shop", ""))
+            .unwrap_err();
+        assert!(matches!(err.kind, wit::ProblemKind::NoRule));
     }
 
     #[test]
