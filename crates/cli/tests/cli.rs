@@ -106,3 +106,26 @@ fn every_command_has_help() {
         assert!(out.contains("Usage"), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn demo_seals_then_opens_per_reader() {
+    let out = stdout(&eventseal(&["demo"]));
+    let sections: Vec<&str> = out.split("== ").filter(|s| !s.is_empty()).collect();
+    assert_eq!(sections.len(), 3, "{out}");
+    let body = |section: &str| -> serde_json::Value { serde_json::from_str(section.split_once('\n').unwrap().1).unwrap() };
+    let (sealed, billing, support) = (body(sections[0]), body(sections[1]), body(sections[2]));
+    assert!(
+        !sections[0].contains("4111") && !sections[0].contains("zoe@example.test"),
+        "{}",
+        sections[0]
+    );
+    assert!(sealed["data"]["card"].as_str().unwrap().starts_with("eyJ"));
+    assert_eq!(sealed["data"]["order_id"], "ord-2041", "fields outside the policy stay readable");
+    let original: serde_json::Value = serde_json::from_str(include_str!("../../../examples/demo/order.json")).unwrap();
+    assert_eq!(billing, original, "billing may open every sealed field");
+    assert_eq!(
+        support["data"]["card"], sealed["data"]["card"],
+        "support may not open the card: it stays sealed"
+    );
+    assert_eq!(support["data"]["customer"], original["data"]["customer"]);
+}
