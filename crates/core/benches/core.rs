@@ -1,0 +1,110 @@
+//! Native cost of eventseal-core's decisions on the workloads in `workloads.rs`.
+// criterion_group! generates undocumented items.
+#![allow(missing_docs)]
+
+#[path = "workloads.rs"]
+mod workloads;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use eventseal_core::{BodyJob, Decision, Direction, Engine, MemoryReplayCache, Policy, Principal, RequestHead, sign};
+use std::hint::black_box;
+
+fn engine(policy: &str) -> Engine {
+    let policy = Policy::from_json(policy).unwrap();
+    let keyring = policy.load_keyring(|_| Some(workloads::KEYRING.to_owned())).unwrap();
+    Engine::new(policy, keyring)
+}
+
+fn headers() -> Vec<(String, String)> {
+    vec![
+        ("content-type".into(), "application/json".into()),
+        ("x-principal".into(), "bench".into()),
+    ]
+}
+
+fn decide(engine: &Engine, headers: &[(String, String)], body: &[u8], now: i64) -> Vec<u8> {
+    let request = RequestHead {
+        method: "POST",
+        path: "/bench",
+        authority: "bench",
+        headers,
+    };
+    let rule = engine.route(&request).expect("the bench rule matches");
+    let principal = Principal {
+        id: "bench".into(),
+        claims: serde_json::Value::Null,
+    };
+    let job = BodyJob {
+        rule,
+        direction: Direction::Request,
+        request,
+        headers,
+        principal: Some(&principal),
+        body,
+        now,
+    };
+    match engine.decide(&job, &mut MemoryReplayCache::default()) {
+        Decision::Forward { body: Some(body), .. } => body,
+        Decision::Forward { body: None, .. } => body.to_vec(),
+        Decision::Refuse { problem, .. } => panic!("refused: {problem:?}"),
+    }
+}
+
+fn seal_and_open(c: &mut Criterion) {
+    let mut group = c.benchmark_group("event");
+    for (size, fields) in [(1024, 1), (1024, 3), (1024, 10), (64 * 1024, 3)] {
+        let label = format!("{}KiB-{fields}f", size / 1024);
+        let event = workloads::event(size, fields);
+        group.throughput(Throughput::Elements(1));
+        let sealer = engine(&workloads::policy("seal", fields));
+        let headers = headers();
+        group.bench_with_input(BenchmarkId::new("seal", &label), &event, |b, event| {
+            b.iter(|| decide(&sealer, &headers, black_box(event), 0))
+        });
+        let sealed = decide(&sealer, &headers, &event, 0);
+        let opener = engine(&workloads::policy("open", fields));
+        group.bench_with_input(BenchmarkId::new("open", &label), &sealed, |b, sealed| {
+            b.iter(|| decide(&opener, &headers, black_box(sealed), 0))
+        });
+    }
+    group.finish();
+}
+
+fn verify_and_route(c: &mut Criterion) {
+    let event = workloads::event(1024, 3);
+    let verifier = engine(&workloads::policy("verify", 3));
+    let now = 1_700_000_000;
+    let mut group = c.benchmark_group("event");
+    group.bench_function("verify/1KiB", |b| {
+        let mut n = 0u64;
+        b.iter(|| {
+            // A fresh id per event: the replay cache must not refuse the repeats.
+            n += 1;
+            let id = format!("msg_{n}");
+            let signature = sign(verifier.keyring(), &id, now, &event).unwrap();
+            let mut headers = headers();
+            headers.extend([
+                ("webhook-id".into(), id),
+                ("webhook-timestamp".into(), now.to_string()),
+                ("webhook-signature".into(), signature),
+            ]);
+            decide(&verifier, &headers, black_box(&event), now)
+        })
+    });
+    group.bench_function("no-matching-rule/1KiB", |b| {
+        let headers = headers();
+        b.iter(|| {
+            let request = RequestHead {
+                method: "GET",
+                path: "/elsewhere",
+                authority: "bench",
+                headers: &headers,
+            };
+            black_box(verifier.route(&request).is_none())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, seal_and_open, verify_and_route);
+criterion_main!(benches);
