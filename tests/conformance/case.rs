@@ -1,0 +1,252 @@
+//! The case format (`tests/cases/README.md`). Unknown members are errors: a misspelt
+//! expectation must fail loudly, not silently check nothing.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// One conformance case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What the case shows (read by people; the runner prints it on failure).
+    pub description: String,
+    /// The policy: the plugin configuration.
+    pub config: Value,
+    /// The JWK Set in `EVENTSEAL_KEYS`.
+    pub keys: Value,
+    /// Keys the filter does not have.
+    #[serde(default)]
+    pub foreign_keys: Option<Value>,
+    /// Who the client is.
+    #[serde(default)]
+    pub identity: Option<Identity>,
+    /// What the client sends.
+    pub request: Request,
+    /// Standard Webhooks headers to compute at run time.
+    #[serde(default)]
+    pub sign_request: Option<SignRequest>,
+    /// How many times the identical request is sent.
+    #[serde(default)]
+    pub repeat: Option<u32>,
+    /// What the upstream answers.
+    #[serde(default)]
+    pub upstream_response: Option<Response>,
+    /// The outcome.
+    pub expect: Expect,
+}
+
+/// The client's identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// mTLS peer URI SAN.
+    #[serde(default)]
+    pub spiffe: Option<String>,
+    /// JWT claims that `jwt_authn` verified.
+    #[serde(default)]
+    pub jwt: Option<Map<String, Value>>,
+}
+
+/// The client's request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// `:method`.
+    pub method: String,
+    /// `:path`.
+    pub path: String,
+    /// `:authority`.
+    pub authority: String,
+    /// Headers, lower-case names to values.
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    /// The body: a JSON value, or a string sent raw.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// In how many chunks the body arrives.
+    #[serde(default)]
+    pub body_chunks: Option<usize>,
+}
+
+/// The upstream's response.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// `:status`.
+    pub status: u16,
+    /// Headers.
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    /// The body, as in [`Request::body`].
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// In how many chunks the body arrives.
+    #[serde(default)]
+    pub body_chunks: Option<usize>,
+}
+
+/// A Standard Webhooks signature the runner computes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The HS256 key.
+    pub kid: String,
+    /// `webhook-id`.
+    pub id: String,
+    /// Added to now for `webhook-timestamp`.
+    #[serde(default)]
+    pub timestamp_offset_seconds: i64,
+    /// `body` or `malformed`.
+    #[serde(default)]
+    pub tamper: Option<String>,
+}
+
+/// The expected outcome: exactly one of the first four, and optionally counters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// A problem+json local reply.
+    #[serde(default)]
+    pub local_reply: Option<LocalReplyExpect>,
+    /// The exchange went through.
+    #[serde(default)]
+    pub forwarded: Option<ForwardedExpect>,
+    /// The stream was reset (a refused response body).
+    #[serde(default)]
+    pub reset: Option<Map<String, Value>>,
+    /// The filter refused its configuration.
+    #[serde(default)]
+    pub config_refused: Option<ConfigRefusedExpect>,
+    /// Counter values after the case.
+    #[serde(default)]
+    pub metrics: Option<Map<String, Value>>,
+}
+
+/// A refusal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalReplyExpect {
+    /// HTTP status.
+    pub status: u16,
+    /// Problem `type`.
+    pub problem_type: String,
+    /// The problem's `request_id`.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Whether the upstream saw any of the body.
+    #[serde(default)]
+    pub upstream_reached: bool,
+}
+
+/// A forwarded exchange.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedExpect {
+    /// What the upstream received.
+    #[serde(default)]
+    pub upstream: Option<MessageExpect>,
+    /// What the client received.
+    #[serde(default)]
+    pub client: Option<MessageExpect>,
+    /// The filter never held anything back.
+    #[serde(default)]
+    pub streamed: bool,
+}
+
+/// One side of a forwarded exchange.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageExpect {
+    /// Response status (client only).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Byte for byte what was sent.
+    #[serde(default)]
+    pub unchanged_bytes: bool,
+    /// The JSON body after opening the `sealed` pointers.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Pointers that hold envelopes.
+    #[serde(default)]
+    pub sealed: Map<String, Value>,
+    /// Headers with exact values.
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    /// Headers that must be absent.
+    #[serde(default)]
+    pub headers_absent: Vec<String>,
+    /// Signatures that must verify.
+    #[serde(default)]
+    pub signature: Option<SignatureExpect>,
+}
+
+/// One sealed field of a forwarded body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedExpect {
+    /// The plaintext.
+    pub value: Value,
+    /// The bound context.
+    pub context: Map<String, Value>,
+    /// The key that sealed it.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+/// Signatures of a forwarded message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureExpect {
+    /// Keys that each must have signed.
+    pub kids: Vec<String>,
+}
+
+/// A refused configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigRefusedExpect {
+    /// JSON Pointer the error names.
+    pub at: String,
+}
+
+/// An envelope to compute, from `{"$sealed": {...}}` in a body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedInput {
+    /// The plaintext.
+    pub value: Value,
+    /// The pointer bound in the header.
+    pub pointer: String,
+    /// The context bound in the header.
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    /// The key.
+    pub kid: String,
+    /// `flip_tag`, `flip_ciphertext` or `flip_header`.
+    #[serde(default)]
+    pub tamper: Option<String>,
+}
+
+impl Case {
+    /// Reads `tests/cases/<name>.json`.
+    pub fn load(name: &str) -> Case {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("cases")
+            .join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not a valid case: {e}", path.display()));
+        let e = &case.expect;
+        let kinds = [
+            e.local_reply.is_some(),
+            e.forwarded.is_some(),
+            e.reset.is_some(),
+            e.config_refused.is_some(),
+        ];
+        assert_eq!(
+            kinds.iter().filter(|k| **k).count(),
+            1,
+            "{name}: expect needs exactly one of local_reply, forwarded, reset, config_refused"
+        );
+        case
+    }
+}

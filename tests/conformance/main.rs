@@ -1,0 +1,124 @@
+//! The conformance cases of `tests/cases/` run through the shipped filter
+//! (`eventseal_proxy_wasm.wasm`, release, wasm32-wasip1) in the wasmtime harness.
+//!
+//! `build.rs` builds the module and generates one test per case file (`case_<name>`);
+//! the module is compiled once and shared, each case gets its own plugin VM, and cases
+//! run in parallel like any other tests.
+
+mod case;
+mod check;
+mod jose;
+mod run;
+
+include!(concat!(env!("OUT_DIR"), "/cases.rs"));
+
+/// Every case file has a test: the generated list is the folder's content right now.
+#[test]
+fn every_case_file_has_a_test() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/cases is readable")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".json").map(str::to_owned))
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, CASE_NAMES, "tests/cases changed since the tests were generated: rebuild");
+    assert!(CASE_NAMES.len() >= 30, "only {} cases", CASE_NAMES.len());
+}
+
+mod secrets {
+    //! Nothing secret or plaintext reaches the proxy log, whatever the filter does with it.
+
+    use crate::jose;
+    use crate::run::module;
+    use eventseal_harness::{Headers, PluginConfig};
+    use serde_json::{Value, json};
+
+    const MARKER: &str = "MARKER-7c1e4f0a-do-not-log";
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    const HOOK: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn request(path: &str, body: &[u8]) -> (Headers, Vec<u8>) {
+        let headers: Headers = [
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "gateway.example"),
+            ("content-type", "application/json"),
+            ("x-tenant", "acme"),
+        ]
+        .into();
+        (headers, body.to_vec())
+    }
+
+    #[test]
+    fn a_marker_secret_never_reaches_the_log() {
+        let keys = json!({"keys": [
+            {"kty": "oct", "kid": "k1", "alg": "A256GCM", "k": KEY, "status": "primary"},
+            {"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"},
+        ]});
+        let config = json!({
+            "principal": {"source": "header", "header": "x-client"},
+            "rules": [
+                {"name": "seal", "match": {"path": "/seal"}, "context": {"tenant": {"header": "x-tenant"}},
+                 "seal": {"fields": ["/secret"], "required": true}},
+                {"name": "open", "match": {"path": "/open"}, "context": {"tenant": {"header": "x-tenant"}},
+                 "open": {"fields": ["/secret"], "readers": ["*"]}},
+                {"name": "verify", "match": {"path": "/verify"}, "verify": true,
+                 "seal": {"fields": ["/secret"]}}
+            ]
+        });
+        let plugin = module()
+            .plugin(
+                PluginConfig::new()
+                    .configuration(config.to_string())
+                    .env("EVENTSEAL_KEYS", keys.to_string()),
+            )
+            .expect("the filter starts");
+        let key = jose::key_bytes(&[&keys], "k1");
+        let ctx = json!({"tenant": "acme"});
+        let ctx = ctx.as_object().expect("an object");
+        let good = jose::seal(&key, "k1", "/secret", ctx, &json!(MARKER), None);
+        let moved = jose::seal(&key, "k1", "/elsewhere", ctx, &json!(MARKER), None);
+        let bodies: Vec<(&str, Value)> = vec![
+            ("/seal", json!({"secret": MARKER})),   // sealed
+            ("/seal", json!({"other": MARKER})),    // refused: field missing
+            ("/open", json!({"secret": good})),     // opened for the reader
+            ("/open", json!({"secret": moved})),    // refused: moved field
+            ("/open", json!({"secret": MARKER})),   // refused: not an envelope
+            ("/verify", json!({"secret": MARKER})), // refused: unsigned
+        ];
+        let mut replies = Vec::new();
+        for (path, body) in &bodies {
+            let (mut headers, body) = request(path, body.to_string().as_bytes());
+            headers.add("x-client", "reader");
+            let mut stream = plugin.http_stream().expect("a stream");
+            stream.send_request_headers(headers, false).expect("headers");
+            stream.send_request_body(&body, true).expect("body");
+            if let Some(reply) = stream.local_reply() {
+                replies.push(reply.body_text());
+            }
+            let _ = stream.finish();
+        }
+        // A malformed body with the marker in it: the parser's error must not quote it.
+        let (headers, _) = request("/seal", b"");
+        let mut stream = plugin.http_stream().expect("a stream");
+        stream.send_request_headers(headers, false).expect("headers");
+        stream
+            .send_request_body(format!("{{\"secret\": \"{MARKER}\"").as_bytes(), true)
+            .expect("body");
+        replies.extend(stream.local_reply().map(|r| r.body_text()));
+        let _ = stream.finish();
+
+        let logs: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
+        // The log is captured (refusals are logged), so this test can see a leak.
+        assert!(
+            logs.iter().filter(|l| l.starts_with("eventseal: refused")).count() >= 4,
+            "{logs:#?}"
+        );
+        assert_eq!(replies.len(), 5, "{replies:#?}");
+        for line in logs.iter().chain(&replies) {
+            for secret in [MARKER, KEY, HOOK, "AAECAwQFBgcICQoL", "MfKQ9r8GKYqrTwjUPD8I"] {
+                assert!(!line.contains(secret), "leaked {secret:?}: {line}");
+            }
+        }
+    }
+}

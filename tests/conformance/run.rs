@@ -1,0 +1,274 @@
+//! Runs one case through the filter in the harness, the way Envoy would drive it.
+
+use crate::case::{Case, Request, Response, SealedInput};
+use crate::check::{self, Observed};
+use crate::jose;
+use eventseal_harness::{Error, Headers, HttpStream, Module, Plugin, PluginConfig, PropertyValue, StreamState};
+use serde_json::{Map, Value};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The shipped filter, compiled once for every case.
+pub fn module() -> &'static Module {
+    static MODULE: OnceLock<Module> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let path = env!("EVENTSEAL_PROXY_WASM");
+        Module::from_file(path).unwrap_or_else(|e| panic!("cannot load {path}: {e}"))
+    })
+}
+
+/// Where `jwt_authn` stores verified payloads.
+const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
+
+/// A message ready to send: headers and body chunks.
+pub struct Prepared {
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub chunks: usize,
+}
+
+/// Now, in Unix seconds, from the real clock (the harness clock starts there too).
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Replaces every `{"$sealed": ...}` with an envelope computed by the runner.
+fn expand(value: &Value, sets: &[&Value]) -> Value {
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$sealed") => {
+            let input: SealedInput = serde_json::from_value(map["$sealed"].clone()).unwrap_or_else(|e| panic!("bad $sealed: {e}"));
+            let key = jose::key_bytes(sets, &input.kid);
+            Value::String(jose::seal(
+                &key,
+                &input.kid,
+                &input.pointer,
+                &input.context,
+                &input.value,
+                input.tamper.as_deref(),
+            ))
+        }
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), expand(v, sets))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| expand(v, sets)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A body's bytes: a string raw, anything else as compact JSON.
+fn body_bytes(body: &Value, sets: &[&Value]) -> Vec<u8> {
+    match body {
+        Value::String(text) => text.as_bytes().to_vec(),
+        other => serde_json::to_vec(&expand(other, sets)).expect("JSON values serialize"),
+    }
+}
+
+fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                value.as_str().map_or_else(|| value.to_string(), str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
+    let Request {
+        method,
+        path,
+        authority,
+        headers,
+        body,
+        body_chunks,
+    } = &case.request;
+    let mut pairs = vec![
+        (":method".to_owned(), method.clone()),
+        (":path".to_owned(), path.clone()),
+        (":authority".to_owned(), authority.clone()),
+        (":scheme".to_owned(), "https".to_owned()),
+    ];
+    pairs.extend(header_pairs(headers));
+    let mut body = body.as_ref().map(|b| body_bytes(b, sets));
+    if let Some(sign) = &case.sign_request {
+        let secret = jose::key_bytes(sets, &sign.kid);
+        let timestamp = now() + sign.timestamp_offset_seconds;
+        let signed = body.clone().unwrap_or_default();
+        let signature = match sign.tamper.as_deref() {
+            Some("malformed") => "v1,this is not base64!".to_owned(),
+            _ => jose::webhook_signature(&secret, &sign.id, timestamp, &signed),
+        };
+        if sign.tamper.as_deref() == Some("body") {
+            body.get_or_insert_with(Vec::new).push(b'\n');
+        }
+        pairs.push(("webhook-id".to_owned(), sign.id.clone()));
+        pairs.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+        pairs.push(("webhook-signature".to_owned(), signature));
+    }
+    if let Some(body) = &body {
+        pairs.push(("content-length".to_owned(), body.len().to_string()));
+    }
+    Prepared {
+        headers: pairs,
+        body,
+        chunks: body_chunks.unwrap_or(1).max(1),
+    }
+}
+
+fn prepare_response(response: Option<&Response>, sets: &[&Value]) -> Prepared {
+    let Some(Response {
+        status,
+        headers,
+        body,
+        body_chunks,
+    }) = response
+    else {
+        return Prepared {
+            headers: vec![(":status".to_owned(), "200".to_owned())],
+            body: None,
+            chunks: 1,
+        };
+    };
+    let mut pairs = vec![(":status".to_owned(), status.to_string())];
+    pairs.extend(header_pairs(headers));
+    let body = body.as_ref().map(|b| body_bytes(b, sets));
+    if let Some(body) = &body {
+        pairs.push(("content-length".to_owned(), body.len().to_string()));
+    }
+    Prepared {
+        headers: pairs,
+        body,
+        chunks: body_chunks.unwrap_or(1).max(1),
+    }
+}
+
+/// Splits `body` into `n` chunks of nearly equal size (at least one byte each).
+fn chunks(body: &[u8], n: usize) -> Vec<&[u8]> {
+    if body.is_empty() {
+        return vec![body];
+    }
+    let size = body.len().div_ceil(n.min(body.len()));
+    body.chunks(size).collect()
+}
+
+fn ended(state: StreamState) -> bool {
+    matches!(state, StreamState::LocalReply | StreamState::Reset)
+}
+
+/// Sends one side (headers, then body chunks) and reports whether the filter paused.
+fn send(stream: &mut HttpStream, message: &Prepared, request: bool) -> Result<(StreamState, bool), Error> {
+    let headers: Headers = message.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+    let mut paused = false;
+    let eos = message.body.is_none();
+    let mut state = if request {
+        stream.send_request_headers(headers, eos)?
+    } else {
+        stream.send_response_headers(headers, eos)?
+    };
+    paused |= state == StreamState::Paused;
+    if let Some(body) = &message.body {
+        let parts = chunks(body, message.chunks);
+        let last = parts.len() - 1;
+        for (i, part) in parts.into_iter().enumerate() {
+            if ended(state) {
+                break;
+            }
+            state = if request {
+                stream.send_request_body(part, i == last)?
+            } else {
+                stream.send_response_body(part, i == last)?
+            };
+            paused |= state == StreamState::Paused;
+        }
+    }
+    Ok((state, paused))
+}
+
+/// The claims as Envoy would hand over a `google.protobuf.Struct` (CEL-unwrapped).
+fn property_value(value: &Value) -> PropertyValue {
+    match value {
+        Value::String(s) => PropertyValue::String(s.clone()),
+        Value::Bool(b) => PropertyValue::Bool(*b),
+        Value::Number(n) => PropertyValue::Double(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Array(items) => PropertyValue::List(items.iter().map(property_value).collect()),
+        Value::Object(map) => PropertyValue::Map(map.iter().map(|(k, v)| (k.clone(), property_value(v))).collect()),
+        Value::Null => panic!("Envoy cannot serialize a null claim; leave it out of the case"),
+    }
+}
+
+/// One exchange on a new stream of `plugin`.
+fn exchange(plugin: &Plugin, case: &Case, request: &Prepared, response: &Prepared) -> Result<Observed, Error> {
+    let mut stream = plugin.http_stream()?;
+    if let Some(identity) = &case.identity {
+        if let Some(spiffe) = &identity.spiffe {
+            stream.set_property(["connection", "uri_san_peer_certificate"], spiffe.as_str())?;
+        }
+        if let Some(claims) = &identity.jwt {
+            let payload = case
+                .config
+                .pointer("/principal/payload")
+                .and_then(Value::as_str)
+                .expect("a jwt identity needs principal.payload");
+            stream.set_property(
+                ["metadata", "filter_metadata", JWT_AUTHN, payload],
+                property_value(&Value::Object(claims.clone())),
+            )?;
+        }
+    }
+    let (request_state, mut paused) = send(&mut stream, request, true)?;
+    let upstream_complete = stream.upstream_request().end_of_stream;
+    if !ended(request_state) && upstream_complete {
+        let (_, response_paused) = send(&mut stream, response, false)?;
+        paused |= response_paused;
+    }
+    let upstream = stream.upstream_request();
+    let client = stream.client_response();
+    let local_reply = stream.local_reply();
+    let outcome = stream.finish()?;
+    Ok(Observed {
+        outcome,
+        upstream,
+        client,
+        local_reply,
+        paused,
+    })
+}
+
+/// Runs the case `name` and panics with expected and actual on any difference.
+pub fn case(name: &str) {
+    let case = Case::load(name);
+    let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);
+    let sets = [&case.keys, &foreign];
+    let config = PluginConfig::new()
+        .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
+        .env("EVENTSEAL_KEYS", case.keys.to_string());
+    let plugin = match module().plugin(config) {
+        Err(Error::ConfigurationRefused { logs }) => {
+            let messages: Vec<String> = logs.into_iter().map(|l| l.message).collect();
+            check::config_refused(name, &case, &messages);
+            return;
+        }
+        Err(e) => panic!("{name}: the filter did not start: {e}"),
+        Ok(plugin) => plugin,
+    };
+    let request = prepare_request(&case, &sets);
+    let response = prepare_response(case.upstream_response.as_ref(), &sets);
+    let repeat = case.repeat.unwrap_or(1).max(1);
+    for i in 1..=repeat {
+        let observed = exchange(&plugin, &case, &request, &response).unwrap_or_else(|e| panic!("{name}: send {i}: {e}"));
+        if i < repeat {
+            assert!(
+                observed.outcome.forwarded_request().is_some(),
+                "{name}: send {i} of {repeat} should be forwarded, got {:?}",
+                observed.outcome
+            );
+        } else {
+            check::outcome(name, &case, &sets, &request, &response, &observed);
+        }
+    }
+    let logs: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
+    check::no_plaintext(name, &case, &logs);
+    check::metrics(name, &case, |metric| plugin.metric(metric).map(|m| m.value()));
+}
