@@ -2,8 +2,8 @@
 //! verifies and opens, and both decide the same input the same way. The filter runs as it
 //! ships (`eventseal_proxy_wasm.wasm`) in the harness, the component as it ships.
 
-use crate::{component, filter};
-use eventseal_harness::component::{Exchange, Outcome, Principal, Problem, ProblemKind, Sealer};
+use crate::{component, filter, slug};
+use eventseal_harness::component::{Exchange, Outcome, Principal, Problem, Sealer};
 use eventseal_harness::{Headers, HttpExchange, HttpOutcome, Plugin, PluginConfig};
 use serde_json::{Value, json};
 
@@ -116,20 +116,6 @@ fn signature_headers(outcome: &Outcome) -> Vec<(String, String)> {
 
 fn is_envelope(value: Option<&Value>) -> bool {
     value.and_then(Value::as_str).is_some_and(|s| s.split('.').count() == 5)
-}
-
-/// `sealed-field-rejected` for `ProblemKind::SealedFieldRejected`.
-fn slug(kind: ProblemKind) -> String {
-    let name = format!("{kind:?}");
-    let name = name.rsplit("::").next().unwrap_or(&name);
-    let mut slug = String::new();
-    for c in name.chars() {
-        if c.is_ascii_uppercase() && !slug.is_empty() {
-            slug.push('-');
-        }
-        slug.push(c.to_ascii_lowercase());
-    }
-    slug
 }
 
 #[test]
@@ -317,10 +303,4 @@ fn both_hosts_decide_every_delivery_the_same_way() {
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
-}
-
-#[test]
-fn slugs_are_the_problem_type_names() {
-    assert_eq!(slug(ProblemKind::SealedFieldRejected), "sealed-field-rejected");
-    assert_eq!(slug(ProblemKind::NoRule), "no-rule");
 }

@@ -1,0 +1,426 @@
+//! The conformance cases of `tests/cases/` through the component, where they apply.
+//!
+//! A case describes an exchange through the filter; here the same exchange is described
+//! to the component the way a service would: the request (or the upstream's response) is
+//! the event, the case's identity is the principal the service authenticated. Inputs are
+//! made, and outputs judged, by the conformance runner's own JWE and HMAC code
+//! (`tests/conformance/jose.rs`), and the case format is its parser
+//! (`tests/conformance/case.rs`), so every host is held to one reading of the cases.
+//!
+//! How a case maps to component calls:
+//! - each body is decided by the first of `seal`, `open`, `verify`, `sign` that the routed
+//!   rule carries; when all four answer `no-rule` (no rule matches, or the rule does not
+//!   cover this body), the filter would pass the body through untouched, and so does the
+//!   runner;
+//! - the request body first; if it goes through, the response body, with the upstream's
+//!   response headers as `exchange.response`;
+//! - `local_reply` and `reset` compare the problem's status and type; `request_id`,
+//!   `streamed`, `content-length` framing and `metrics` are the filter's and are not
+//!   checked here;
+//! - a policy the filter refuses only because it signs (`config_refused` at `.../sign`)
+//!   is one the component takes: signing is the component's job, since the filter cannot
+//!   add headers after reading a body.
+
+use crate::case::{Case, MessageExpect, SealedInput};
+use crate::{component, jose};
+use eventseal_harness::Error;
+use eventseal_harness::component::{Exchange, Outcome, Principal, Problem, ProblemKind, Sealer};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the component did with one body.
+#[derive(Debug)]
+enum Decided {
+    /// No operation applies: the filter forwards such a body untouched.
+    PassedThrough,
+    /// The operation's outcome.
+    Forwarded(Outcome),
+    /// The refusal.
+    Refused(Problem),
+}
+
+/// A body that went on, with the headers it went with.
+type Delivered = (Vec<u8>, Vec<(String, String)>);
+
+/// The bytes and headers that went on, if the body was not refused.
+fn forwarded(decided: &Decided, body: &[u8], headers: &[(String, String)]) -> Option<Delivered> {
+    match decided {
+        Decided::PassedThrough => Some((body.to_vec(), headers.to_vec())),
+        Decided::Forwarded(outcome) => {
+            let mut merged: Vec<(String, String)> = headers
+                .iter()
+                .filter(|(name, _)| !outcome.headers.iter().any(|(set, _)| set.eq_ignore_ascii_case(name)))
+                .cloned()
+                .collect();
+            merged.extend(outcome.headers.iter().cloned());
+            Some((outcome.event.clone(), merged))
+        }
+        Decided::Refused(_) => None,
+    }
+}
+
+type Operation = fn(&mut Sealer, &[u8], &Exchange, Option<&Principal>) -> Result<Result<Outcome, Problem>, Error>;
+
+fn decide(name: &str, sealer: &mut Sealer, body: &[u8], exchange: &Exchange, principal: Option<&Principal>) -> Decided {
+    let operations: [Operation; 4] = [Sealer::seal, Sealer::open, Sealer::verify, Sealer::sign];
+    for operation in operations {
+        match operation(sealer, body, exchange, principal).unwrap_or_else(|e| panic!("{name}: {e}")) {
+            Err(problem) if problem.kind == ProblemKind::NoRule => {}
+            Err(problem) => return Decided::Refused(problem),
+            Ok(outcome) => return Decided::Forwarded(outcome),
+        }
+    }
+    Decided::PassedThrough
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Replaces every `{"$sealed": ...}` with an envelope made by the runner's own JWE code.
+fn expand(value: &Value, sets: &[&Value]) -> Value {
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$sealed") => {
+            let input: SealedInput = serde_json::from_value(map["$sealed"].clone()).unwrap_or_else(|e| panic!("bad $sealed: {e}"));
+            let key = jose::key_bytes(sets, &input.kid);
+            Value::String(jose::seal(
+                &key,
+                &input.kid,
+                &input.pointer,
+                &input.context,
+                &input.value,
+                input.tamper.as_deref(),
+            ))
+        }
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), expand(v, sets))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| expand(v, sets)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A body's bytes: a string raw, anything else as compact JSON; absent: no bytes.
+fn body_bytes(body: Option<&Value>, sets: &[&Value]) -> Vec<u8> {
+    match body {
+        None => Vec::new(),
+        Some(Value::String(text)) => text.as_bytes().to_vec(),
+        Some(other) => serde_json::to_vec(&expand(other, sets)).expect("JSON values serialize"),
+    }
+}
+
+fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            (name.to_ascii_lowercase(), value)
+        })
+        .collect()
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// The request headers and body, signed as `sign_request` says.
+fn prepare_request(case: &Case, sets: &[&Value]) -> (Vec<(String, String)>, Vec<u8>) {
+    let mut headers = header_pairs(&case.request.headers);
+    let mut body = body_bytes(case.request.body.as_ref(), sets);
+    if let Some(sign) = &case.sign_request {
+        let secret = jose::key_bytes(sets, &sign.kid);
+        let timestamp = now() + sign.timestamp_offset_seconds;
+        let signature = match sign.tamper.as_deref() {
+            Some("malformed") => "v1,this is not base64!".to_owned(),
+            _ => jose::webhook_signature(&secret, &sign.id, timestamp, &body),
+        };
+        if sign.tamper.as_deref() == Some("body") {
+            body.push(b'\n');
+        }
+        headers.push(("webhook-id".to_owned(), sign.id.clone()));
+        headers.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+        headers.push(("webhook-signature".to_owned(), signature));
+    }
+    (headers, body)
+}
+
+/// The principal the service would pass: what the policy's principal source finds.
+fn principal(case: &Case, headers: &[(String, String)]) -> Option<Principal> {
+    let source = case.config.get("principal")?;
+    let identity = case.identity.as_ref();
+    match source.get("source").and_then(Value::as_str)? {
+        "mtls" => identity?.spiffe.clone().map(|id| Principal { id, claims: String::new() }),
+        "header" => {
+            let name = source.get("header").and_then(Value::as_str)?;
+            header(headers, name).map(|id| Principal {
+                id: id.to_owned(),
+                claims: String::new(),
+            })
+        }
+        "jwt" => {
+            let claims = identity?.jwt.as_ref()?;
+            let claim = source.get("claim").and_then(Value::as_str).unwrap_or("sub");
+            let id = match claims.get(claim)? {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            Some(Principal {
+                id,
+                claims: Value::Object(claims.clone()).to_string(),
+            })
+        }
+        other => panic!("unknown principal source {other:?}"),
+    }
+}
+
+/// Plaintexts that must never appear in a problem.
+fn plaintexts(case: &Case) -> Vec<String> {
+    fn collect(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Object(sealed)) = map.get("$sealed")
+                    && let Some(v) = sealed.get("value")
+                {
+                    out.push(v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                }
+                map.values().for_each(|v| collect(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    collect(case.request.body.as_ref().unwrap_or(&Value::Null), &mut out);
+    if let Some(response) = &case.upstream_response {
+        collect(response.body.as_ref().unwrap_or(&Value::Null), &mut out);
+    }
+    if let Some(forwarded) = &case.expect.forwarded {
+        for side in [&forwarded.upstream, &forwarded.client].into_iter().flatten() {
+            for expected in side.sealed.values() {
+                let v = &expected["value"];
+                out.push(v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+            }
+        }
+    }
+    out.retain(|text| text.len() >= 4);
+    out
+}
+
+fn set(doc: &mut Value, pointer: &str, value: Value) -> bool {
+    match doc.pointer_mut(pointer) {
+        Some(slot) => {
+            *slot = value;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Checks one forwarded message against its expectation; returns the problems found.
+fn check_message(
+    side: &str,
+    expected: &MessageExpect,
+    sent: &[u8],
+    got: &(Vec<u8>, Vec<(String, String)>),
+    sets: &[&Value],
+) -> Vec<String> {
+    let (body, headers) = got;
+    let mut problems = Vec::new();
+    if expected.unchanged_bytes && body.as_slice() != sent {
+        problems.push(format!("{side}: body changed: {}", String::from_utf8_lossy(body)));
+    }
+    let mut doc: Option<Value> = serde_json::from_slice(body).ok();
+    for (pointer, sealed) in &expected.sealed {
+        let Some(envelope) = doc
+            .as_ref()
+            .and_then(|d| d.pointer(pointer))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            problems.push(format!("{side}: no envelope at {pointer}"));
+            continue;
+        };
+        match jose::open(sets, &envelope) {
+            Ok((protected, value)) => {
+                if protected["ptr"] != Value::String(pointer.clone()) {
+                    problems.push(format!("{side}: {pointer} is bound to {}", protected["ptr"]));
+                }
+                if protected["ctx"] != sealed["context"] {
+                    problems.push(format!(
+                        "{side}: {pointer} context {} instead of {}",
+                        protected["ctx"], sealed["context"]
+                    ));
+                }
+                if let Some(kid) = sealed.get("kid").filter(|k| !k.is_null())
+                    && &protected["kid"] != kid
+                {
+                    problems.push(format!("{side}: {pointer} sealed by {} instead of {kid}", protected["kid"]));
+                }
+                if value != sealed["value"] {
+                    problems.push(format!("{side}: {pointer} opens to {value} instead of {}", sealed["value"]));
+                }
+                if let Some(d) = doc.as_mut() {
+                    set(d, pointer, value);
+                }
+            }
+            Err(why) => problems.push(format!("{side}: {pointer} does not open: {why}")),
+        }
+    }
+    if let Some(expected_body) = &expected.body
+        && doc.as_ref() != Some(expected_body)
+    {
+        problems.push(format!("{side}: body {} instead of {expected_body}", String::from_utf8_lossy(body)));
+    }
+    for (name, value) in &expected.headers {
+        let want = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+        if header(headers, name) != Some(want.as_str()) {
+            problems.push(format!("{side}: header {name} is {:?}, not {want:?}", header(headers, name)));
+        }
+    }
+    for name in &expected.headers_absent {
+        // Framing is the proxy's: the component hands back bytes, not an HTTP message.
+        if !name.eq_ignore_ascii_case("content-length") && header(headers, name).is_some() {
+            problems.push(format!("{side}: header {name} is present"));
+        }
+    }
+    if let Some(signature) = &expected.signature {
+        let id = header(headers, "webhook-id").unwrap_or_default();
+        let timestamp: i64 = header(headers, "webhook-timestamp")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default();
+        let given: Vec<&str> = header(headers, "webhook-signature").unwrap_or_default().split(' ').collect();
+        if (now() - timestamp).abs() > 300 {
+            problems.push(format!("{side}: signature timestamp {timestamp} is not now"));
+        }
+        for kid in &signature.kids {
+            let expected = jose::webhook_signature(&jose::key_bytes(sets, kid), id, timestamp, body);
+            if !given.contains(&expected.as_str()) {
+                problems.push(format!("{side}: no signature by {kid}"));
+            }
+        }
+    }
+    problems
+}
+
+fn check_refusal(problem: &Problem, status: u16, problem_type: Option<&str>) -> Vec<String> {
+    let slug = crate::slug(problem.kind);
+    let mut problems = Vec::new();
+    if problem.status != status {
+        problems.push(format!(
+            "status {} instead of {status} ({slug}: {})",
+            problem.status, problem.detail
+        ));
+    }
+    if let Some(expected) = problem_type
+        && format!("urn:eventseal:problem:{slug}") != expected
+    {
+        problems.push(format!("problem {slug} instead of {expected} ({})", problem.detail));
+    }
+    problems
+}
+
+/// Runs `tests/cases/<name>.json` through the component.
+pub fn run(name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not a valid case: {e}"));
+    let sets: Vec<&Value> = [Some(&case.keys), case.foreign_keys.as_ref()].into_iter().flatten().collect();
+    let created = component()
+        .create(&case.config.to_string(), &case.keys.to_string())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Some(refused) = &case.expect.config_refused {
+        match created {
+            Ok(_) if refused.at.ends_with("/sign") => {}
+            Ok(_) => panic!("{name}: the component took a policy the filter refuses at {}", refused.at),
+            Err(e) => assert_eq!(e.at, refused.at, "{name}: {}", e.message),
+        }
+        return;
+    }
+    let mut sealer = created.unwrap_or_else(|e| panic!("{name}: configuration refused: {}", e.message));
+    let (request_headers, request_body) = prepare_request(&case, &sets);
+    let who = principal(&case, &request_headers);
+    let mut exchange = Exchange {
+        method: case.request.method.clone(),
+        path: case.request.path.clone(),
+        authority: case.request.authority.clone(),
+        headers: request_headers.clone(),
+        response: None,
+    };
+    let sends = case.repeat.unwrap_or(1).max(1);
+    let mut request = Decided::PassedThrough;
+    for send in 1..=sends {
+        request = decide(name, &mut sealer, &request_body, &exchange, who.as_ref());
+        if send < sends {
+            assert!(
+                !matches!(request, Decided::Refused(_)),
+                "{name}: send {send} of {sends} was refused: {request:?}"
+            );
+        }
+    }
+    let secrets = plaintexts(&case);
+    let mut problems = Vec::new();
+    let leaks = |problem: &Problem| {
+        for secret in &secrets {
+            assert!(!problem.detail.contains(secret.as_str()), "{name}: the problem reveals {secret:?}");
+        }
+    };
+
+    let upstream = forwarded(&request, &request_body, &request_headers);
+    let response = match (&request, &case.upstream_response) {
+        (Decided::Refused(_), _) => None,
+        (_, Some(answer)) => Some((header_pairs(&answer.headers), body_bytes(answer.body.as_ref(), &sets))),
+        (_, None) => Some((Vec::new(), Vec::new())),
+    };
+    let client = response.as_ref().map(|(headers, body)| {
+        exchange.response = Some(headers.clone());
+        let decided = decide(name, &mut sealer, body, &exchange, who.as_ref());
+        let forwarded = forwarded(&decided, body, headers);
+        (decided, forwarded)
+    });
+
+    let expect = &case.expect;
+    if let Some(reply) = &expect.local_reply {
+        let refusal = match (&request, &client) {
+            (Decided::Refused(problem), _) | (_, Some((Decided::Refused(problem), _))) => Some(problem),
+            _ => None,
+        };
+        match refusal {
+            Some(problem) => {
+                leaks(problem);
+                problems.extend(check_refusal(problem, reply.status, Some(&reply.problem_type)));
+            }
+            None => problems.push(format!("not refused: request {request:?}, response {client:?}")),
+        }
+    } else if expect.reset.is_some() {
+        match (&request, &client) {
+            (Decided::Refused(problem), _) => problems.push(format!("the request was refused ({:?})", problem.kind)),
+            (_, Some((Decided::Refused(problem), _))) => {
+                leaks(problem);
+                problems.extend(check_refusal(problem, 502, None));
+            }
+            _ => problems.push(format!("the response was not refused: {client:?}")),
+        }
+    } else if let Some(expected) = &expect.forwarded {
+        match (&upstream, &client) {
+            (Some(upstream), Some((_, Some(to_client)))) => {
+                if let Some(side) = &expected.upstream {
+                    problems.extend(check_message("upstream", side, &request_body, upstream, &sets));
+                }
+                if let (Some(side), Some((_, sent))) = (&expected.client, &response) {
+                    problems.extend(check_message("client", side, sent, to_client, &sets));
+                }
+            }
+            _ => {
+                for problem in [&request].into_iter().chain(client.as_ref().map(|(d, _)| d)) {
+                    if let Decided::Refused(p) = problem {
+                        leaks(p);
+                    }
+                }
+                problems.push(format!("refused: request {request:?}, response {client:?}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{name}: {}\n{}", case.description, problems.join("\n"));
+}
