@@ -6,9 +6,9 @@
 pub mod build;
 
 #[cfg(feature = "runtime")]
-pub mod component;
-#[cfg(feature = "runtime")]
 mod abi;
+#[cfg(feature = "runtime")]
+pub mod component;
 #[cfg(feature = "runtime")]
 mod error;
 #[cfg(feature = "runtime")]
