@@ -6,7 +6,7 @@ the filter's problem kinds, and each language opens what the other sealed.
 
 Needs: the Rust toolchain with the wasm32-wasip2 target (the component is built here),
 the venv from tests/requirements.txt (wasmtime, jwcrypto) and Node.js 20+ with
-`npm ci` run in examples/node. A missing piece fails with the command that installs it.
+`npm install` run in examples/node. A missing piece fails with the command that installs it.
 """
 
 import base64
@@ -66,7 +66,7 @@ def node_example(component):
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("node and npm are missing: install Node.js 20 or later (apt-get install nodejs npm)")
     if not (node_dir / "node_modules" / "@bytecodealliance" / "jco").is_dir():
-        pytest.fail("jco is not installed: cd examples/node && npm ci")
+        pytest.fail("jco is not installed: cd examples/node && npm install --no-audit --no-fund")
     env = {**os.environ, "EVENTSEAL_COMPONENT": str(component)}
     done = subprocess.run(["npm", "run", "--silent", "transpile"], cwd=node_dir, env=env, capture_output=True, text=True)
     if done.returncode != 0:
