@@ -122,3 +122,92 @@ mod secrets {
         }
     }
 }
+
+mod workers {
+    //! What the cases cannot say on their own: several workers of one VM id, and a body
+    //! refused before its end.
+
+    use crate::jose;
+    use crate::run::{module, now};
+    use eventseal_harness::{Headers, HttpOutcome, PluginConfig, SharedState, StreamState};
+    use serde_json::json;
+
+    const HOOK: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn config(limits: serde_json::Value) -> PluginConfig {
+        let keys = json!({"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"}]});
+        let policy = json!({"limits": limits, "rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
+        PluginConfig::new()
+            .configuration(policy.to_string())
+            .env("EVENTSEAL_KEYS", keys.to_string())
+    }
+
+    fn headers(extra: &[(&str, String)]) -> Headers {
+        let mut headers: Headers = [(":method", "POST"), (":path", "/hooks"), (":authority", "gateway.example")].into();
+        for (name, value) in extra {
+            headers.add(*name, value.as_str());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_replay_is_refused_by_every_worker_of_the_vm() {
+        let shared = SharedState::new();
+        let workers: Vec<_> = (0..3)
+            .map(|_| module().plugin(config(json!({})).shared_state(&shared)).expect("a worker starts"))
+            .collect();
+        let body = br#"{"type":"invoice.paid"}"#;
+        let ts = now();
+        let signature = jose::webhook_signature(
+            &jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1"),
+            "msg_w1",
+            ts,
+            body,
+        );
+        let signed = headers(&[
+            ("webhook-id", "msg_w1".to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", signature),
+        ]);
+        let mut seen = Vec::new();
+        for worker in &workers {
+            let mut stream = worker.http_stream().expect("a stream");
+            stream.send_request_headers(&signed, false).expect("headers");
+            stream.send_request_body(body, true).expect("body");
+            seen.push((stream.upstream_request().end_of_stream, stream.local_reply()));
+        }
+        assert!(
+            seen[0].0 && seen[0].1.is_none(),
+            "the first delivery must go upstream: {:?}",
+            seen[0]
+        );
+        for (reached, reply) in &seen[1..] {
+            let reply = reply
+                .as_ref()
+                .unwrap_or_else(|| panic!("a replay on another worker was let through (upstream reached: {reached})"));
+            assert_eq!(reply.status, 401);
+            assert!(reply.body_text().contains("signature-replayed"), "{}", reply.body_text());
+        }
+    }
+
+    #[test]
+    fn an_oversized_body_is_refused_before_its_end() {
+        let plugin = module().plugin(config(json!({"max_body_bytes": 100}))).expect("the filter starts");
+        let mut stream = plugin.http_stream().expect("a stream");
+        assert_eq!(
+            stream.send_request_headers(headers(&[]), false).expect("headers"),
+            StreamState::Continued
+        );
+        assert_eq!(stream.send_request_body([b'x'; 60], false).expect("chunk 1"), StreamState::Paused);
+        // 120 bytes buffered, more to come: refused now, not at the end of the stream.
+        assert_eq!(
+            stream.send_request_body([b'x'; 60], false).expect("chunk 2"),
+            StreamState::LocalReply
+        );
+        assert!(stream.upstream_request().body.is_empty());
+        match stream.finish().expect("the stream ends") {
+            HttpOutcome::LocalReply(reply) => assert_eq!(reply.status, 413),
+            other => panic!("expected a 413, got {other:?}"),
+        }
+    }
+}
