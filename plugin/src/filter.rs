@@ -16,7 +16,8 @@ use crate::property::decode_value;
 use crate::replay::SharedReplayCache;
 use crate::root::{Shared, log};
 use eventseal_core::{
-    BodyJob, Decision, Direction, DocumentError, PROBLEM_CONTENT_TYPE, Principal, PrincipalSource, Problem, ProblemKind, RequestHead, Rule,
+    AuditFacts, BodyJob, Decision, Direction, DocumentError, PROBLEM_CONTENT_TYPE, Principal, PrincipalSource, Problem, ProblemKind,
+    Report, RequestHead, Rule,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -89,6 +90,46 @@ impl Exchange {
         self.get_current_time()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// Writes one audit record of a decision to the proxy log (pointers and key ids only).
+    fn audit(&self, direction: Option<Direction>, report: &Report, outcome: &'static str, reason: Option<ProblemKind>) {
+        let (Some(m), Some(rule)) = (self.matched.as_ref(), self.rule()) else {
+            return;
+        };
+        let mut operations = Vec::new();
+        match direction {
+            None => operations.push("admit"),
+            Some(_) => {
+                for (on, name) in [
+                    (rule.verify, "verify"),
+                    (rule.seal.is_some(), "seal"),
+                    (!rule.open.is_empty(), "open"),
+                    (rule.sign, "sign"),
+                ] {
+                    if on {
+                        operations.push(name);
+                    }
+                }
+            }
+        }
+        let time_unix_nanos = self.get_current_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let facts = AuditFacts {
+            time_unix_nanos,
+            request_id: m.request_id.as_deref(),
+            principal: m.principal.as_ref().map(|p| p.id.as_str()),
+            rule: Some(&rule.name),
+            direction,
+            event_id: report.event_id.as_deref(),
+            event_type: report.event_type.as_deref(),
+            operations,
+            fields: &report.fields,
+            other_kids: report.verified_by.iter().map(|k| k.as_str().to_owned()).collect(),
+            outcome,
+            reason: reason.map(ProblemKind::slug),
+        };
+        let record = self.shared.audit.borrow_mut().append(self.shared.engine.keyring(), &facts);
+        log(LogLevel::Info, &record);
     }
 
     /// The caller, from wherever the policy says it comes from.
@@ -181,9 +222,17 @@ impl Exchange {
                     // Headers already went on; never forward a body without the headers its
                     // decision requires. Configuration refuses `sign`, so this is a backstop.
                     let detail = "headers cannot be set after the body in proxy-wasm ABI 0.2.1";
-                    return self.refuse(direction, &Problem::new(ProblemKind::SignFailed, direction, detail));
+                    let problem = Problem::new(ProblemKind::SignFailed, direction, detail);
+                    self.audit(Some(direction), &report, "refused", Some(problem.kind));
+                    return self.refuse(direction, &problem);
                 }
                 self.shared.metrics.add(&metrics::forwarded(&report));
+                let outcome = if report.forwarded_despite.is_some() {
+                    "forwarded_unchanged"
+                } else {
+                    "allowed"
+                };
+                self.audit(Some(direction), &report, outcome, report.forwarded_despite);
                 if let Some(kind) = report.forwarded_despite {
                     log(
                         LogLevel::Warn,
@@ -209,7 +258,10 @@ impl Exchange {
                 }
                 Action::Continue
             }
-            Decision::Refuse { problem, .. } => self.refuse(direction, &problem),
+            Decision::Refuse { problem, report } => {
+                self.audit(Some(direction), &report, "refused", Some(problem.kind));
+                self.refuse(direction, &problem)
+            }
         }
     }
 
@@ -241,6 +293,7 @@ impl Exchange {
                 direction,
                 DocumentError::TooLarge { limit }.to_string(),
             );
+            self.audit(Some(direction), &Report::default(), "refused", Some(problem.kind));
             return self.refuse(direction, &problem);
         }
         if !end_of_stream {
@@ -310,9 +363,14 @@ impl HttpContext for Exchange {
         });
         let admitted = engine.admit(rule, self.matched.as_ref().and_then(|m| m.principal.as_ref()));
         if let Err(problem) = admitted {
+            self.audit(None, &Report::default(), "refused", Some(problem.kind));
             return self.refuse(Direction::Request, &problem);
         }
         if !buffer_request {
+            if rule.producers.is_some() {
+                // No body decision follows on the request: the admission is the decision.
+                self.audit(None, &Report::default(), "allowed", None);
+            }
             return Action::Continue;
         }
         if end_of_stream {

@@ -3,10 +3,11 @@
 
 use crate::filter::{Exchange, Unconfigured};
 use crate::metrics::Counter;
-use eventseal_core::{ConfigError, Engine, KeySource, Policy};
+use eventseal_core::{AuditChain, ConfigError, Engine, KeySource, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, MetricType};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Writes one line to the proxy log. Never pass key material or field values.
@@ -45,6 +46,16 @@ pub struct Shared {
     pub engine: Rc<Engine>,
     /// The counters.
     pub metrics: Rc<Metrics>,
+    /// This VM's audit chain (one instance per worker VM).
+    pub audit: Rc<RefCell<AuditChain>>,
+}
+
+/// A random id for this VM's audit chain, so chains of several workers stay apart.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness the id is still unique enough to read; the chain stays verifiable.
+    let _ = getrandom::fill(&mut bytes);
+    format!("eventseal-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// The root context of one VM.
@@ -100,6 +111,7 @@ impl RootContext for Root {
                 self.shared = Some(Shared {
                     engine: Rc::new(engine),
                     metrics: Rc::new(Metrics::define()),
+                    audit: Rc::new(RefCell::new(AuditChain::new(instance_id()))),
                 });
                 log(LogLevel::Info, &format!("eventseal: configured with {rules} rule(s)"));
                 true

@@ -211,3 +211,93 @@ mod workers {
         }
     }
 }
+
+mod audit {
+    //! Every decision of the filter leaves a record in the proxy log that `eventseal audit
+    //! verify` (core's `verify_audit_log`) accepts as one unbroken, keyed chain.
+
+    use crate::run::module;
+    use eventseal_core::{Keyring, verify_audit_log};
+    use eventseal_harness::{Headers, PluginConfig};
+    use serde_json::{Value, json};
+
+    #[test]
+    fn every_decision_is_recorded_in_a_verifiable_chain() {
+        let keys = json!({"keys": [
+            {"kty": "oct", "kid": "k1", "alg": "A256GCM", "k": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "status": "primary"},
+            {"kty": "oct", "kid": "a1", "alg": "HS256", "use": "audit", "k": "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8", "status": "primary"},
+        ]});
+        let policy = json!({
+            "principal": {"source": "header", "header": "x-client"},
+            "rules": [
+                {"name": "orders", "match": {"path": "/orders"}, "producers": ["shop-*"], "seal": {"fields": ["/card"]}},
+                {"name": "admin", "match": {"path": "/admin"}, "producers": ["ops-*"]}
+            ]
+        });
+        let plugin = module()
+            .plugin(
+                PluginConfig::new()
+                    .configuration(policy.to_string())
+                    .env("EVENTSEAL_KEYS", keys.to_string()),
+            )
+            .expect("the filter starts");
+        let send = |path: &str, client: &str, body: Option<&str>| {
+            let headers: Headers = [
+                (":method", "POST"),
+                (":path", path),
+                (":authority", "gateway.example"),
+                ("content-type", "application/json"),
+                ("x-client", client),
+                ("x-request-id", "req-1"),
+            ]
+            .into();
+            let mut stream = plugin.http_stream().expect("a stream");
+            stream.send_request_headers(headers, body.is_none()).expect("headers");
+            if let Some(body) = body {
+                let _ = stream.send_request_body(body, true).expect("body");
+            }
+            let _ = stream.finish();
+        };
+        send(
+            "/orders",
+            "shop-1",
+            Some(r#"{"id":"e1","type":"order","card":"4111 1111 1111 1111"}"#),
+        ); // sealed
+        send("/orders", "mailer", Some(r#"{"card":"4111 1111 1111 1111"}"#)); // producer refused
+        send("/orders", "shop-1", Some("{not json")); // refused: malformed
+        send("/admin", "ops-7", None); // admitted, no body action
+        send("/health", "anyone", None); // no rule: no decision, no record
+
+        let log: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
+        let records: Vec<Value> = log
+            .iter()
+            .filter(|l| l.contains("{\"audit\":1,"))
+            .map(|l| serde_json::from_str(l).expect("a record is one JSON object"))
+            .collect();
+        let outcomes: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r["rule"].as_str().unwrap_or(""), r["outcome"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("orders", "allowed"),
+                ("orders", "refused"),
+                ("orders", "refused"),
+                ("admin", "allowed")
+            ],
+            "{log:#?}"
+        );
+        assert_eq!(records[0]["fields"], json!([{"pointer": "/card", "result": "sealed", "kid": "k1"}]));
+        assert_eq!(records[0]["event_id"], "e1");
+        assert_eq!(records[1]["reason"], "producer-forbidden");
+        assert!(!log.iter().any(|l| l.contains("4111")), "a plaintext reached the log: {log:#?}");
+
+        let keyring = Keyring::from_value(&keys, "").expect("a valid keyring");
+        let summary = verify_audit_log(&log.join("\n"), &keyring, true).unwrap_or_else(|e| panic!("the chain does not verify: {e:?}"));
+        assert_eq!(summary.records, 4);
+        // An edited record breaks the chain.
+        let edited = log.join("\n").replacen("\"outcome\":\"refused\"", "\"outcome\":\"allowed\"", 1);
+        assert!(verify_audit_log(&edited, &keyring, true).is_err());
+    }
+}
