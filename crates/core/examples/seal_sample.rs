@@ -9,7 +9,7 @@
 //! uses fresh random IVs. `tests/interop/test_jwcrypto.py` opens each line with another
 //! JOSE implementation to show that what eventseal seals, any JOSE library can open.
 
-use eventseal_core::{Context, FieldPath, FieldResult, Keyring, seal_fields};
+use eventseal_core::{Context, FieldPath, FieldResult, Keyring, Limits, seal_fields};
 use serde_json::{Value, json};
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -69,9 +69,9 @@ fn main() -> ExitCode {
     let original = sample_event();
     let mut out = std::io::stdout().lock();
     for context in contexts() {
-        let mut event = original.clone();
-        let outcomes = match seal_fields(&mut event, &fields, true, &keyring, &context) {
-            Ok(outcomes) => outcomes,
+        let body = serde_json::to_vec(&original).unwrap_or_default();
+        let (event, outcomes) = match seal_fields(&body, &fields, true, &keyring, &context, &Limits::default()) {
+            Ok((sealed, outcomes)) => (serde_json::from_slice::<Value>(&sealed).unwrap_or_default(), outcomes),
             Err(e) => {
                 eprintln!("seal_sample: {e}");
                 return ExitCode::FAILURE;

@@ -1,11 +1,13 @@
 //! Sealing and opening the selected fields of a whole event, all or nothing.
 
-use crate::envelope::{Context, Rejection, SealFailure, open_value, seal_value};
-use crate::json::DocumentError;
+use crate::envelope::{Context, Rejection, SealFailure, open_bytes, seal_bytes};
+use crate::event::{Event, Span, splice};
+use crate::json::{DocumentError, Limits};
 use crate::keyring::{KeyId, Keyring};
 use crate::pointer::FieldPath;
 use core::fmt;
 use serde_json::Value;
+use std::ops::Range;
 
 /// What happened to one selected field; the audit trail records these, never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,136 +125,149 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// Concrete pointers selected in `doc`, without any that lie inside another selected field.
-///
-/// Returns the selector text of the first required selector that matched nothing as `Err`.
-fn select(doc: &Value, fields: &[FieldPath], required: bool, absent: &mut Vec<FieldOutcome>) -> Result<Vec<String>, String> {
-    let mut pointers: Vec<String> = Vec::new();
-    for field in fields {
-        let found = field.expand(doc);
-        if found.is_empty() {
-            if required {
-                return Err(field.as_str().to_owned());
-            }
-            absent.push(FieldOutcome {
-                pointer: field.as_str().to_owned(),
-                kid: None,
-                result: FieldResult::Absent,
-            });
-        }
-        pointers.extend(found);
+/// A replacement of one value's bytes in the event.
+pub(crate) type Edit = (Range<usize>, Vec<u8>);
+
+/// The selected spans, with `absent` outcomes for selectors that matched nothing.
+fn select(event: &Event<'_>, fields: &[FieldPath], required: bool, outcomes: &mut Vec<FieldOutcome>) -> Result<Vec<Span>, String> {
+    let (spans, absent) = event.select(fields);
+    if let Some(missing) = absent.first().filter(|_| required) {
+        return Err(missing.as_str().to_owned());
     }
-    pointers.sort();
-    pointers.dedup();
-    // A field inside a field that is itself selected travels inside the outer envelope.
-    let mut kept: Vec<String> = Vec::with_capacity(pointers.len());
-    for p in pointers {
-        let inside = kept
-            .last()
-            .is_some_and(|outer| p.len() > outer.len() && p.starts_with(outer.as_str()) && p.as_bytes()[outer.len()] == b'/');
-        if !inside {
-            kept.push(p);
-        }
-    }
-    Ok(kept)
+    outcomes.extend(absent.into_iter().map(|f| FieldOutcome {
+        pointer: f.as_str().to_owned(),
+        kid: None,
+        result: FieldResult::Absent,
+    }));
+    Ok(spans)
 }
 
-/// Seals every selected field of `doc` with the keyring's primary key.
+/// Seals every selected field with the keyring's primary key. The plaintext of a field is
+/// its JSON text exactly as it appears in the event.
 ///
-/// All or nothing: on error `doc` is unchanged and the error names the failing pointer.
+/// All or nothing: on error no edit is returned and the error names the failing pointer.
 ///
 /// # Errors
 /// [`SealError`] for a missing required field or a field that cannot be sealed.
-pub fn seal_fields(
-    doc: &mut Value,
+pub(crate) fn seal_spans(
+    event: &Event<'_>,
     fields: &[FieldPath],
     required: bool,
     keyring: &Keyring,
     context: &Context,
-) -> Result<Vec<FieldOutcome>, SealError> {
+) -> Result<(Vec<Edit>, Vec<FieldOutcome>), SealError> {
     let mut outcomes = Vec::new();
-    let pointers = select(doc, fields, required, &mut outcomes).map_err(|pointer| SealError::FieldMissing { pointer })?;
-    let mut replacements = Vec::with_capacity(pointers.len());
-    for pointer in pointers {
-        let value = doc.pointer(&pointer).unwrap_or(&Value::Null);
-        let (jwe, kid) = seal_value(keyring, &pointer, context, value).map_err(|failure| SealError::Field {
+    let spans = select(event, fields, required, &mut outcomes).map_err(|pointer| SealError::FieldMissing { pointer })?;
+    let mut edits = Vec::with_capacity(spans.len());
+    for Span { pointer, range } in spans {
+        let plaintext = &event.text().as_bytes()[range.clone()];
+        let (jwe, kid) = seal_bytes(keyring, &pointer, context, plaintext).map_err(|failure| SealError::Field {
             pointer: pointer.clone(),
             failure,
         })?;
+        let mut quoted = Vec::with_capacity(jwe.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(jwe.as_bytes());
+        quoted.push(b'"');
+        edits.push((range, quoted));
         outcomes.push(FieldOutcome {
-            pointer: pointer.clone(),
+            pointer,
             kid: Some(kid),
             result: FieldResult::Sealed,
         });
-        replacements.push((pointer, Value::String(jwe)));
     }
-    replace(doc, replacements);
-    Ok(outcomes)
+    Ok((edits, outcomes))
 }
 
-/// Opens every selected field of `doc`. All or nothing, like [`seal_fields`].
+/// Opens every selected field. All or nothing, like [`seal_spans`].
 ///
 /// # Errors
 /// [`OpenError`] naming the first field that is missing (when required) or rejected.
-pub fn open_fields(
-    doc: &mut Value,
+pub(crate) fn open_spans(
+    event: &Event<'_>,
     fields: &[FieldPath],
     required: bool,
     keyring: &Keyring,
     context: &Context,
-) -> Result<Vec<FieldOutcome>, OpenError> {
+) -> Result<(Vec<Edit>, Vec<FieldOutcome>), OpenError> {
     let mut outcomes = Vec::new();
-    let pointers = select(doc, fields, required, &mut outcomes).map_err(|pointer| OpenError::FieldMissing { pointer })?;
-    let mut replacements = Vec::with_capacity(pointers.len());
-    for pointer in pointers {
+    let spans = select(event, fields, required, &mut outcomes).map_err(|pointer| OpenError::FieldMissing { pointer })?;
+    let mut edits = Vec::with_capacity(spans.len());
+    for Span { pointer, range } in spans {
         let rejected = |rejection| OpenError::Field {
             pointer: pointer.clone(),
             rejection,
         };
-        let envelope = doc
-            .pointer(&pointer)
-            .and_then(Value::as_str)
-            .ok_or_else(|| rejected(Rejection::NotSealed))?;
-        let (value, kid) = open_value(keyring, &pointer, context, envelope).map_err(rejected)?;
+        let envelope: std::borrow::Cow<'_, str> =
+            serde_json::from_str(&event.text()[range.clone()]).map_err(|_| rejected(Rejection::NotSealed))?;
+        let (plaintext, kid) = open_bytes(keyring, &pointer, context, &envelope).map_err(rejected)?;
+        edits.push((range, plaintext.to_vec()));
         outcomes.push(FieldOutcome {
-            pointer: pointer.clone(),
+            pointer,
             kid: Some(kid),
             result: FieldResult::Opened,
         });
-        replacements.push((pointer, value));
     }
-    replace(doc, replacements);
-    Ok(outcomes)
+    Ok((edits, outcomes))
 }
 
-/// Outcomes for selected fields that stay as they are (withheld) or get `mask` instead.
-pub fn withhold_fields(doc: &mut Value, fields: &[FieldPath], mask: Option<&Value>) -> Vec<FieldOutcome> {
+/// Outcomes for selected fields that stay sealed (withheld), or edits that replace them by `mask`.
+pub(crate) fn withhold_spans(event: &Event<'_>, fields: &[FieldPath], mask: Option<&Value>) -> (Vec<Edit>, Vec<FieldOutcome>) {
     let mut outcomes = Vec::new();
-    let pointers = select(doc, fields, false, &mut outcomes).unwrap_or_default();
+    let spans = select(event, fields, false, &mut outcomes).unwrap_or_default();
     let result = if mask.is_some() {
         FieldResult::Masked
     } else {
         FieldResult::Withheld
     };
-    for pointer in &pointers {
+    let mut edits = Vec::new();
+    for Span { pointer, range } in spans {
+        if let Some(mask) = mask {
+            edits.push((range, mask.to_string().into_bytes()));
+        }
         outcomes.push(FieldOutcome {
-            pointer: pointer.clone(),
+            pointer,
             kid: None,
             result,
         });
     }
-    if let Some(mask) = mask {
-        replace(doc, pointers.into_iter().map(|p| (p, mask.clone())).collect());
-    }
-    outcomes
+    (edits, outcomes)
 }
 
-fn replace(doc: &mut Value, replacements: Vec<(String, Value)>) {
-    for (pointer, value) in replacements {
-        if let Some(slot) = doc.pointer_mut(&pointer) {
-            *slot = value;
-        }
-    }
+/// Seals the selected fields of a whole event and returns the new body.
+///
+/// # Errors
+/// [`SealError`] for a body that is not an event within `limits`, a missing required field,
+/// or a field that cannot be sealed. Nothing is returned half-sealed.
+pub fn seal_fields(
+    body: &[u8],
+    fields: &[FieldPath],
+    required: bool,
+    keyring: &Keyring,
+    context: &Context,
+    limits: &Limits,
+) -> Result<(Vec<u8>, Vec<FieldOutcome>), SealError> {
+    let event = Event::parse(body, limits).map_err(SealError::Document)?;
+    let (edits, outcomes) = seal_spans(&event, fields, required, keyring, context)?;
+    Ok((splice(event.text(), &edits), outcomes))
+}
+
+/// Opens the selected fields of a whole event and returns the new body.
+///
+/// # Errors
+/// [`OpenError`] for a body that is not an event within `limits`, a missing required field,
+/// or a rejected envelope. Nothing is returned half-opened.
+pub fn open_fields(
+    body: &[u8],
+    fields: &[FieldPath],
+    required: bool,
+    keyring: &Keyring,
+    context: &Context,
+    limits: &Limits,
+) -> Result<(Vec<u8>, Vec<FieldOutcome>), OpenError> {
+    let event = Event::parse(body, limits).map_err(OpenError::Document)?;
+    let (edits, outcomes) = open_spans(&event, fields, required, keyring, context)?;
+    Ok((splice(event.text(), &edits), outcomes))
 }
 
 #[cfg(test)]
@@ -271,43 +286,47 @@ mod tests {
         list.iter().map(|p| FieldPath::parse(p).unwrap()).collect()
     }
 
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
     #[test]
-    fn seal_then_open_restores_the_event() {
-        let original = json!({"type": "t", "data": {"ssn": "123", "items": [{"price": 1}, {"price": 2}], "keep": true}});
-        let mut doc = original.clone();
+    fn seal_then_open_restores_the_exact_bytes() {
+        let original = br#"{"type": "t", "data": {"ssn": "123", "items": [{"price": 1.50}, {"price": 2e3}], "keep": true}}"#;
         let fields = paths(&["/data/ssn", "/data/items/*/price", "/data/absent"]);
-        let outcomes = seal_fields(&mut doc, &fields, false, &ring(), &Context::new()).unwrap();
+        let (sealed, outcomes) = seal_fields(original, &fields, false, &ring(), &Context::new(), &limits()).unwrap();
         assert_eq!(outcomes.iter().filter(|o| o.result == FieldResult::Sealed).count(), 3);
         assert_eq!(outcomes.iter().filter(|o| o.result == FieldResult::Absent).count(), 1);
+        let doc: Value = serde_json::from_slice(&sealed).unwrap();
         assert!(doc["data"]["ssn"].as_str().unwrap().starts_with("ey"));
         assert_eq!(doc["data"]["keep"], json!(true));
-        open_fields(&mut doc, &fields, false, &ring(), &Context::new()).unwrap();
-        assert_eq!(doc, original);
+        let (opened, _) = open_fields(&sealed, &fields, false, &ring(), &Context::new(), &limits()).unwrap();
+        assert_eq!(opened, original);
     }
 
     #[test]
     fn nested_selection_is_sealed_once_inside_the_outer_field() {
-        let original = json!({"data": {"card": {"no": "4111"}}});
-        let mut doc = original.clone();
+        let original = br#"{"data": {"card": {"no": "4111"}}}"#;
         let fields = paths(&["/data/card/no", "/data/card"]);
-        let outcomes = seal_fields(&mut doc, &fields, false, &ring(), &Context::new()).unwrap();
+        let (sealed, outcomes) = seal_fields(original, &fields, false, &ring(), &Context::new(), &limits()).unwrap();
         assert_eq!(outcomes.len(), 1);
         assert_eq!(outcomes[0].pointer, "/data/card");
-        open_fields(&mut doc, &fields, false, &ring(), &Context::new()).unwrap();
-        assert_eq!(doc, original);
+        let (opened, _) = open_fields(&sealed, &fields, false, &ring(), &Context::new(), &limits()).unwrap();
+        assert_eq!(opened, original);
     }
 
     #[test]
-    fn a_failure_leaves_the_event_untouched_and_names_the_field() {
-        let mut doc = json!({"a": "x", "b": 42});
-        let sealed_a = {
-            let mut d = doc.clone();
-            seal_fields(&mut d, &paths(&["/a"]), false, &ring(), &Context::new()).unwrap();
-            d["a"].clone()
-        };
-        doc["a"] = sealed_a.clone();
-        let before = doc.clone();
-        let err = open_fields(&mut doc, &paths(&["/a", "/b"]), false, &ring(), &Context::new()).unwrap_err();
+    fn a_failure_names_the_field_and_returns_nothing() {
+        let (sealed_a, _) = seal_fields(
+            br#"{"a": "x", "b": 42}"#,
+            &paths(&["/a"]),
+            false,
+            &ring(),
+            &Context::new(),
+            &limits(),
+        )
+        .unwrap();
+        let err = open_fields(&sealed_a, &paths(&["/a", "/b"]), false, &ring(), &Context::new(), &limits()).unwrap_err();
         assert_eq!(
             err,
             OpenError::Field {
@@ -315,14 +334,11 @@ mod tests {
                 rejection: Rejection::NotSealed
             }
         );
-        assert_eq!(doc, before);
     }
 
     #[test]
     fn required_fields_must_be_present() {
-        let mut doc = json!({"a": 1});
-        let err = seal_fields(&mut doc, &paths(&["/b"]), true, &ring(), &Context::new()).unwrap_err();
+        let err = seal_fields(br#"{"a": 1}"#, &paths(&["/b"]), true, &ring(), &Context::new(), &limits()).unwrap_err();
         assert_eq!(err, SealError::FieldMissing { pointer: "/b".into() });
-        assert_eq!(doc, json!({"a": 1}));
     }
 }

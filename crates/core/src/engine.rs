@@ -1,9 +1,9 @@
 //! The decisions for one exchange: which rule applies, who may send, and what happens to
 //! each body. Hosts (the proxy-wasm filter, the component, the CLI) only move bytes.
 
-use crate::document::{FieldOutcome, OpenError, SealError, open_fields, seal_fields, withhold_fields};
+use crate::document::{Edit, FieldOutcome, OpenError, SealError, open_spans, seal_spans, withhold_spans};
 use crate::envelope::Context;
-use crate::json::parse_document;
+use crate::event::{Event, splice};
 use crate::keyring::{KeyId, Keyring};
 use crate::policy::{ContextSource, Denied, Grant, OnError, PathMatch, Policy, Rule};
 use crate::problem::{Direction, Problem, ProblemKind};
@@ -226,46 +226,41 @@ impl Engine {
                     "content-type must be application/json or application/*+json",
                 ));
             }
-            let mut doc = parse_document(job.body, limits).map_err(|e| Problem::document(&e, direction))?;
-            for (member, slot) in [("id", &mut report.event_id), ("type", &mut report.event_type)] {
-                if let Some(text) = doc.get(member).and_then(Value::as_str) {
-                    *slot = Some(text.chars().take(256).collect());
-                }
-            }
-            let context = self.context(rule, &job.request, &doc);
+            let event = Event::parse(job.body, limits).map_err(|e| Problem::document(&e, direction))?;
+            let (context, event_id, event_type) = self.context(rule, &job.request, &event);
+            report.event_id = event_id.or(report.event_id.take());
+            report.event_type = event_type.or(report.event_type.take());
+            let mut edits: Vec<Edit> = Vec::new();
             if let Some(seal) = &rule.seal {
                 let context = context
                     .as_ref()
                     .map_err(|name| Problem::seal(&SealError::ContextMissing { name: name.clone() }, direction))?;
-                report.fields.extend(
-                    seal_fields(&mut doc, &seal.fields, seal.required, &self.keyring, context).map_err(|e| Problem::seal(&e, direction))?,
-                );
+                let (sealed, outcomes) =
+                    seal_spans(&event, &seal.fields, seal.required, &self.keyring, context).map_err(|e| Problem::seal(&e, direction))?;
+                claim(&mut edits, sealed, outcomes, &mut report.fields);
             }
             for group in &rule.open {
-                if granted(&group.readers, job.principal) {
+                let (opened, outcomes) = if granted(&group.readers, job.principal) {
                     let context = context
                         .as_ref()
                         .map_err(|name| Problem::open(&OpenError::ContextMissing { name: name.clone() }, direction))?;
-                    let opened = open_fields(&mut doc, &group.fields.fields, group.fields.required, &self.keyring, context)
-                        .map_err(|e| Problem::open(&e, direction))?;
-                    report.fields.extend(opened);
-                    continue;
-                }
-                match &group.denied {
-                    Denied::Refuse => {
-                        let detail = format!("principal {} may not open {}", shown(job.principal), group.fields.fields[0]);
-                        return Err(Problem::new(ProblemKind::ReaderForbidden, Direction::Request, detail));
+                    open_spans(&event, &group.fields.fields, group.fields.required, &self.keyring, context)
+                        .map_err(|e| Problem::open(&e, direction))?
+                } else {
+                    match &group.denied {
+                        Denied::Refuse => {
+                            let detail = format!("principal {} may not open {}", shown(job.principal), group.fields.fields[0]);
+                            return Err(Problem::new(ProblemKind::ReaderForbidden, Direction::Request, detail));
+                        }
+                        Denied::Mask(mask) => withhold_spans(&event, &group.fields.fields, Some(mask)),
+                        Denied::LeaveSealed => withhold_spans(&event, &group.fields.fields, None),
                     }
-                    Denied::Mask(mask) => report.fields.extend(withhold_fields(&mut doc, &group.fields.fields, Some(mask))),
-                    Denied::LeaveSealed => report.fields.extend(withhold_fields(&mut doc, &group.fields.fields, None)),
-                }
+                };
+                claim(&mut edits, opened, outcomes, &mut report.fields);
             }
-            if report
-                .fields
-                .iter()
-                .any(|f| f.result != crate::FieldResult::Absent && f.result != crate::FieldResult::Withheld)
-            {
-                new_body = Some(serde_json::to_vec(&doc).unwrap_or_default());
+            if !edits.is_empty() {
+                edits.sort_by_key(|(range, _)| range.start);
+                new_body = Some(splice(event.text(), &edits));
             }
         }
         let mut set_headers = Vec::new();
@@ -283,23 +278,59 @@ impl Engine {
         Ok((new_body, set_headers))
     }
 
-    /// The rule's context for this event, or the name of the first value that is missing.
-    fn context(&self, rule: &Rule, request: &RequestHead<'_>, doc: &Value) -> Result<Context, String> {
+    /// The rule's context for this event (or the name of the first value that is missing),
+    /// and the event's CloudEvents `id` and `type`: read together in one pass over the event.
+    fn context(
+        &self,
+        rule: &Rule,
+        request: &RequestHead<'_>,
+        event: &Event<'_>,
+    ) -> (Result<Context, String>, Option<String>, Option<String>) {
+        let mut pointers: Vec<&str> = vec!["/id", "/type"];
+        pointers.extend(rule.context.iter().filter_map(|(_, source)| match source {
+            ContextSource::Body(p) => Some(p.as_str()),
+            _ => None,
+        }));
+        let mut values = event.values_at(&pointers).into_iter().map(|v| match v {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+        let shown = |v: Option<String>| v.map(|s| s.chars().take(256).collect());
+        let (event_id, event_type) = (shown(values.next().flatten()), shown(values.next().flatten()));
         let mut context = Context::new();
         for (name, source) in &rule.context {
             let value = match source {
                 ContextSource::Literal(v) => Some(v.clone()),
                 ContextSource::Header(h) => request.header(h).map(str::to_owned),
-                ContextSource::Body(p) => doc.pointer(p).and_then(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                }),
+                ContextSource::Body(_) => values.next().flatten(),
             };
-            context.insert(name.clone(), value.ok_or_else(|| name.clone())?);
+            match value {
+                Some(value) => context.insert(name.clone(), value),
+                None => return (Err(name.clone()), event_id, event_type),
+            }
         }
-        Ok(context)
+        (Ok(context), event_id, event_type)
     }
+}
+
+/// Adds one action's edits, leaving out any field an earlier action already claimed (the
+/// first action on a field wins), and records the outcomes that took effect.
+fn claim(edits: &mut Vec<Edit>, new: Vec<Edit>, outcomes: Vec<FieldOutcome>, report: &mut Vec<FieldOutcome>) {
+    let overlaps = |r: &std::ops::Range<usize>, edits: &[Edit]| edits.iter().any(|(e, _)| r.start < e.end && e.start < r.end);
+    let claimed: Vec<bool> = new.iter().map(|(r, _)| overlaps(r, edits)).collect();
+    let mut edited = claimed.iter();
+    for outcome in outcomes {
+        // Absent fields have no edit; every other outcome pairs with its edit (or mask) in order.
+        let skip = match outcome.result {
+            crate::FieldResult::Absent | crate::FieldResult::Withheld => false,
+            _ => edited.next().copied().unwrap_or(false),
+        };
+        if !skip {
+            report.push(outcome);
+        }
+    }
+    edits.extend(new.into_iter().zip(claimed).filter(|(_, c)| !c).map(|(e, _)| e));
 }
 
 fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {

@@ -228,11 +228,21 @@ const TAG_LEN: usize = 16;
 /// # Errors
 /// [`SealFailure`] when there is no usable primary key or no randomness.
 pub fn seal_value(keyring: &Keyring, pointer: &str, context: &Context, value: &Value) -> Result<(String, KeyId), SealFailure> {
-    let key = keyring.primary(KeyUse::Seal).ok_or(SealFailure::NoPrimaryKey)?;
-    seal_with(key, pointer, context, value).map(|jwe| (jwe, key.kid().clone()))
+    // serde_json cannot fail to serialize a Value.
+    let plaintext = Zeroizing::new(serde_json::to_vec(value).unwrap_or_default());
+    seal_bytes(keyring, pointer, context, &plaintext)
 }
 
-fn seal_with(key: &Key, pointer: &str, context: &Context, value: &Value) -> Result<String, SealFailure> {
+/// Seals `plaintext`, the JSON text of a field's value, for the field at `pointer`.
+///
+/// # Errors
+/// [`SealFailure`] when there is no usable primary key or no randomness.
+pub fn seal_bytes(keyring: &Keyring, pointer: &str, context: &Context, plaintext: &[u8]) -> Result<(String, KeyId), SealFailure> {
+    let key = keyring.primary(KeyUse::Seal).ok_or(SealFailure::NoPrimaryKey)?;
+    seal_with(key, pointer, context, plaintext).map(|jwe| (jwe, key.kid().clone()))
+}
+
+fn seal_with(key: &Key, pointer: &str, context: &Context, plaintext: &[u8]) -> Result<String, SealFailure> {
     let cipher = key.aead().ok_or(SealFailure::NoPrimaryKey)?;
     if !key.take_seal() {
         return Err(SealFailure::KeyExhausted(key.kid().clone()));
@@ -241,8 +251,7 @@ fn seal_with(key: &Key, pointer: &str, context: &Context, value: &Value) -> Resu
     let encoded_header = URL_SAFE_NO_PAD.encode(header);
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|_| SealFailure::Random)?;
-    // serde_json cannot fail to serialize a Value.
-    let mut buffer = Zeroizing::new(serde_json::to_vec(value).unwrap_or_default());
+    let mut buffer = Zeroizing::new(plaintext.to_vec());
     let tag = cipher
         .encrypt_in_place_detached(Nonce::from_slice(&nonce), encoded_header.as_bytes(), &mut buffer)
         .map_err(|_| SealFailure::ValueTooLong)?;
@@ -277,6 +286,17 @@ fn protected_header(kid: &KeyId, pointer: &str, context: &Context) -> String {
 /// # Errors
 /// A [`Rejection`] naming the first rule the envelope breaks.
 pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope: &str) -> Result<(Value, KeyId), Rejection> {
+    let (plaintext, kid) = open_bytes(keyring, pointer, context, envelope)?;
+    let value = serde_json::from_slice(&plaintext).map_err(|_| Rejection::Malformed("plaintext is not JSON"))?;
+    Ok((value, kid))
+}
+
+/// Opens one envelope like [`open_value`], returning the plaintext JSON text (checked to be
+/// one JSON value in UTF-8) instead of a parsed value.
+///
+/// # Errors
+/// A [`Rejection`] naming the first rule the envelope breaks.
+pub fn open_bytes(keyring: &Keyring, pointer: &str, context: &Context, envelope: &str) -> Result<(Zeroizing<Vec<u8>>, KeyId), Rejection> {
     let mut parts = envelope.split('.');
     let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
@@ -324,8 +344,11 @@ pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope:
     if header.ctx != context.0 {
         return Err(Rejection::WrongContext);
     }
-    let value = serde_json::from_slice(&plaintext).map_err(|_| Rejection::Malformed("plaintext is not JSON"))?;
-    Ok((value, key.kid().clone()))
+    let is_json = std::str::from_utf8(&plaintext).is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+    if !is_json {
+        return Err(Rejection::Malformed("plaintext is not JSON"));
+    }
+    Ok((plaintext, key.kid().clone()))
 }
 
 #[cfg(test)]

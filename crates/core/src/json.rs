@@ -1,7 +1,6 @@
 //! Reading event bodies under limits before any field is touched.
 
 use core::fmt;
-use serde_json::Value;
 
 /// Bounds applied to every body before it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,29 +55,8 @@ impl fmt::Display for DocumentError {
 
 impl std::error::Error for DocumentError {}
 
-/// Parses `body` as JSON after checking its size and depth without recursion.
-///
-/// # Errors
-/// [`DocumentError`] for a body that is too large, too deep or not JSON.
-pub fn parse_document(body: &[u8], limits: &Limits) -> Result<Value, DocumentError> {
-    if body.len() > limits.max_body_bytes {
-        return Err(DocumentError::TooLarge {
-            limit: limits.max_body_bytes,
-        });
-    }
-    if nesting_depth(body) > limits.max_json_depth {
-        return Err(DocumentError::TooDeep {
-            limit: limits.max_json_depth,
-        });
-    }
-    serde_json::from_slice(body).map_err(|e| DocumentError::NotJson {
-        line: e.line(),
-        column: e.column(),
-    })
-}
-
 /// Deepest bracket nesting outside strings; a linear scan so hostile input cannot recurse.
-fn nesting_depth(body: &[u8]) -> usize {
+pub(crate) fn nesting_depth(body: &[u8]) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in body {
         if in_string {
@@ -106,6 +84,11 @@ fn nesting_depth(body: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
+
+    fn parse_document(body: &[u8], limits: &Limits) -> Result<(), DocumentError> {
+        Event::parse(body, limits).map(|_| ())
+    }
 
     #[test]
     fn depth_ignores_brackets_inside_strings() {

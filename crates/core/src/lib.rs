@@ -5,6 +5,7 @@ mod audit;
 mod document;
 mod engine;
 mod envelope;
+mod event;
 mod json;
 mod keyring;
 mod pointer;
@@ -14,10 +15,11 @@ mod secret;
 mod webhook;
 
 pub use audit::{AuditChain, AuditFacts, BreakReason, ChainBreak, ChainSummary, verify_audit_log};
-pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields, withhold_fields};
+pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields};
 pub use engine::{BodyJob, Decision, Engine, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, glob_matches};
-pub use envelope::{Context, Rejection, SealFailure, open_value, seal_value};
-pub use json::{DocumentError, Limits, parse_document};
+pub use envelope::{Context, Rejection, SealFailure, open_bytes, open_value, seal_bytes, seal_value};
+pub use event::Event;
+pub use json::{DocumentError, Limits};
 pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY};
 pub use pointer::{FieldPath, PointerError};
 pub use policy::{

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 /// One segment of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
+pub(crate) enum Segment {
     /// A member name or array index, already unescaped.
     Token(String),
     /// `*`: every array element or every object member.
@@ -74,6 +74,10 @@ impl FieldPath {
     /// The selector as written.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
     }
 
     /// The concrete pointers this selector matches in `doc`, in document order.
@@ -155,7 +159,7 @@ fn expand_into(value: &Value, segments: &[Segment], prefix: &mut String, found: 
 }
 
 /// RFC 6901 §4: an index is `0` or digits without a leading zero.
-fn array_index(token: &str) -> Option<usize> {
+pub(crate) fn array_index(token: &str) -> Option<usize> {
     let canonical = token == "0" || (!token.starts_with('0') && !token.is_empty());
     if canonical && token.bytes().all(|b| b.is_ascii_digit()) {
         token.parse().ok()

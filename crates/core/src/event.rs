@@ -1,0 +1,259 @@
+//! An event body validated once, whose selected fields are found as byte spans and replaced
+//! in place: the rest of the event keeps its exact bytes (member order, number spelling,
+//! whitespace), and no JSON tree of the whole event is ever built.
+
+use crate::json::{DocumentError, Limits, nesting_depth};
+use crate::pointer::{FieldPath, Segment, array_index, escape_token};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+/// A body known to be one JSON text within the limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    text: &'a str,
+}
+
+/// One selected field: its concrete JSON Pointer and where its value lies in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub pointer: String,
+    pub range: Range<usize>,
+}
+
+impl<'a> Event<'a> {
+    /// Checks size, nesting depth (without recursion), UTF-8 and JSON syntax.
+    ///
+    /// # Errors
+    /// [`DocumentError`] for a body that is too large, too deep or not JSON.
+    pub fn parse(body: &'a [u8], limits: &Limits) -> Result<Self, DocumentError> {
+        if body.len() > limits.max_body_bytes {
+            return Err(DocumentError::TooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+        if nesting_depth(body) > limits.max_json_depth {
+            return Err(DocumentError::TooDeep {
+                limit: limits.max_json_depth,
+            });
+        }
+        let text = std::str::from_utf8(body).map_err(|e| {
+            let before = &body[..e.valid_up_to()];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            DocumentError::NotJson { line, column }
+        })?;
+        // Validates the whole text; the borrowed RawValue builds no tree.
+        serde_json::from_str::<&RawValue>(text).map_err(|e| DocumentError::NotJson {
+            line: e.line(),
+            column: e.column(),
+        })?;
+        Ok(Self { text })
+    }
+
+    /// The body.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Every field the selectors match, in document order, without fields that lie inside
+    /// another selected field (they travel inside it). Selectors that match nothing are
+    /// listed separately.
+    pub(crate) fn select<'f>(&self, fields: &'f [FieldPath]) -> (Vec<Span>, Vec<&'f FieldPath>) {
+        let (spans, matched) = self.find(fields);
+        let mut kept: Vec<Span> = Vec::with_capacity(spans.len());
+        for span in spans {
+            if kept.last().is_none_or(|outer| span.range.start >= outer.range.end) {
+                kept.push(span);
+            }
+        }
+        let absent = fields.iter().zip(matched).filter(|(_, m)| !m).map(|(f, _)| f).collect();
+        (kept, absent)
+    }
+
+    /// Every match of every selector, sorted by position, nested ones included.
+    fn find(&self, fields: &[FieldPath]) -> (Vec<Span>, Vec<bool>) {
+        let mut spans = Vec::new();
+        let mut matched = vec![false; fields.len()];
+        // `parse` validated the text, so this cannot fail; if it did, nothing is selected.
+        if let Ok(root) = serde_json::from_str::<&RawValue>(self.text) {
+            let active: Vec<(usize, &[Segment])> = fields.iter().map(FieldPath::segments).enumerate().collect();
+            walk(self.text, root, &active, &mut String::new(), &mut spans, &mut matched);
+        }
+        spans.sort_by_key(|s| s.range.start);
+        (spans, matched)
+    }
+
+    /// The values at exact pointers (no wildcards), parsed, in one pass: small members such
+    /// as the event type bound into the context. A pointer that matches nothing is `None`.
+    pub fn values_at(&self, pointers: &[&str]) -> Vec<Option<Value>> {
+        let paths: Vec<FieldPath> = pointers.iter().filter_map(|p| FieldPath::parse(p).ok()).collect();
+        let (spans, _) = self.find(&paths);
+        pointers
+            .iter()
+            .map(|p| {
+                spans
+                    .iter()
+                    .find(|s| s.pointer == *p)
+                    .and_then(|s| serde_json::from_str(&self.text[s.range.clone()]).ok())
+            })
+            .collect()
+    }
+}
+
+/// Where `raw` lies in `text` (it borrows from it).
+fn offset(text: &str, raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+/// Descends only where a selector still has segments; a finished selector captures the span.
+fn walk(text: &str, node: &RawValue, active: &[(usize, &[Segment])], pointer: &mut String, spans: &mut Vec<Span>, matched: &mut [bool]) {
+    let mut pending: Vec<(usize, &[Segment])> = Vec::new();
+    for &(i, segments) in active {
+        if segments.is_empty() {
+            matched[i] = true;
+            spans.push(Span {
+                pointer: pointer.clone(),
+                range: offset(text, node),
+            });
+        } else {
+            pending.push((i, segments));
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let raw = node.get();
+    let mut visit = |token: &str, index: Option<usize>, child: &RawValue, pointer: &mut String| {
+        let next: Vec<(usize, &[Segment])> = pending
+            .iter()
+            .filter(|(_, segments)| match &segments[0] {
+                Segment::Any => true,
+                Segment::Token(t) => match index {
+                    Some(i) => array_index(t) == Some(i),
+                    None => t == token,
+                },
+            })
+            .map(|&(i, segments)| (i, &segments[1..]))
+            .collect();
+        if !next.is_empty() {
+            let len = pointer.len();
+            pointer.push('/');
+            pointer.push_str(&escape_token(token));
+            walk(text, child, &next, pointer, spans, matched);
+            pointer.truncate(len);
+        }
+    };
+    match raw.as_bytes().first() {
+        Some(b'{') => {
+            if let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(raw) {
+                for (name, child) in members {
+                    visit(&name, None, child, pointer);
+                }
+            }
+        }
+        Some(b'[') => {
+            if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw) {
+                for (i, child) in items.into_iter().enumerate() {
+                    visit(&i.to_string(), Some(i), child, pointer);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An object's members in order, repeated names included: a selector matches every member
+/// of that name, so a duplicate can never smuggle a field past sealing.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+/// Splices `replacements` (sorted, non-overlapping ranges) into `text`.
+pub(crate) fn splice(text: &str, replacements: &[(Range<usize>, Vec<u8>)]) -> Vec<u8> {
+    let grown: usize = replacements.iter().map(|(r, v)| v.len().saturating_sub(r.len())).sum();
+    let mut out = Vec::with_capacity(text.len() + grown);
+    let mut at = 0;
+    for (range, bytes) in replacements {
+        out.extend_from_slice(&text.as_bytes()[at..range.start]);
+        out.extend_from_slice(bytes);
+        at = range.end;
+    }
+    out.extend_from_slice(&text.as_bytes()[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select(body: &str, selectors: &[&str]) -> Vec<(String, String)> {
+        let event = Event::parse(body.as_bytes(), &Limits::default()).unwrap();
+        let fields: Vec<FieldPath> = selectors.iter().map(|s| FieldPath::parse(s).unwrap()).collect();
+        let (spans, _) = event.select(&fields);
+        spans.into_iter().map(|s| (s.pointer, body[s.range].to_owned())).collect()
+    }
+
+    #[test]
+    fn spans_are_the_exact_value_bytes_in_document_order() {
+        let body = r#" { "a" : { "x~y" : 1.50 , "b/c": [ "s" , {"p": true} ] }, "z": null } "#;
+        assert_eq!(
+            select(body, &["/z", "/a/x~0y", "/a/b~1c/*/p", "/a/b~1c/0"]),
+            [
+                ("/a/x~0y".into(), "1.50".into()),
+                ("/a/b~1c/0".into(), "\"s\"".into()),
+                ("/a/b~1c/1/p".into(), "true".into()),
+                ("/z".into(), "null".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_inside_a_selected_field_is_not_selected_again() {
+        let body = r#"{"card": {"no": "4111"}}"#;
+        assert_eq!(select(body, &["/card/no", "/card"]), [("/card".into(), r#"{"no": "4111"}"#.into())]);
+    }
+
+    #[test]
+    fn repeated_member_names_are_all_selected() {
+        let body = r#"{"ssn": "1", "ssn": "2"}"#;
+        assert_eq!(
+            select(body, &["/ssn"]),
+            [("/ssn".into(), "\"1\"".into()), ("/ssn".into(), "\"2\"".into())]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_and_trailing_garbage_are_not_json() {
+        assert!(matches!(
+            Event::parse(b"{\"a\": \"\xff\"}", &Limits::default()),
+            Err(DocumentError::NotJson { .. })
+        ));
+        assert!(matches!(
+            Event::parse(b"{} {}", &Limits::default()),
+            Err(DocumentError::NotJson { .. })
+        ));
+    }
+}
