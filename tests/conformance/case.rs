@@ -230,9 +230,12 @@ pub struct SealedInput {
 impl Case {
     /// Reads `tests/cases/<name>.json`.
     pub fn load(name: &str) -> Case {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("cases")
-            .join(format!("{name}.json"));
+        Case::load_from(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases"), name)
+    }
+
+    /// Reads `<dir>/<name>.json` (for runners in other crates).
+    pub fn load_from(dir: &std::path::Path, name: &str) -> Case {
+        let path = dir.join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not a valid case: {e}", path.display()));
         let e = &case.expect;

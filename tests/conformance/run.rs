@@ -75,7 +75,7 @@ fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
+pub fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
     let Request {
         method,
         path,
@@ -117,7 +117,7 @@ fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
     }
 }
 
-fn prepare_response(response: Option<&Response>, sets: &[&Value]) -> Prepared {
+pub fn prepare_response(response: Option<&Response>, sets: &[&Value]) -> Prepared {
     let Some(Response {
         status,
         headers,
@@ -145,7 +145,7 @@ fn prepare_response(response: Option<&Response>, sets: &[&Value]) -> Prepared {
 }
 
 /// Splits `body` into `n` chunks of nearly equal size (at least one byte each).
-fn chunks(body: &[u8], n: usize) -> Vec<&[u8]> {
+pub fn chunks(body: &[u8], n: usize) -> Vec<&[u8]> {
     if body.is_empty() {
         return vec![body];
     }
@@ -199,7 +199,7 @@ fn property_value(value: &Value) -> PropertyValue {
 }
 
 /// One exchange on a new stream of `plugin`.
-fn exchange(plugin: &Plugin, case: &Case, request: &Prepared, response: &Prepared) -> Result<Observed, Error> {
+pub fn exchange(plugin: &Plugin, case: &Case, request: &Prepared, response: &Prepared) -> Result<Observed, Error> {
     let mut stream = plugin.http_stream()?;
     if let Some(identity) = &case.identity {
         if let Some(spiffe) = &identity.spiffe {

@@ -1,0 +1,216 @@
+//! The upstream behind Envoy: an HTTP/1.1 server on 127.0.0.1 that records every request
+//! it receives (headers, body bytes, whether the body ended) and answers with the response
+//! it is told to give.
+
+use crate::client::Wire;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A response to give: headers with `:status`, body chunks.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// Headers, `:status` included.
+    pub headers: Vec<(String, String)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+    /// In how many writes the body goes out.
+    pub chunks: usize,
+}
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// Headers, with `:method`, `:path` and `:authority` from the request line and `host`.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes that arrived.
+    pub body: Vec<u8>,
+    /// Whether the body ended as framed (the end of stream).
+    pub end_of_stream: bool,
+    /// Whether the upstream answered it.
+    pub answered: bool,
+    /// Whether the connection is done with it (answered, or closed first).
+    pub done: bool,
+}
+
+#[derive(Default)]
+struct State {
+    answer: Option<Answer>,
+    received: Vec<Received>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+/// The recording upstream; stops accepting on drop.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Upstream {
+    /// Starts the server on a free loopback port.
+    ///
+    /// # Panics
+    /// If no port can be bound.
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a local address");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let accept = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let connection = Arc::clone(&accept);
+                std::thread::spawn(move || serve(&connection, stream));
+            }
+        });
+        Upstream { addr, shared }
+    }
+
+    /// Sets the answer for the next requests and forgets what was received.
+    pub fn reset(&self, answer: Answer) {
+        let mut state = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.answer = Some(answer);
+        state.received.clear();
+    }
+
+    /// What was received since the last [`Upstream::reset`], once every request the
+    /// upstream started to read is done (or `settle` passed without news).
+    pub fn received(&self, settle: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut state = self.shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Give a request that Envoy is still writing (e.g. headers before a reset) time to land.
+        let quiet_until = Instant::now() + settle;
+        loop {
+            let pending = state.received.iter().any(|r| !r.done);
+            let now = Instant::now();
+            if (!pending && now >= quiet_until) || now >= deadline {
+                return state.received.clone();
+            }
+            let wait = if pending { deadline - now } else { quiet_until - now };
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn update(shared: &Shared, index: usize, f: impl FnOnce(&mut Received)) {
+    let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(received) = state.received.get_mut(index) {
+        f(received);
+    }
+    drop(state);
+    shared.changed.notify_all();
+}
+
+fn serve(shared: &Shared, stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut wire = Wire::new(stream);
+    // Keep-alive: one request after the other on this connection.
+    loop {
+        let Some(request_line) = wire.line() else { return };
+        if request_line.is_empty() {
+            continue;
+        }
+        let mut parts = request_line.split(' ');
+        let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let Some(headers) = wire.headers() else { return };
+        let host = headers
+            .iter()
+            .find(|(n, _)| n == "host")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let mut all = vec![
+            (":method".to_owned(), method.to_owned()),
+            (":path".to_owned(), path.to_owned()),
+            (":authority".to_owned(), host),
+        ];
+        all.extend(headers.iter().cloned());
+        let index = {
+            let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.received.push(Received {
+                headers: all,
+                ..Received::default()
+            });
+            state.received.len() - 1
+        };
+        shared.changed.notify_all();
+        let mut body = Vec::new();
+        let ended = wire.body(&headers, &mut body, false);
+        update(shared, index, |r| {
+            r.body = body;
+            r.end_of_stream = ended;
+            r.done = !ended;
+        });
+        if !ended {
+            return;
+        }
+        let answer = shared.state.lock().unwrap_or_else(PoisonError::into_inner).answer.clone();
+        let written = answer.as_ref().is_some_and(|answer| respond(&mut writer, answer).is_ok());
+        update(shared, index, |r| {
+            r.answered = written;
+            r.done = true;
+        });
+        if !written {
+            return;
+        }
+    }
+}
+
+fn respond(writer: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
+    let status = answer
+        .headers
+        .iter()
+        .find(|(n, _)| n == ":status")
+        .map_or("200", |(_, v)| v.as_str());
+    let mut head = format!("HTTP/1.1 {status} Status\r\n");
+    for (name, value) in answer.headers.iter().filter(|(n, _)| !n.starts_with(':')) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if answer.body.is_none() {
+        // HTTP/1.1 frames an empty body explicitly (else it would run to the close).
+        head.push_str("content-length: 0\r\n");
+    }
+    head.push_str("\r\n");
+    writer.write_all(head.as_bytes())?;
+    writer.flush()?;
+    if let Some(body) = &answer.body {
+        let parts = crate::run::chunks(body, answer.chunks);
+        let many = parts.len() > 1;
+        for part in parts {
+            writer.write_all(part)?;
+            writer.flush()?;
+            if many {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    Ok(())
+}
