@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "build")]
 pub mod build;
 
 #[cfg(feature = "runtime")]
