@@ -23,7 +23,8 @@ pub use json::{DocumentError, Limits};
 pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY};
 pub use pointer::{FieldPath, PointerError};
 pub use policy::{
-    ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch, Policy, PrincipalSource, Rule,
+    AuditDelivery, ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch, Policy,
+    PrincipalSource, Rule,
 };
 pub use problem::{Direction, PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 pub use secret::SecretBytes;

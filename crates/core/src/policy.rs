@@ -66,6 +66,43 @@ pub struct Policy {
     pub keys: KeySource,
     /// Signature timestamp tolerance in seconds, either side of now.
     pub tolerance_secs: u64,
+    /// Where the filter ships its audit records, batched, besides the proxy log.
+    pub audit: Option<AuditDelivery>,
+}
+
+/// Batched delivery of audit records to an HTTP collector (the Envoy filter's `audit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDelivery {
+    /// The Envoy cluster of the collector.
+    pub cluster: String,
+    /// The request path records are POSTed to.
+    pub path: String,
+    /// The `:authority` of those requests.
+    pub authority: String,
+    /// Records per request; a full batch is sent at the next tick.
+    pub batch_records: usize,
+    /// Records kept while the collector is down; beyond it the oldest are dropped (and counted).
+    pub buffer_records: usize,
+    /// Longest wait before buffered records are sent, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Timeout of one delivery request, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl AuditDelivery {
+    /// Defaults for everything but the cluster.
+    pub fn new(cluster: impl Into<String>) -> Self {
+        let cluster = cluster.into();
+        Self {
+            authority: cluster.clone(),
+            cluster,
+            path: "/audit".to_owned(),
+            batch_records: 50,
+            buffer_records: 1000,
+            flush_interval_ms: 1000,
+            timeout_ms: 2000,
+        }
+    }
 }
 
 /// Where the keyring comes from.
@@ -316,13 +353,14 @@ impl Policy {
     /// # Errors
     /// [`ConfigError`] naming the JSON location of the first problem.
     pub fn from_value(doc: &Value) -> Result<Self, ConfigError> {
-        let root = Node { value: doc, at: "" }.object(&["keys", "principal", "limits", "signatures", "rules"])?;
+        let root = Node { value: doc, at: "" }.object(&["keys", "principal", "limits", "signatures", "audit", "rules"])?;
         let mut policy = Policy {
             rules: Vec::new(),
             limits: Limits::default(),
             principal: PrincipalSource::None,
             keys: KeySource::Env("EVENTSEAL_KEYS".to_owned()),
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
+            audit: None,
         };
         member(root, "", "keys", |n| {
             policy.keys = parse_key_source(n)?;
@@ -349,6 +387,10 @@ impl Policy {
                 policy.tolerance_secs = n.positive()?;
                 Ok(())
             })
+        })?;
+        member(root, "", "audit", |n| {
+            policy.audit = Some(parse_audit(n)?);
+            Ok(())
         })?;
         let rules = root.get("rules").ok_or_else(|| invalid("/rules", "an array of rules"))?;
         each(
@@ -407,6 +449,74 @@ fn parse_key_source(n: Node<'_>) -> Result<KeySource, ConfigError> {
         }
         _ => Err(invalid(n.at, "exactly one of \"inline\" (a JWK Set) or \"env\" (a variable name)")),
     }
+}
+
+fn parse_audit(n: Node<'_>) -> Result<AuditDelivery, ConfigError> {
+    let map = n.object(&["collector", "batch_records", "buffer_records", "flush_interval_ms", "timeout_ms"])?;
+    let collector_at = format!("{}/collector", n.at);
+    let collector = map
+        .get("collector")
+        .ok_or_else(|| invalid(&collector_at, "{\"cluster\": <the collector's Envoy cluster>}"))?;
+    let collector = Node {
+        value: collector,
+        at: &collector_at,
+    };
+    let c = collector.object(&["cluster", "path", "authority"])?;
+    let text = |name: &str, out: &mut Option<String>| {
+        member(c, collector.at, name, |m| {
+            let s = m.string()?;
+            if s.is_empty() {
+                return Err(invalid(m.at, "a non-empty string"));
+            }
+            *out = Some(s.to_owned());
+            Ok(())
+        })
+    };
+    let (mut cluster, mut path, mut authority) = (None, None, None);
+    text("cluster", &mut cluster)?;
+    text("path", &mut path)?;
+    text("authority", &mut authority)?;
+    let cluster = cluster.ok_or_else(|| invalid(&format!("{collector_at}/cluster"), "the collector's Envoy cluster name"))?;
+    let mut audit = AuditDelivery::new(cluster);
+    if let Some(path) = path {
+        if !path.starts_with('/') {
+            return Err(invalid(&format!("{collector_at}/path"), "a path starting with '/'"));
+        }
+        audit.path = path;
+    }
+    if let Some(authority) = authority {
+        audit.authority = authority;
+    }
+    let count = |m: Node<'_>, max: u64| -> Result<usize, ConfigError> {
+        let n = m.positive()?;
+        if n > max {
+            return Err(invalid(m.at, format!("a positive integer of at most {max}")));
+        }
+        usize::try_from(n).map_err(|_| invalid(m.at, "a smaller integer"))
+    };
+    member(map, n.at, "batch_records", |m| {
+        audit.batch_records = count(m, 10_000)?;
+        Ok(())
+    })?;
+    member(map, n.at, "buffer_records", |m| {
+        audit.buffer_records = count(m, 1_000_000)?;
+        Ok(())
+    })?;
+    member(map, n.at, "flush_interval_ms", |m| {
+        audit.flush_interval_ms = m.positive()?.clamp(10, 3_600_000);
+        Ok(())
+    })?;
+    member(map, n.at, "timeout_ms", |m| {
+        audit.timeout_ms = m.positive()?.min(600_000);
+        Ok(())
+    })?;
+    if audit.buffer_records < audit.batch_records {
+        return Err(invalid(
+            &format!("{}/buffer_records", n.at),
+            format!("at least batch_records ({})", audit.batch_records),
+        ));
+    }
+    Ok(audit)
 }
 
 fn parse_principal(n: Node<'_>) -> Result<PrincipalSource, ConfigError> {
@@ -778,6 +888,59 @@ mod tests {
             "/rules/1/name"
         );
         assert_eq!(error(json!({"rules": [{"name": "idle"}]})), "/rules/0");
+    }
+
+    #[test]
+    fn audit_delivery_has_defaults_and_located_errors() {
+        let with = |audit: Value| json!({"audit": audit, "rules": [{"name": "r", "verify": true}]});
+        let policy = Policy::from_value(&with(json!({"collector": {"cluster": "audit"}}))).unwrap();
+        assert_eq!(policy.audit, Some(AuditDelivery::new("audit")));
+        let full = with(json!({
+            "collector": {"cluster": "c", "path": "/in", "authority": "collector.example"},
+            "batch_records": 5, "buffer_records": 20, "flush_interval_ms": 250, "timeout_ms": 500
+        }));
+        let audit = Policy::from_value(&full).unwrap().audit.unwrap();
+        assert_eq!(
+            (
+                audit.path.as_str(),
+                audit.authority.as_str(),
+                audit.batch_records,
+                audit.buffer_records
+            ),
+            ("/in", "collector.example", 5, 20)
+        );
+        assert_eq!((audit.flush_interval_ms, audit.timeout_ms), (250, 500));
+        assert!(
+            Policy::from_value(&json!({"rules": [{"name": "r", "verify": true}]}))
+                .unwrap()
+                .audit
+                .is_none()
+        );
+        assert_eq!(error(with(json!({}))), "/audit/collector");
+        assert_eq!(error(with(json!({"collector": {"path": "/a"}}))), "/audit/collector/cluster");
+        assert_eq!(error(with(json!({"collector": {"cluster": ""}}))), "/audit/collector/cluster");
+        assert_eq!(
+            error(with(json!({"collector": {"cluster": "c", "path": "a"}}))),
+            "/audit/collector/path"
+        );
+        assert_eq!(
+            error(with(json!({"collector": {"cluster": "c", "url": "x"}}))),
+            "/audit/collector/url"
+        );
+        assert_eq!(
+            error(with(json!({"collector": {"cluster": "c"}, "batch_records": 0}))),
+            "/audit/batch_records"
+        );
+        assert_eq!(
+            error(with(
+                json!({"collector": {"cluster": "c"}, "batch_records": 10, "buffer_records": 5})
+            )),
+            "/audit/buffer_records"
+        );
+        assert_eq!(
+            error(with(json!({"collector": {"cluster": "c"}, "timeout_ms": "1s"}))),
+            "/audit/timeout_ms"
+        );
     }
 
     #[test]
