@@ -15,6 +15,7 @@
 mod cases;
 mod client;
 mod envoy;
+mod examples;
 mod jwt;
 mod metrics;
 mod pki;
