@@ -5,27 +5,6 @@
 
 use eventseal_core::{FieldResult, ProblemKind, Report};
 
-/// Every problem kind the filter can answer with, for one refusal counter each.
-pub const PROBLEM_KINDS: [ProblemKind; 17] = [
-    ProblemKind::MalformedJson,
-    ProblemKind::JsonTooDeep,
-    ProblemKind::UnsupportedMediaType,
-    ProblemKind::PayloadTooLarge,
-    ProblemKind::FieldMissing,
-    ProblemKind::ContextMissing,
-    ProblemKind::SignatureMissing,
-    ProblemKind::SignatureMalformed,
-    ProblemKind::SignatureExpired,
-    ProblemKind::SignatureInvalid,
-    ProblemKind::SignatureReplayed,
-    ProblemKind::ProducerForbidden,
-    ProblemKind::ReaderForbidden,
-    ProblemKind::SealedFieldRejected,
-    ProblemKind::SealFailed,
-    ProblemKind::SignFailed,
-    ProblemKind::KmsUnavailable,
-];
-
 /// The counters, in a fixed order; [`Counter::name`] gives each its metric name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
@@ -47,7 +26,7 @@ pub enum Counter {
     ForwardedDespiteError,
     /// Every local reply with a problem.
     RefusedTotal,
-    /// Local replies of one problem kind (index into [`PROBLEM_KINDS`]).
+    /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
 
@@ -66,7 +45,7 @@ impl Counter {
             Self::RefusedTotal,
         ]
         .into_iter()
-        .chain((0..PROBLEM_KINDS.len()).map(Self::Refused))
+        .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
     }
 
     /// The metric name.
@@ -81,7 +60,7 @@ impl Counter {
             Self::SignatureFailures => "eventseal_signature_failures".to_owned(),
             Self::ForwardedDespiteError => "eventseal_forwarded_despite_error".to_owned(),
             Self::RefusedTotal => "eventseal_refused_total".to_owned(),
-            Self::Refused(i) => format!("eventseal_refused_{}", PROBLEM_KINDS[i].slug().replace('-', "_")),
+            Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
 
@@ -145,7 +124,7 @@ pub fn forwarded(report: &Report) -> Vec<Counter> {
 /// What a refusal adds to the counters.
 pub fn refused(kind: ProblemKind) -> Vec<Counter> {
     let mut out = vec![Counter::RefusedTotal];
-    if let Some(i) = PROBLEM_KINDS.iter().position(|k| *k == kind) {
+    if let Some(i) = ProblemKind::ALL.iter().position(|k| *k == kind) {
         out.push(Counter::Refused(i));
     }
     if is_signature_failure(kind) {
@@ -177,8 +156,8 @@ mod tests {
 
     #[test]
     fn kinds_are_listed_once() {
-        let slugs: HashSet<&str> = PROBLEM_KINDS.iter().map(|k| k.slug()).collect();
-        assert_eq!(slugs.len(), PROBLEM_KINDS.len());
+        let slugs: HashSet<&str> = ProblemKind::ALL.iter().map(|k| k.slug()).collect();
+        assert_eq!(slugs.len(), ProblemKind::ALL.len());
     }
 
     #[test]

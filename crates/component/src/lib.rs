@@ -492,26 +492,7 @@ mod tests {
 
     #[test]
     fn every_core_kind_keeps_its_slug() {
-        use ProblemKind::*;
-        for kind in [
-            MalformedJson,
-            JsonTooDeep,
-            UnsupportedMediaType,
-            PayloadTooLarge,
-            FieldMissing,
-            ContextMissing,
-            SignatureMissing,
-            SignatureMalformed,
-            SignatureExpired,
-            SignatureInvalid,
-            SignatureReplayed,
-            ProducerForbidden,
-            ReaderForbidden,
-            SealedFieldRejected,
-            SealFailed,
-            SignFailed,
-            KmsUnavailable,
-        ] {
+        for kind in ProblemKind::ALL {
             // The WIT case `malformed-json` is the Rust variant `MalformedJson`.
             let camel: String = kind
                 .slug()

@@ -68,6 +68,27 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Every kind, for hosts that define one counter or one WIT case per kind.
+    pub const ALL: [ProblemKind; 17] = [
+        Self::MalformedJson,
+        Self::JsonTooDeep,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::FieldMissing,
+        Self::ContextMissing,
+        Self::SignatureMissing,
+        Self::SignatureMalformed,
+        Self::SignatureExpired,
+        Self::SignatureInvalid,
+        Self::SignatureReplayed,
+        Self::ProducerForbidden,
+        Self::ReaderForbidden,
+        Self::SealedFieldRejected,
+        Self::SealFailed,
+        Self::SignFailed,
+        Self::KmsUnavailable,
+    ];
+
     /// The last segment of the problem `type` URI.
     pub fn slug(self) -> &'static str {
         match self {
@@ -248,6 +269,36 @@ mod tests {
         }
         assert_eq!(SealedFieldRejected.status(Direction::Response), 502);
         assert_eq!(KmsUnavailable.status(Direction::Response), 503);
+    }
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        let mut slugs: Vec<&str> = ProblemKind::ALL.iter().map(|k| k.slug()).collect();
+        slugs.sort_unstable();
+        slugs.dedup();
+        assert_eq!(slugs.len(), ProblemKind::ALL.len());
+        // A kind added to the enum but not to ALL fails this match at compile time.
+        for kind in ProblemKind::ALL {
+            match kind {
+                ProblemKind::MalformedJson
+                | ProblemKind::JsonTooDeep
+                | ProblemKind::UnsupportedMediaType
+                | ProblemKind::PayloadTooLarge
+                | ProblemKind::FieldMissing
+                | ProblemKind::ContextMissing
+                | ProblemKind::SignatureMissing
+                | ProblemKind::SignatureMalformed
+                | ProblemKind::SignatureExpired
+                | ProblemKind::SignatureInvalid
+                | ProblemKind::SignatureReplayed
+                | ProblemKind::ProducerForbidden
+                | ProblemKind::ReaderForbidden
+                | ProblemKind::SealedFieldRejected
+                | ProblemKind::SealFailed
+                | ProblemKind::SignFailed
+                | ProblemKind::KmsUnavailable => {}
+            }
+        }
     }
 
     #[test]
