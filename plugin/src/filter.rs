@@ -128,8 +128,10 @@ impl Exchange {
             outcome,
             reason: reason.map(ProblemKind::slug),
         };
-        let record = self.shared.audit.borrow_mut().append(self.shared.engine.keyring(), &facts);
-        log(LogLevel::Info, &record);
+        self.shared
+            .audit
+            .borrow_mut()
+            .record(&self.shared.engine, &self.shared.metrics, &facts);
     }
 
     /// The caller, from wherever the policy says it comes from.

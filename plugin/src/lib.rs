@@ -4,6 +4,7 @@
 #![cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 
 mod metrics;
+mod outbox;
 mod property;
 
 #[cfg(target_family = "wasm")]

@@ -26,6 +26,12 @@ pub enum Counter {
     ForwardedDespiteError,
     /// Every local reply with a problem.
     RefusedTotal,
+    /// Audit records written (to the proxy log, and buffered for a collector if configured).
+    AuditRecords,
+    /// Audit records the collector acknowledged.
+    AuditDelivered,
+    /// Audit records dropped from the collector buffer undelivered (they stay in the proxy log).
+    AuditUndelivered,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -43,6 +49,9 @@ impl Counter {
             Self::SignatureFailures,
             Self::ForwardedDespiteError,
             Self::RefusedTotal,
+            Self::AuditRecords,
+            Self::AuditDelivered,
+            Self::AuditUndelivered,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -60,6 +69,9 @@ impl Counter {
             Self::SignatureFailures => "eventseal_signature_failures".to_owned(),
             Self::ForwardedDespiteError => "eventseal_forwarded_despite_error".to_owned(),
             Self::RefusedTotal => "eventseal_refused_total".to_owned(),
+            Self::AuditRecords => "eventseal_audit_records".to_owned(),
+            Self::AuditDelivered => "eventseal_audit_delivered".to_owned(),
+            Self::AuditUndelivered => "eventseal_audit_undelivered".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -76,7 +88,10 @@ impl Counter {
             Self::SignatureFailures => 6,
             Self::ForwardedDespiteError => 7,
             Self::RefusedTotal => 8,
-            Self::Refused(i) => 9 + i,
+            Self::AuditRecords => 9,
+            Self::AuditDelivered => 10,
+            Self::AuditUndelivered => 11,
+            Self::Refused(i) => 12 + i,
         }
     }
 }
@@ -152,6 +167,7 @@ mod tests {
             );
         }
         assert!(names.contains(&"eventseal_refused_signature_replayed".to_owned()));
+        assert!(names.contains(&"eventseal_audit_undelivered".to_owned()));
     }
 
     #[test]

@@ -3,12 +3,17 @@
 
 use crate::filter::{Exchange, Unconfigured};
 use crate::metrics::Counter;
+use crate::outbox::{Effect, Outbox};
 use eventseal_core::{AuditChain, ConfigError, Engine, KeySource, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel, MetricType};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Longest time between two checks of the collector buffer: a full batch waits at most this.
+const MAX_TICK_MS: u64 = 100;
 
 /// Writes one line to the proxy log. Never pass key material or field values.
 pub fn log(level: LogLevel, message: &str) {
@@ -32,10 +37,64 @@ impl Metrics {
     /// Adds one to each counter.
     pub fn add(&self, counters: &[Counter]) {
         for counter in counters {
-            if let Some(&id) = self.0.get(counter.index()) {
-                let _ = hostcalls::increment_metric(id, 1);
-            }
+            self.add_n(*counter, 1);
         }
+    }
+
+    /// Adds `n` to one counter.
+    pub fn add_n(&self, counter: Counter, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Some(&id) = self.0.get(counter.index()) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// The host clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// This VM's audit trail: the chain, and the records waiting for the collector.
+#[derive(Debug)]
+pub struct Audit {
+    chain: AuditChain,
+    outbox: Option<Outbox>,
+}
+
+impl Audit {
+    /// Appends a record: writes it to the proxy log as one JSON line and, with a collector,
+    /// buffers it for delivery.
+    pub fn record(&mut self, engine: &Engine, metrics: &Metrics, facts: &eventseal_core::AuditFacts<'_>) {
+        let record = self.chain.append(engine.keyring(), facts);
+        log(LogLevel::Info, &record);
+        metrics.add(&[Counter::AuditRecords]);
+        if let Some(outbox) = self.outbox.as_mut() {
+            let effect = outbox.push(record);
+            account(metrics, outbox, &effect);
+        }
+    }
+}
+
+/// Counts what a change to the outbox delivered or dropped, and warns once per episode.
+fn account(metrics: &Metrics, outbox: &Outbox, effect: &Effect) {
+    metrics.add_n(Counter::AuditDelivered, effect.delivered);
+    metrics.add_n(Counter::AuditUndelivered, effect.dropped);
+    if effect.warn {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "eventseal: audit collector (cluster {:?}) is not taking records: the buffer of {} is full, \
+                 dropping the oldest undelivered (they stay in this log; counted in eventseal_audit_undelivered)",
+                outbox.config().cluster,
+                outbox.config().buffer_records
+            ),
+        );
     }
 }
 
@@ -46,8 +105,8 @@ pub struct Shared {
     pub engine: Rc<Engine>,
     /// The counters.
     pub metrics: Rc<Metrics>,
-    /// This VM's audit chain (one instance per worker VM).
-    pub audit: Rc<RefCell<AuditChain>>,
+    /// This VM's audit trail (one chain instance per worker VM).
+    pub audit: Rc<RefCell<Audit>>,
 }
 
 /// A random id for this VM's audit chain, so chains of several workers stay apart.
@@ -62,6 +121,8 @@ fn instance_id() -> String {
 #[derive(Default)]
 pub struct Root {
     shared: Option<Shared>,
+    /// The token of the collector call in flight.
+    delivery: Option<u32>,
 }
 
 impl Root {
@@ -101,18 +162,113 @@ fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
     }
 }
 
-impl Context for Root {}
+impl Root {
+    /// Sends the next batch to the collector if one is due and none is in flight.
+    fn flush(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let mut audit = shared.audit.borrow_mut();
+        let Some(outbox) = audit.outbox.as_mut() else { return };
+        let now = now_ms();
+        if self.delivery.is_some() && outbox.answer_lost(now) {
+            // The host never answered (it always should): send the batch again.
+            self.delivery = None;
+            let effect = outbox.failed(now, jitter_permille());
+            account(&shared.metrics, outbox, &effect);
+        }
+        if self.delivery.is_some() {
+            return;
+        }
+        let Some(batch) = outbox.due(now) else { return };
+        let config = outbox.config().clone();
+        let headers = vec![
+            (":method", "POST"),
+            (":path", config.path.as_str()),
+            (":authority", config.authority.as_str()),
+            ("content-type", "application/x-ndjson"),
+        ];
+        match self.dispatch_http_call(
+            &config.cluster,
+            headers,
+            Some(batch.body.as_bytes()),
+            Vec::new(),
+            Duration::from_millis(config.timeout_ms),
+        ) {
+            Ok(token) => self.delivery = Some(token),
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "eventseal: cannot call the audit collector (cluster {:?}): {status:?}",
+                        config.cluster
+                    ),
+                );
+                let effect = outbox.failed(now, jitter_permille());
+                account(&shared.metrics, outbox, &effect);
+            }
+        }
+    }
+}
+
+/// A random fraction in thousandths, so that workers retrying a collector spread out.
+fn jitter_permille() -> u64 {
+    let mut byte = [0u8; 2];
+    let _ = getrandom::fill(&mut byte);
+    u64::from(u16::from_le_bytes(byte)) % 1001
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+        if self.delivery != Some(token_id) {
+            return;
+        }
+        self.delivery = None;
+        let status = self.get_http_call_response_header(":status").and_then(|s| s.parse::<u16>().ok());
+        let Some(shared) = self.shared.clone() else { return };
+        {
+            let mut audit = shared.audit.borrow_mut();
+            let Some(outbox) = audit.outbox.as_mut() else { return };
+            let effect = match status {
+                Some(200..=299) => outbox.delivered(),
+                _ => {
+                    let cluster = &outbox.config().cluster;
+                    let what = status.map_or_else(|| "no response".to_owned(), |s| format!("status {s}"));
+                    log(
+                        LogLevel::Info,
+                        &format!("eventseal: audit collector (cluster {cluster:?}) answered {what}: records kept for a retry"),
+                    );
+                    outbox.failed(now_ms(), jitter_permille())
+                }
+            };
+            account(&shared.metrics, outbox, &effect);
+        }
+        // A backlog goes on at once, a batch at a time.
+        self.flush();
+    }
+}
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        self.flush();
+    }
+
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         match self.load() {
             Ok(engine) => {
                 let rules = engine.policy().rules.len();
+                let outbox = engine.policy().audit.clone().map(|config| Outbox::new(config, now_ms()));
+                if let Some(outbox) = &outbox {
+                    let period = outbox.config().flush_interval_ms.min(MAX_TICK_MS);
+                    self.set_tick_period(Duration::from_millis(period));
+                }
                 self.shared = Some(Shared {
                     engine: Rc::new(engine),
                     metrics: Rc::new(Metrics::define()),
-                    audit: Rc::new(RefCell::new(AuditChain::new(instance_id()))),
+                    audit: Rc::new(RefCell::new(Audit {
+                        chain: AuditChain::new(instance_id()),
+                        outbox,
+                    })),
                 });
+                self.delivery = None;
                 log(LogLevel::Info, &format!("eventseal: configured with {rules} rule(s)"));
                 true
             }
