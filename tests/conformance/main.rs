@@ -7,6 +7,7 @@
 
 mod case;
 mod check;
+mod collector;
 mod jose;
 mod run;
 
@@ -30,12 +31,13 @@ mod secrets {
 
     use crate::jose;
     use crate::run::module;
-    use eventseal_harness::{Headers, PluginConfig};
+    use eventseal_harness::{Headers, PluginConfig, Upstream};
     use serde_json::{Value, json};
 
     const MARKER: &str = "MARKER-7c1e4f0a-do-not-log";
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
     const HOOK: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const AUDIT: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8";
 
     fn request(path: &str, body: &[u8]) -> (Headers, Vec<u8>) {
         let headers: Headers = [
@@ -54,9 +56,11 @@ mod secrets {
         let keys = json!({"keys": [
             {"kty": "oct", "kid": "k1", "alg": "A256GCM", "k": KEY, "status": "primary"},
             {"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"},
+            {"kty": "oct", "kid": "a1", "alg": "HS256", "use": "audit", "k": AUDIT, "status": "primary"},
         ]});
         let config = json!({
             "principal": {"source": "header", "header": "x-client"},
+            "audit": {"collector": {"cluster": "audit"}, "batch_records": 2},
             "rules": [
                 {"name": "seal", "match": {"path": "/seal"}, "context": {"tenant": {"header": "x-tenant"}},
                  "seal": {"fields": ["/secret"], "required": true}},
@@ -66,11 +70,13 @@ mod secrets {
                  "seal": {"fields": ["/secret"]}}
             ]
         });
+        let collector = crate::collector::Collector::start();
         let plugin = module()
             .plugin(
                 PluginConfig::new()
                     .configuration(config.to_string())
-                    .env("EVENTSEAL_KEYS", keys.to_string()),
+                    .env("EVENTSEAL_KEYS", keys.to_string())
+                    .upstream("audit", Upstream::http(collector.address())),
             )
             .expect("the filter starts");
         let key = jose::key_bytes(&[&keys], "k1");
@@ -108,6 +114,8 @@ mod secrets {
         replies.extend(stream.local_reply().map(|r| r.body_text()));
         let _ = stream.finish();
 
+        plugin.advance_time(std::time::Duration::from_secs(2)).expect("ticks");
+
         let logs: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
         // The log is captured (refusals are logged), so this test can see a leak.
         assert!(
@@ -115,8 +123,15 @@ mod secrets {
             "{logs:#?}"
         );
         assert_eq!(replies.len(), 5, "{replies:#?}");
-        for line in logs.iter().chain(&replies) {
-            for secret in [MARKER, KEY, HOOK, "AAECAwQFBgcICQoL", "MfKQ9r8GKYqrTwjUPD8I"] {
+        // One audit record per decision, in the log and at the collector.
+        let records = logs.iter().filter(|l| l.starts_with("{\"audit\":1,")).count();
+        assert_eq!(records, 7, "{logs:#?}");
+        let shipped: Vec<String> = collector.received().into_iter().map(|r| r.body).collect();
+        assert_eq!(shipped.iter().map(|b| b.lines().count()).sum::<usize>(), records);
+        let stats = plugin.stats_text();
+        assert!(stats.contains("eventseal_audit_records"), "{stats}");
+        for line in logs.iter().chain(&replies).chain(&shipped).chain(std::iter::once(&stats)) {
+            for secret in [MARKER, KEY, HOOK, AUDIT, "AAECAwQFBgcICQoL", "MfKQ9r8GKYqrTwjUPD8I", "ICEiIyQlJico"] {
                 assert!(!line.contains(secret), "leaked {secret:?}: {line}");
             }
         }
