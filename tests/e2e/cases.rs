@@ -262,6 +262,22 @@ pub struct Bench {
     pub jwt: JwtIssuer,
 }
 
+impl Bench {
+    /// One Envoy with a listener for each case, a fresh CA, JWT key and upstream.
+    ///
+    /// # Panics
+    /// When Envoy does not start.
+    pub fn start(cases: &[&(String, Case)]) -> Bench {
+        let ca = TestCa::new();
+        let jwt = JwtIssuer::new();
+        let upstream = Upstream::start();
+        let listeners: Vec<Listener> = cases.iter().map(|(n, c)| listener(n, c, &ca, &jwt)).collect();
+        let bootstrap = envoy::bootstrap(&listeners, &[(UPSTREAM.to_owned(), upstream.addr)]);
+        let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy did not start ({}):\n{}", r.status, r.log));
+        Bench { envoy, upstream, ca, jwt }
+    }
+}
+
 /// How Envoy's `/stats/prometheus` names a counter the filter defines as `metric`: Envoy
 /// keeps custom wasm metrics under `wasmcustom.`, and its Prometheus output drops that
 /// namespace and the `envoy_` prefix, so the name is the filter's own.
@@ -270,7 +286,7 @@ pub fn prometheus_name(metric: &str) -> String {
 }
 
 /// Runs `case` through Envoy and the harness; every difference, or `Ok`.
-fn run_case(bench: &Bench, name: &str, case: &Case) -> Result<(), String> {
+pub fn run_case(bench: &Bench, name: &str, case: &Case) -> Result<(), String> {
     let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);
     let sets = [&case.keys, &foreign];
     let request = run::prepare_request(case, &sets);
@@ -416,14 +432,8 @@ fn every_case_through_envoy_matches_the_harness() {
         .collect();
     let (refused, served): (Vec<_>, Vec<_>) = cases.iter().partition(|(_, c)| c.expect.config_refused.is_some());
 
-    let ca = TestCa::new();
-    let jwt = JwtIssuer::new();
-    let upstream = Upstream::start();
-    let listeners: Vec<Listener> = served.iter().map(|(n, c)| listener(n, c, &ca, &jwt)).collect();
-    let bootstrap = envoy::bootstrap(&listeners, &[(UPSTREAM.to_owned(), upstream.addr)]);
-    let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy did not start ({}):\n{}", r.status, r.log));
+    let bench = Bench::start(&served);
     let ready = started.elapsed();
-    let bench = Bench { envoy, upstream, ca, jwt };
 
     let mut failures = Vec::new();
     for (name, case) in &served {

@@ -13,6 +13,7 @@
 //! Servers bind 127.0.0.1 ports the system picks; Envoy is stopped when a test ends.
 
 mod cases;
+mod claims;
 mod client;
 mod envoy;
 mod examples;
