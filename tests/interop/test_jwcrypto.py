@@ -83,8 +83,10 @@ def test_binding_and_key_status_are_enforced_by_eventseal_not_jose(vector):
 
 def test_generate_reproduces_the_committed_vectors(tmp_path):
     subprocess.run([sys.executable, str(VECTORS / "generate.py"), "--out", str(tmp_path)], check=True)
-    fresh = {path.name: path.read_bytes() for path in tmp_path.glob("*.json")}
-    committed = {path.name: path.read_bytes() for path in VECTORS.glob("*.json")}
+    # The dir vectors, and the KMS vectors of FORMAT.md §10 in kms/.
+    fresh = {str(path.relative_to(tmp_path)): path.read_bytes() for path in [*tmp_path.glob("*.json"), *tmp_path.glob("kms/*.json")]}
+    committed = {str(path.relative_to(VECTORS)): path.read_bytes() for path in [*VECTORS.glob("*.json"), *VECTORS.glob("kms/*.json")]}
+    assert any(name.startswith("kms/") for name in committed)
     assert sorted(fresh) == sorted(committed)
     changed = [name for name in sorted(fresh) if fresh[name] != committed[name]]
     assert not changed, f"generate.py output differs from the committed files: {changed}"

@@ -9,7 +9,7 @@ Keys and IVs are FIXED (derived with SHA-256 from a label), so the output is
 deterministic: running this script again must reproduce the committed files byte
 for byte (tests/interop/test_jwcrypto.py checks it). Never reuse these keys.
 
-    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json
+    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json and kms/*.json
     python3 tests/vectors/generate.py --out DIR  # write them somewhere else
 """
 
@@ -550,19 +550,195 @@ vector(
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent)
-    out = parser.parse_args().out
+# --- KMS-wrapped data keys (FORMAT.md §10), in tests/vectors/kms/ -------------------------
+#
+# The data key and the Vault Transit ciphertext that "wraps" it are both fixed: the blob is
+# well formed (vault:v<N>: + base64 of 60 bytes, as Transit writes a 32-byte key) but was
+# never issued by any KMS. A runner plays the KMS from the vector's "kms" member: it
+# unwraps exactly the listed blobs of the listed sources and refuses every other blob.
+
+TRANSIT_ALG = "eventseal.vault-transit"
+SOURCE = "transit:transit/orders"
+
+
+def wrapped_blob(label: str, version: int = 1) -> str:
+    # 60 bytes, as Transit writes a 32-byte key: 12-byte nonce, ciphertext, 16-byte tag.
+    fake = hashlib.sha512(("eventseal test vector wrapped " + label).encode("utf-8")).digest()[:60]
+    return f"vault:v{version}:" + base64.b64encode(fake).decode("ascii")
+
+
+def data_key(label: str) -> bytes:
+    return derive("eventseal test vector data key " + label, 32)
+
+
+DATA_KEY = data_key("orders-1")
+WRAPPED = wrapped_blob("orders-1")
+DATA_KEY_V3 = data_key("orders-3")
+WRAPPED_V3 = wrapped_blob("orders-3", 3)
+# The same data key as DATA_KEY, rewrapped (transit/rewrap) under key version 2.
+REWRAPPED_V2 = wrapped_blob("orders-1 rewrapped", 2)
+
+
+def kms(*entries) -> dict:
+    """The KMS a runner plays: the configured sources and the blobs it unwraps."""
+    return {
+        "sources": [SOURCE],
+        "data_keys": [{"source": SOURCE, "wrapped": blob, "k": b64(key)} for blob, key in entries],
+    }
+
+
+KMS_VECTORS = []
+
+
+def kms_vector(name, description, envelope, expected, *, unwraps=None, pointer=POINTER, context=None, plaintext=None):
+    record = {
+        "description": description,
+        "kms": kms(*(unwraps if unwraps is not None else [(WRAPPED, DATA_KEY)])),
+        "pointer": pointer,
+        "context": dict(sorted((CONTEXT if context is None else context).items())),
+        "envelope": envelope,
+        "expected": expected,
+    }
+    if expected == "success":
+        record["plaintext"] = plaintext
+    KMS_VECTORS.append((name, record))
+
+
+def wrapped_envelope(name, value, *, key=DATA_KEY, blob=WRAPPED, kid=SOURCE, ptr=POINTER, ctx=None, alg=TRANSIT_ALG):
+    """An authentic envelope whose encrypted key is the ASCII of the Transit ciphertext."""
+    ctx = CONTEXT if ctx is None else ctx
+    return compact(key, iv_for(name), header(kid, ptr, ctx, alg=alg), plaintext_of(value), blob.encode("ascii"))
+
+
+name = "100-vault-transit-example"
+kms_vector(
+    name,
+    "The worked example of docs/FORMAT.md §10: a data key wrapped by Transit key transit/orders, version 1.",
+    wrapped_envelope(name, "zoe@example.test"),
+    "success",
+    plaintext="zoe@example.test",
+)
+name = "101-vault-transit-key-version-3"
+kms_vector(
+    name,
+    "A data key issued after two rotations of the Transit key (vault:v3:); the KMS still unwraps v1 keys too.",
+    wrapped_envelope(name, {"number": "4111111111111111"}, key=DATA_KEY_V3, blob=WRAPPED_V3, ptr="/data/card"),
+    "success",
+    unwraps=[(WRAPPED, DATA_KEY), (WRAPPED_V3, DATA_KEY_V3)],
+    pointer="/data/card",
+    plaintext={"number": "4111111111111111"},
+)
+name = "102-vault-transit-rewrapped"
+kms_vector(
+    name,
+    "Sealed with a v1 data key, whose encrypted key was then replaced by its rewrap under v2 "
+    "(transit/rewrap): the tag covers the header, not the encrypted key, so it still opens.",
+    replace_segment(wrapped_envelope(name, "zoe@example.test"), ENCRYPTED_KEY, b64(REWRAPPED_V2.encode("ascii"))),
+    "success",
+    unwraps=[(REWRAPPED_V2, DATA_KEY)],
+    plaintext="zoe@example.test",
+)
+name = "103-vault-transit-moved-field"
+kms_vector(
+    name,
+    "Sealed for /data/customer/phone, found at /data/customer/email.",
+    wrapped_envelope(name, "+44 20 7946 0000", ptr="/data/customer/phone"),
+    "moved_field",
+)
+name = "104-vault-transit-wrong-context"
+kms_vector(
+    name,
+    "Sealed for tenant acme, opened by tenant globex.",
+    wrapped_envelope(name, "zoe@example.test"),
+    "wrong_context",
+    context={"type": "order.created", "tenant": "globex"},
+)
+name = "105-vault-transit-unknown-source"
+kms_vector(
+    name,
+    "The kid names Transit key transit/payments, which is not a configured key source.",
+    wrapped_envelope(name, "zoe@example.test", kid="transit:transit/payments"),
+    "unknown_key",
+)
+name = "106-vault-transit-kms-refuses"
+kms_vector(
+    name,
+    "A well-formed Transit ciphertext that the KMS never issued: it refuses to unwrap it.",
+    wrapped_envelope(name, "zoe@example.test", key=data_key("forged"), blob=wrapped_blob("forged")),
+    "unauthenticated",
+)
+name = "107-vault-transit-swapped-wrapped-key"
+kms_vector(
+    name,
+    "The encrypted key replaced by another data key the KMS did issue: it unwraps, but the tag fails.",
+    replace_segment(wrapped_envelope(name, "zoe@example.test"), ENCRYPTED_KEY, b64(WRAPPED_V3.encode("ascii"))),
+    "unauthenticated",
+    unwraps=[(WRAPPED, DATA_KEY), (WRAPPED_V3, DATA_KEY_V3)],
+)
+name = "108-vault-transit-flipped-ciphertext-bit"
+kms_vector(
+    name,
+    "Bit 0 of the first ciphertext byte flipped.",
+    flip_bit(wrapped_envelope(name, "zoe@example.test"), CIPHERTEXT, 0, 0),
+    "unauthenticated",
+)
+name = "110-vault-transit-empty-encrypted-key"
+kms_vector(
+    name,
+    "alg eventseal.vault-transit with an empty encrypted-key segment.",
+    replace_segment(wrapped_envelope(name, "zoe@example.test"), ENCRYPTED_KEY, ""),
+    "malformed",
+)
+name = "111-vault-transit-raw-key-bytes"
+kms_vector(
+    name,
+    "The encrypted key holds 32 raw bytes, not the ASCII of a vault:v<N>: ciphertext.",
+    replace_segment(wrapped_envelope(name, "zoe@example.test"), ENCRYPTED_KEY, b64(derive(name, 32))),
+    "malformed",
+)
+name = "112-vault-transit-version-zero"
+zero = "vault:v0:" + WRAPPED.split(":", 2)[2]
+kms_vector(
+    name,
+    "The Transit ciphertext names key version 0; versions start at 1.",
+    wrapped_envelope(name, "zoe@example.test", blob=zero),
+    "malformed",
+    unwraps=[(WRAPPED, DATA_KEY)],
+)
+name = "113-vault-transit-local-kid"
+kms_vector(
+    name,
+    "alg eventseal.vault-transit with a kid that does not start with transit:.",
+    wrapped_envelope(name, "zoe@example.test", kid=PRIMARY),
+    "malformed",
+)
+name = "114-dir-with-vault-ciphertext"
+kms_vector(
+    name,
+    "alg dir with a Transit ciphertext in the encrypted key: dir requires it empty.",
+    wrapped_envelope(name, "zoe@example.test", key=DATA_KEY, alg="dir"),
+    "malformed",
+)
+
+
+def write(out: pathlib.Path, vectors) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    names = [name for name, _ in VECTORS]
+    names = [name for name, _ in vectors]
     assert len(names) == len(set(names)), "vector names must be unique"
     for stale in out.glob("*.json"):
         if stale.stem not in names:
             stale.unlink()
-    for name, record in VECTORS:
+    for name, record in vectors:
         text_out = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
         (out / f"{name}.json").write_bytes(text_out.encode("utf-8"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent)
+    out = parser.parse_args().out
+    write(out, VECTORS)
+    write(out / "kms", KMS_VECTORS)
 
 
 if __name__ == "__main__":

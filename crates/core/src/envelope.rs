@@ -2,9 +2,10 @@
 //!
 //! `docs/FORMAT.md` is the specification; section numbers below refer to it.
 
+use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey};
 use crate::keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring};
 use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Nonce, Tag};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use core::fmt;
@@ -60,6 +61,16 @@ pub enum Rejection {
     WrongContext,
     /// The selected value is not a sealed string at all.
     NotSealed,
+    /// The envelope's data key is wrapped by a KMS and the host has not unwrapped it yet.
+    ///
+    /// Not a verdict on the envelope: the host asks the KMS to unwrap `wrapped` under
+    /// `source` and opens again (FORMAT.md §10.3).
+    NeedsDataKey {
+        /// The key source named by the envelope's `kid`.
+        source: KeyId,
+        /// The wrapped data key carried by the envelope.
+        wrapped: WrappedKey,
+    },
 }
 
 impl Rejection {
@@ -73,6 +84,7 @@ impl Rejection {
             Self::MovedField => "moved_field",
             Self::WrongContext => "wrong_context",
             Self::NotSealed => "not_sealed",
+            Self::NeedsDataKey { .. } => "needs_data_key",
         }
     }
 }
@@ -87,6 +99,7 @@ impl fmt::Display for Rejection {
             Self::MovedField => f.write_str("envelope was sealed for another field"),
             Self::WrongContext => f.write_str("envelope was sealed under another context"),
             Self::NotSealed => f.write_str("value is not a sealed envelope"),
+            Self::NeedsDataKey { source, wrapped } => write!(f, "data key {wrapped} of {source} is not unwrapped yet"),
         }
     }
 }
@@ -247,7 +260,35 @@ fn seal_with(key: &Key, pointer: &str, context: &Context, plaintext: &[u8]) -> R
     if !key.take_seal() {
         return Err(SealFailure::KeyExhausted(key.kid().clone()));
     }
-    let header = protected_header(key.kid(), pointer, context);
+    let header = protected_header("dir", key.kid(), pointer, context);
+    seal_under(cipher, &header, "", plaintext)
+}
+
+/// Seals `value` for the field at `pointer` with a data key issued by a KMS (FORMAT.md §10):
+/// the envelope's `kid` is the key source and its encrypted key is the wrapped data key.
+///
+/// # Errors
+/// [`SealFailure`] when the data key reached its encryption limit or there is no randomness.
+pub fn seal_value_with(data_key: &DataKey, pointer: &str, context: &Context, value: &Value) -> Result<String, SealFailure> {
+    let plaintext = Zeroizing::new(serde_json::to_vec(value).unwrap_or_default());
+    seal_bytes_with(data_key, pointer, context, &plaintext)
+}
+
+/// Seals `plaintext`, the JSON text of a field's value, with a data key issued by a KMS.
+///
+/// # Errors
+/// [`SealFailure`] when the data key reached its encryption limit or there is no randomness.
+pub fn seal_bytes_with(data_key: &DataKey, pointer: &str, context: &Context, plaintext: &[u8]) -> Result<String, SealFailure> {
+    if !data_key.take_seal() {
+        return Err(SealFailure::KeyExhausted(data_key.source().clone()));
+    }
+    let header = protected_header(VAULT_TRANSIT_ALG, data_key.source(), pointer, context);
+    let encrypted_key = URL_SAFE_NO_PAD.encode(data_key.wrapped().as_str());
+    seal_under(data_key.cipher(), &header, &encrypted_key, plaintext)
+}
+
+/// Steps 2 to 4 of FORMAT.md §3.5 once the header and encrypted-key segment are known.
+fn seal_under(cipher: &Aes256Gcm, header: &str, encrypted_key: &str, plaintext: &[u8]) -> Result<String, SealFailure> {
     let encoded_header = URL_SAFE_NO_PAD.encode(header);
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|_| SealFailure::Random)?;
@@ -255,9 +296,11 @@ fn seal_with(key: &Key, pointer: &str, context: &Context, plaintext: &[u8]) -> R
     let tag = cipher
         .encrypt_in_place_detached(Nonce::from_slice(&nonce), encoded_header.as_bytes(), &mut buffer)
         .map_err(|_| SealFailure::ValueTooLong)?;
-    let mut out = String::with_capacity(encoded_header.len() + 4 + (buffer.len() + NONCE_LEN + TAG_LEN) * 4 / 3 + 8);
+    let mut out = String::with_capacity(encoded_header.len() + encrypted_key.len() + 4 + (buffer.len() + NONCE_LEN + TAG_LEN) * 4 / 3 + 8);
     out.push_str(&encoded_header);
-    out.push_str("..");
+    out.push('.');
+    out.push_str(encrypted_key);
+    out.push('.');
     URL_SAFE_NO_PAD.encode_string(nonce, &mut out);
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(&buffer[..], &mut out);
@@ -267,7 +310,7 @@ fn seal_with(key: &Key, pointer: &str, context: &Context, plaintext: &[u8]) -> R
 }
 
 /// The header JSON in a fixed member order, so equal inputs give equal headers.
-fn protected_header(kid: &KeyId, pointer: &str, context: &Context) -> String {
+fn protected_header(alg: &str, kid: &KeyId, pointer: &str, context: &Context) -> String {
     let text = |s: &str| Value::String(s.to_owned()).to_string();
     let ctx = context
         .entries()
@@ -275,7 +318,8 @@ fn protected_header(kid: &KeyId, pointer: &str, context: &Context) -> String {
         .collect::<Vec<_>>()
         .join(",");
     format!(
-        r#"{{"alg":"dir","enc":"A256GCM","kid":{},"ptr":{},"ctx":{{{ctx}}}}}"#,
+        r#"{{"alg":{},"enc":"A256GCM","kid":{},"ptr":{},"ctx":{{{ctx}}}}}"#,
+        text(alg),
         text(kid.as_str()),
         text(pointer)
     )
@@ -286,7 +330,23 @@ fn protected_header(kid: &KeyId, pointer: &str, context: &Context) -> String {
 /// # Errors
 /// A [`Rejection`] naming the first rule the envelope breaks.
 pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope: &str) -> Result<(Value, KeyId), Rejection> {
-    let (plaintext, kid) = open_bytes(keyring, pointer, context, envelope)?;
+    open_value_with(keyring, &NoDataKeys, pointer, context, envelope)
+}
+
+/// Opens one envelope like [`open_value`], asking `data_keys` for the data key of an envelope
+/// whose key is wrapped by a KMS (FORMAT.md §10).
+///
+/// # Errors
+/// A [`Rejection`] naming the first rule the envelope breaks, or
+/// [`Rejection::NeedsDataKey`] when `data_keys` has not unwrapped its data key yet.
+pub fn open_value_with(
+    keyring: &Keyring,
+    data_keys: &dyn DataKeyLookup,
+    pointer: &str,
+    context: &Context,
+    envelope: &str,
+) -> Result<(Value, KeyId), Rejection> {
+    let (plaintext, kid) = open_bytes_with(keyring, data_keys, pointer, context, envelope)?;
     let value = serde_json::from_slice(&plaintext).map_err(|_| Rejection::Malformed("plaintext is not JSON"))?;
     Ok((value, kid))
 }
@@ -297,6 +357,22 @@ pub fn open_value(keyring: &Keyring, pointer: &str, context: &Context, envelope:
 /// # Errors
 /// A [`Rejection`] naming the first rule the envelope breaks.
 pub fn open_bytes(keyring: &Keyring, pointer: &str, context: &Context, envelope: &str) -> Result<(Zeroizing<Vec<u8>>, KeyId), Rejection> {
+    open_bytes_with(keyring, &NoDataKeys, pointer, context, envelope)
+}
+
+/// Opens one envelope like [`open_bytes`], asking `data_keys` for the data key of an envelope
+/// whose key is wrapped by a KMS (FORMAT.md §10).
+///
+/// # Errors
+/// A [`Rejection`] naming the first rule the envelope breaks, or
+/// [`Rejection::NeedsDataKey`] when `data_keys` has not unwrapped its data key yet.
+pub fn open_bytes_with(
+    keyring: &Keyring,
+    data_keys: &dyn DataKeyLookup,
+    pointer: &str,
+    context: &Context,
+    envelope: &str,
+) -> Result<(Zeroizing<Vec<u8>>, KeyId), Rejection> {
     let mut parts = envelope.split('.');
     let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
@@ -309,12 +385,24 @@ pub fn open_bytes(keyring: &Keyring, pointer: &str, context: &Context, envelope:
     if header.enc != "A256GCM" {
         return Err(Rejection::Malformed("unsupported enc"));
     }
-    if header.alg != "dir" {
-        return Err(Rejection::Malformed("unsupported alg"));
-    }
-    if !ek.is_empty() {
-        return Err(Rejection::Malformed("alg dir requires an empty encrypted key"));
-    }
+    // Steps 6 and 7: the key management mode, and the encrypted key it implies.
+    let wrapped = match header.alg.as_str() {
+        "dir" if ek.is_empty() => None,
+        "dir" => return Err(Rejection::Malformed("alg dir requires an empty encrypted key")),
+        VAULT_TRANSIT_ALG => {
+            if ek.is_empty() {
+                return Err(Rejection::Malformed("alg eventseal.vault-transit requires the wrapped data key"));
+            }
+            let blob = decode(ek, "encrypted key is not base64url")?;
+            let text = std::str::from_utf8(&blob).map_err(|_| Rejection::Malformed("wrapped data key is not ASCII"))?;
+            let wrapped = WrappedKey::parse(text).map_err(Rejection::Malformed)?;
+            if !header.kid.starts_with(VAULT_TRANSIT_KID_PREFIX) {
+                return Err(Rejection::Malformed("alg eventseal.vault-transit requires a transit: kid"));
+            }
+            Some(wrapped)
+        }
+        _ => return Err(Rejection::Malformed("unsupported alg")),
+    };
     let nonce = decode(iv, "iv is not base64url")?;
     let sealed = decode(ct, "ciphertext is not base64url")?;
     let tag = decode(tag, "tag is not base64url")?;
@@ -324,15 +412,33 @@ pub fn open_bytes(keyring: &Keyring, pointer: &str, context: &Context, envelope:
     if tag.len() != TAG_LEN {
         return Err(Rejection::Malformed("tag is not 128 bits"));
     }
-    // Only sealing keys count: a signing key's kid in an envelope is simply unknown.
-    let key = keyring
-        .get(&header.kid)
-        .filter(|k| k.key_use() == KeyUse::Seal)
-        .ok_or_else(|| Rejection::UnknownKey(KeyId::from_untrusted(&header.kid)))?;
-    if key.status() == KeyStatus::Disabled {
-        return Err(Rejection::DisabledKey(key.kid().clone()));
-    }
-    let cipher = key.aead().ok_or_else(|| Rejection::UnknownKey(key.kid().clone()))?;
+    let (cipher, kid) = match &wrapped {
+        None => {
+            // Only sealing keys count: a signing key's kid in an envelope is simply unknown.
+            let key = keyring
+                .get(&header.kid)
+                .filter(|k| k.key_use() == KeyUse::Seal)
+                .ok_or_else(|| Rejection::UnknownKey(KeyId::from_untrusted(&header.kid)))?;
+            if key.status() == KeyStatus::Disabled {
+                return Err(Rejection::DisabledKey(key.kid().clone()));
+            }
+            let cipher = key.aead().ok_or_else(|| Rejection::UnknownKey(key.kid().clone()))?;
+            (cipher, key.kid().clone())
+        }
+        Some(wrapped) => match data_keys.unwrap(&header.kid, wrapped) {
+            Unwrap::Ready(key) if key.source().as_str() == header.kid && key.wrapped() == wrapped => (key.cipher(), key.source().clone()),
+            // A lookup that answers with another key than the one asked for: nothing it
+            // decrypts could be trusted.
+            Unwrap::Ready(_) | Unwrap::Refused => return Err(Rejection::Unauthenticated),
+            Unwrap::Pending => {
+                return Err(Rejection::NeedsDataKey {
+                    source: KeyId::from_untrusted(&header.kid),
+                    wrapped: wrapped.clone(),
+                });
+            }
+            Unwrap::UnknownSource => return Err(Rejection::UnknownKey(KeyId::from_untrusted(&header.kid))),
+        },
+    };
     let mut plaintext = Zeroizing::new(sealed);
     cipher
         .decrypt_in_place_detached(Nonce::from_slice(&nonce), h.as_bytes(), &mut plaintext, Tag::from_slice(&tag))
@@ -348,7 +454,7 @@ pub fn open_bytes(keyring: &Keyring, pointer: &str, context: &Context, envelope:
     if !is_json {
         return Err(Rejection::Malformed("plaintext is not JSON"));
     }
-    Ok((plaintext, key.kid().clone()))
+    Ok((plaintext, kid))
 }
 
 #[cfg(test)]
@@ -405,6 +511,86 @@ mod tests {
         let a = seal_value(&ring, "/a", &ctx(), &json!(1)).unwrap().0;
         let b = seal_value(&ring, "/a", &ctx(), &json!(1)).unwrap().0;
         assert_ne!(a.split('.').nth(2), b.split('.').nth(2));
+    }
+
+    /// A lookup holding data keys by wrapped blob, for one key source.
+    struct Unwrapped(Vec<DataKey>);
+
+    impl DataKeyLookup for Unwrapped {
+        fn unwrap(&self, source: &str, wrapped: &WrappedKey) -> Unwrap<'_> {
+            if source != "transit:transit/orders" {
+                return Unwrap::UnknownSource;
+            }
+            self.0
+                .iter()
+                .find(|k| k.wrapped() == wrapped)
+                .map_or(Unwrap::Pending, Unwrap::Ready)
+        }
+    }
+
+    fn data_key(byte: u8, wrapped: &str) -> DataKey {
+        let source = KeyId::vault_transit("transit", "orders").unwrap();
+        DataKey::new(
+            source,
+            &crate::SecretBytes::new(vec![byte; 32]),
+            WrappedKey::parse(wrapped).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn kms_envelopes_round_trip_and_ask_for_their_data_key() {
+        let key = data_key(1, "vault:v1:AAAA");
+        let jwe = seal_value_with(&key, "/a", &ctx(), &json!({"n": 1})).unwrap();
+        assert_eq!(key.seals(), 1);
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jwe.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["alg"], "eventseal.vault-transit");
+        assert_eq!(header["kid"], "transit:transit/orders");
+        assert_eq!(URL_SAFE_NO_PAD.decode(jwe.split('.').nth(1).unwrap()).unwrap(), b"vault:v1:AAAA");
+        let lookup = Unwrapped(vec![key]);
+        let (value, kid) = open_value_with(&Keyring::default(), &lookup, "/a", &ctx(), &jwe).unwrap();
+        assert_eq!((value, kid.as_str()), (json!({"n": 1}), "transit:transit/orders"));
+        assert_eq!(
+            open_value_with(&Keyring::default(), &lookup, "/b", &ctx(), &jwe),
+            Err(Rejection::MovedField)
+        );
+        let empty = Unwrapped(Vec::new());
+        let needs = open_value_with(&Keyring::default(), &empty, "/a", &ctx(), &jwe).unwrap_err();
+        assert!(
+            matches!(&needs, Rejection::NeedsDataKey { source, wrapped } if source.as_str() == "transit:transit/orders" && wrapped.as_str() == "vault:v1:AAAA")
+        );
+        // Without a KMS the source is unknown, as the kid of a key not in the keyring.
+        assert!(matches!(open_value(&ring(), "/a", &ctx(), &jwe), Err(Rejection::UnknownKey(_))));
+    }
+
+    #[test]
+    fn a_rewrapped_data_key_keeps_the_envelope_authentic() {
+        // Rewrap changes the encrypted key only; the tag covers the header, not that segment.
+        let jwe = seal_value_with(&data_key(9, "vault:v1:AAAA"), "/a", &ctx(), &json!("x")).unwrap();
+        let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode("vault:v2:BBBB");
+        let rewrapped = parts.join(".");
+        let lookup = Unwrapped(vec![data_key(9, "vault:v2:BBBB")]);
+        assert_eq!(
+            open_value_with(&Keyring::default(), &lookup, "/a", &ctx(), &rewrapped).unwrap().0,
+            json!("x")
+        );
+        // A blob the KMS unwraps to another key: not authentic.
+        let other = Unwrapped(vec![data_key(8, "vault:v2:BBBB")]);
+        assert_eq!(
+            open_value_with(&Keyring::default(), &other, "/a", &ctx(), &rewrapped),
+            Err(Rejection::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn a_data_key_seals_at_most_its_limit() {
+        let key = data_key(3, "vault:v1:AAAA");
+        key.seals.store(crate::MAX_SEALS_PER_KEY, core::sync::atomic::Ordering::Relaxed);
+        assert!(matches!(
+            seal_value_with(&key, "/a", &ctx(), &json!(1)),
+            Err(SealFailure::KeyExhausted(_))
+        ));
     }
 
     #[test]

@@ -24,6 +24,11 @@ impl KeyId {
     pub(crate) fn from_untrusted(kid: &str) -> Self {
         Self(kid.chars().filter(|c| !c.is_control()).take(128).collect())
     }
+
+    /// A kid built by core itself from validated parts.
+    pub(crate) fn from_trusted(kid: String) -> Self {
+        Self(kid)
+    }
 }
 
 impl fmt::Display for KeyId {

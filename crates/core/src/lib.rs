@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod datakey;
 mod document;
 mod engine;
 mod envelope;
@@ -15,9 +16,15 @@ mod secret;
 mod webhook;
 
 pub use audit::{AuditChain, AuditFacts, BreakReason, ChainBreak, ChainSummary, verify_audit_log};
+pub use datakey::{
+    DataKey, DataKeyError, DataKeyLookup, MAX_WRAPPED_KEY_LEN, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey,
+};
 pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields};
 pub use engine::{BodyJob, Decision, Engine, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, glob_matches};
-pub use envelope::{Context, Rejection, SealFailure, open_bytes, open_value, seal_bytes, seal_value};
+pub use envelope::{
+    Context, Rejection, SealFailure, open_bytes, open_bytes_with, open_value, open_value_with, seal_bytes, seal_bytes_with, seal_value,
+    seal_value_with,
+};
 pub use event::Event;
 pub use json::{DocumentError, Limits};
 pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY};

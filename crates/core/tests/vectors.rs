@@ -287,3 +287,163 @@ fn no_single_byte_change_to_a_success_vector_opens() {
         assert!(seen.contains_key(class), "no modified vector gave {class}: {seen:?}");
     }
 }
+
+/// The KMS vectors of `tests/vectors/kms/` (docs/FORMAT.md §10): envelopes whose data key is
+/// wrapped by Vault Transit. The vector's `kms` member describes the KMS this runner plays:
+/// the configured key sources, and the only wrapped keys it unwraps (with their data keys).
+mod kms {
+    use super::{OUTCOMES, decode_base64url};
+    use eventseal_core::{Context, DataKey, DataKeyLookup, KeyId, Keyring, Rejection, SecretBytes, Unwrap, WrappedKey, open_value_with};
+    use serde_json::Value;
+    use std::path::{Path, PathBuf};
+
+    struct Kms {
+        sources: Vec<String>,
+        keys: Vec<DataKey>,
+    }
+
+    impl DataKeyLookup for Kms {
+        fn unwrap(&self, source: &str, wrapped: &WrappedKey) -> Unwrap<'_> {
+            if !self.sources.iter().any(|s| s == source) {
+                return Unwrap::UnknownSource;
+            }
+            let issued = self.keys.iter().find(|k| k.source().as_str() == source && k.wrapped() == wrapped);
+            issued.map_or(Unwrap::Refused, Unwrap::Ready)
+        }
+    }
+
+    struct Vector {
+        file: String,
+        kms: Kms,
+        pointer: String,
+        context: Context,
+        envelope: String,
+        expected: String,
+        plaintext: Option<Value>,
+    }
+
+    fn source_kid(text: &str) -> KeyId {
+        let (mount, key) = text
+            .strip_prefix("transit:")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .unwrap_or_else(|| panic!("{text}: not transit:<mount>/<key>"));
+        KeyId::vault_transit(mount, key).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn load(path: &Path) -> Vector {
+        let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("readable vector")).expect("vector is JSON");
+        let text = |v: &Value| v.as_str().unwrap_or_else(|| panic!("{file}: {v} is not a string")).to_owned();
+        let kms = &doc["kms"];
+        let sources = kms["sources"].as_array().expect("kms.sources").iter().map(text).collect();
+        let keys = kms["data_keys"]
+            .as_array()
+            .expect("kms.data_keys")
+            .iter()
+            .map(|entry| {
+                let bytes = decode_base64url(&text(&entry["k"])).expect("k is base64url");
+                let wrapped = WrappedKey::parse(&text(&entry["wrapped"])).expect("a vault: ciphertext");
+                DataKey::new(source_kid(&text(&entry["source"])), &SecretBytes::new(bytes), wrapped).expect("a 32-byte data key")
+            })
+            .collect();
+        let context = doc["context"]
+            .as_object()
+            .expect("context")
+            .iter()
+            .map(|(name, value)| (name.clone(), text(value)))
+            .collect();
+        Vector {
+            kms: Kms { sources, keys },
+            pointer: text(&doc["pointer"]),
+            context,
+            envelope: text(&doc["envelope"]),
+            expected: text(&doc["expected"]),
+            plaintext: doc.get("plaintext").cloned(),
+            file,
+        }
+    }
+
+    fn all() -> Vec<Vector> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/kms");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("tests/vectors/kms exists")
+            .map(|entry| entry.expect("readable directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        files.iter().map(|path| load(path)).collect()
+    }
+
+    fn open(v: &Vector, envelope: &str) -> Result<Value, Rejection> {
+        open_value_with(&Keyring::default(), &v.kms, &v.pointer, &v.context, envelope).map(|(value, _)| value)
+    }
+
+    #[test]
+    fn every_kms_vector_gives_its_expected_outcome() {
+        let vectors = all();
+        assert!(vectors.len() >= 10, "only {} KMS vectors", vectors.len());
+        let mut failures = Vec::new();
+        for v in &vectors {
+            let result = open(v, &v.envelope);
+            let got = result.as_ref().map_or_else(Rejection::class, |_| "success");
+            if got != v.expected {
+                failures.push(format!("{}: expected {}, got {got} ({result:?})", v.file, v.expected));
+            } else if let Ok(value) = &result
+                && Some(value) != v.plaintext.as_ref()
+            {
+                failures.push(format!("{}: plaintext {value} instead of {:?}", v.file, v.plaintext));
+            }
+        }
+        for outcome in OUTCOMES.iter().filter(|o| **o != "disabled_key") {
+            if !vectors.iter().any(|v| v.expected == *outcome) {
+                failures.push(format!("no KMS vector expects {outcome}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn the_format_kms_worked_example_is_a_vector() {
+        let spec = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/FORMAT.md")).expect("docs/FORMAT.md");
+        let unwrapped: String = spec.split_whitespace().collect();
+        let example = all()
+            .into_iter()
+            .find(|v| v.file == "100-vault-transit-example.json")
+            .expect("the §10 example");
+        assert_eq!(
+            open(&example, &example.envelope).expect("it opens"),
+            Value::from("zoe@example.test")
+        );
+        assert!(
+            unwrapped.contains(&example.envelope),
+            "docs/FORMAT.md §10.5 does not show the envelope of kms/100"
+        );
+        assert!(
+            unwrapped.contains(example.kms.keys[0].wrapped().as_str()),
+            "§10.5 does not show its wrapped key"
+        );
+    }
+
+    #[test]
+    fn no_single_byte_change_to_a_kms_success_vector_opens() {
+        let mut tried = 0usize;
+        for v in all().iter().filter(|v| v.expected == "success") {
+            for position in 0..v.envelope.len() {
+                let mut bytes = v.envelope.clone().into_bytes();
+                bytes[position] ^= 0x01;
+                let mutated = String::from_utf8(bytes).expect("ASCII stays ASCII");
+                let result = std::panic::catch_unwind(|| open(v, &mutated).map_err(|r| r.class()));
+                match result {
+                    Err(_) => panic!("{}: byte {position}: open_value_with panicked", v.file),
+                    Ok(Ok(value)) => panic!("{}: byte {position} ^ 0x01 still opens, to {value}", v.file),
+                    // The binding is judged only after authentication.
+                    Ok(Err(class @ ("moved_field" | "wrong_context" | "needs_data_key"))) => {
+                        panic!("{}: byte {position} ^ 0x01 gave {class}", v.file)
+                    }
+                    Ok(Err(_)) => tried += 1,
+                }
+            }
+        }
+        assert!(tried > 500, "only {tried} modified KMS vectors");
+    }
+}
