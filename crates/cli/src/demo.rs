@@ -29,6 +29,7 @@ pub fn run(event: &str) -> Result<(), Failure> {
         headers: Vec::new(),
         body: Some(event.as_bytes()),
         response_body: None,
+        properties: Vec::new(),
     };
     let outcome = filter.exchange(&publish)?;
     if let Some(reply) = outcome.local_reply() {
@@ -50,6 +51,7 @@ pub fn run(event: &str) -> Result<(), Failure> {
             headers: vec![("x-demo-principal".to_owned(), reader.to_owned())],
             body: None,
             response_body: Some(&sealed),
+            properties: Vec::new(),
         };
         let outcome = filter.exchange(&read)?;
         if let Some(reply) = outcome.local_reply() {

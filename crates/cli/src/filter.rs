@@ -1,7 +1,7 @@
 //! Runs events through the embedded filter in the wasmtime harness, as Envoy would.
 
 use crate::Failure;
-use eventseal_harness::{HttpExchange, HttpOutcome, Module, Plugin, PluginConfig};
+use eventseal_harness::{HttpExchange, HttpOutcome, Module, Plugin, PluginConfig, PropertyPath, PropertyValue};
 
 /// The filter module, compiled into this binary at build time.
 const FILTER_WASM: &[u8] = include_bytes!(env!("EVENTSEAL_PROXY_WASM"));
@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
     /// The upstream's response body, for rules that apply to responses.
     pub response_body: Option<&'a [u8]>,
+    /// Stream properties, as Envoy would provide them (peer certificate, JWT metadata).
+    pub properties: Vec<(PropertyPath, PropertyValue)>,
 }
 
 impl Filter {
@@ -52,8 +54,13 @@ impl Filter {
             (":method".to_owned(), request.method.to_owned()),
             (":path".to_owned(), request.path.to_owned()),
         ];
-        headers.push((":authority".to_owned(), "eventseal.local".to_owned()));
-        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        let given = |name: &str| request.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if !given(":authority") {
+            headers.push((":authority".to_owned(), "eventseal.local".to_owned()));
+        }
+        if !given("content-type") {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
         headers.extend(request.headers.iter().cloned());
         let mut exchange = HttpExchange::new(headers);
         if let Some(body) = request.body {
@@ -61,8 +68,16 @@ impl Filter {
         }
         exchange = exchange.response_headers([(":status", "200"), ("content-type", "application/json")]);
         exchange = exchange.response_body(request.response_body.unwrap_or_default().to_vec());
+        for (path, value) in &request.properties {
+            exchange = exchange.property(path.clone(), value.clone());
+        }
         self.plugin
             .run_http(exchange)
             .map_err(|e| Failure::new(format!("the filter failed: {e}")))
+    }
+
+    /// The filter's log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.plugin.logs().into_iter().map(|l| l.message).collect()
     }
 }

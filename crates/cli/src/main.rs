@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod event;
 mod filter;
 mod keys;
 
@@ -25,11 +26,73 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Seal an event's fields through the filter, as Envoy would; print the event.
+    Seal(EventArgs),
+    /// Open an event's sealed fields for a principal through the filter; print the event.
+    Open(EventArgs),
+    /// Verify an event's Standard Webhooks signature (-H webhook-*) through the filter.
+    Verify(EventArgs),
+    /// Sign an event: print the Standard Webhooks headers.
+    ///
+    /// Signing does not go through the filter: in Envoy (proxy-wasm ABI 0.2.1) headers are
+    /// forwarded before the body is read, so the filter cannot sign and refuses "sign": true
+    /// at load. This command signs with eventseal-core directly, with the keyring's primary
+    /// HS256 key (and every active one, for rotation), like the component does.
+    Sign {
+        /// The keyring (a JWK Set file) holding the signing key.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The webhook-id (default: a random msg_... id).
+        #[arg(long)]
+        id: Option<String>,
+        /// The webhook-timestamp in Unix seconds (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// Print one JSON object instead of three header lines.
+        #[arg(long)]
+        json: bool,
+        /// The event file (signed byte for byte).
+        event: PathBuf,
+    },
     /// Seal an example event with the filter, then open it for two readers (no services needed).
     Demo {
         /// The event to publish (default: examples/demo/order.json, built in).
         event: Option<PathBuf>,
     },
+}
+
+/// One event through the embedded filter (the same wasm module Envoy loads).
+///
+/// The event is printed to stdout as the filter forwards it. A refusal prints the filter's
+/// problem+json to stderr and exits with 1.
+#[derive(clap::Args)]
+struct EventArgs {
+    /// The policy (docs/CONFIG.md), as given to Envoy.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The keyring (a JWK Set file), passed as the policy's key environment variable.
+    #[arg(long)]
+    keyring: PathBuf,
+    /// The request method the rule is matched with.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// The request path the rule is matched with.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// A request header, 'name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The caller: mTLS URI SAN, trusted header value or JWT claim, per the policy's principal source.
+    #[arg(long)]
+    principal: Option<String>,
+    /// JWT claims (a JSON object) for a policy whose principal source is "jwt".
+    #[arg(long)]
+    claims: Option<String>,
+    /// Which body the event is (default: request, unless the rule applies to responses only).
+    #[arg(long, value_enum)]
+    direction: Option<event::Direction>,
+    /// The event file.
+    event: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -80,13 +143,60 @@ enum AuditCommand {
 
 /// A one-line error for the user; never contains key material.
 #[derive(Debug)]
-pub struct Failure(String);
+pub struct Failure {
+    message: String,
+    /// The message is the filter's problem+json, printed as it is.
+    problem: bool,
+}
 
 impl Failure {
     /// A failure with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            problem: false,
+        }
     }
+
+    /// The filter refused: its problem+json body.
+    pub fn problem(body: impl Into<String>) -> Self {
+        Self {
+            message: body.into(),
+            problem: true,
+        }
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))
+}
+
+fn run_event(operation: event::Operation, args: EventArgs) -> Result<(), Failure> {
+    let exchange = event::Exchange {
+        method: args.method,
+        path: args.path,
+        headers: args.headers,
+        principal: args.principal,
+        claims: args.claims,
+        direction: args.direction,
+    };
+    let body = event::run(
+        operation,
+        &read(&args.policy)?,
+        &read(&args.keyring)?,
+        &exchange,
+        &read_bytes(&args.event)?,
+    )?;
+    let mut out = std::io::stdout().lock();
+    std::io::Write::write_all(&mut out, &body)
+        .and_then(|()| {
+            if body.ends_with(b"\n") {
+                Ok(())
+            } else {
+                std::io::Write::write_all(&mut out, b"\n")
+            }
+        })
+        .map_err(|e| Failure::new(format!("cannot write the event: {e}")))
 }
 
 fn read(path: &Path) -> Result<String, Failure> {
@@ -103,6 +213,25 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Seal(args) => run_event(event::Operation::Seal, args)?,
+        Command::Open(args) => run_event(event::Operation::Open, args)?,
+        Command::Verify(args) => run_event(event::Operation::Verify, args)?,
+        Command::Sign {
+            keyring,
+            id,
+            timestamp,
+            json,
+            event: path,
+        } => {
+            let headers = event::sign(&read(&keyring)?, id, timestamp, &read_bytes(&path)?)?;
+            if json {
+                println!("{}", event::headers_json(&headers));
+            } else {
+                for (name, value) in &headers {
+                    println!("{name}: {value}");
+                }
+            }
+        }
         Command::Demo { event } => {
             let event = match event {
                 Some(path) => read(&path)?,
@@ -146,7 +275,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(message)) => {
+        Err(Failure { message, problem: true }) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+        Err(Failure { message, .. }) => {
             eprintln!("eventseal: {message}");
             ExitCode::FAILURE
         }
