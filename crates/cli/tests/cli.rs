@@ -101,10 +101,18 @@ fn every_command_has_help() {
         &["keys", "generate", "--help"],
         &["keys", "rotate", "--help"],
         &["audit", "verify", "--help"],
+        &["audit", "--help"],
+        &["seal", "--help"],
+        &["open", "--help"],
+        &["verify", "--help"],
+        &["sign", "--help"],
+        &["demo", "--help"],
     ] {
         let out = stdout(&eventseal(args));
         assert!(out.contains("Usage"), "{args:?}: {out}");
     }
+    let sign = stdout(&eventseal(&["sign", "--help"]));
+    assert!(sign.contains("does not go through the filter"), "{sign}");
 }
 
 #[test]
@@ -128,4 +136,359 @@ fn demo_seals_then_opens_per_reader() {
         "support may not open the card: it stays sealed"
     );
     assert_eq!(support["data"]["customer"], original["data"]["customer"]);
+}
+
+/// The demo's policy, keyring and event, as files an operator would pass.
+fn demo_file(name: &str) -> String {
+    format!("{}/../../examples/demo/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fails_with_one_line(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "one clear line: {err:?}");
+    err
+}
+
+#[test]
+fn seal_then_open_per_reader_through_the_filter() {
+    let dir = temp_dir("seal-open");
+    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
+    let sealed = stdout(&eventseal(&[
+        "seal",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--path",
+        "/events/orders",
+        &demo_file("order.json"),
+    ]));
+    assert!(!sealed.contains("4111") && !sealed.contains("zoe@example.test"), "{sealed}");
+    let sealed_json: serde_json::Value = serde_json::from_str(&sealed).unwrap();
+    assert!(sealed_json["data"]["card"].as_str().unwrap().starts_with("eyJ"));
+    let sealed_path = dir.join("sealed.json");
+    std::fs::write(&sealed_path, &sealed).unwrap();
+    let sealed_arg = sealed_path.to_str().unwrap();
+    let open = |reader: &str| {
+        eventseal(&[
+            "open",
+            "--policy",
+            &policy,
+            "--keyring",
+            &keys,
+            "--method",
+            "GET",
+            "--path",
+            "/events/orders/ord-2041",
+            "--principal",
+            reader,
+            sealed_arg,
+        ])
+    };
+    let original: serde_json::Value = serde_json::from_str(include_str!("../../../examples/demo/order.json")).unwrap();
+    let billing: serde_json::Value = serde_json::from_str(&stdout(&open("billing"))).unwrap();
+    assert_eq!(
+        billing, original,
+        "billing opens every field (the rule applies to responses: the default direction)"
+    );
+    let support: serde_json::Value = serde_json::from_str(&stdout(&open("support"))).unwrap();
+    assert_eq!(
+        support["data"]["card"], sealed_json["data"]["card"],
+        "support may not open the card"
+    );
+    assert_eq!(support["data"]["customer"], original["data"]["customer"]);
+    let stranger: serde_json::Value = serde_json::from_str(&stdout(&open("stranger"))).unwrap();
+    assert_eq!(stranger, sealed_json, "default deny: nothing opens");
+
+    let wrong_direction = eventseal(&[
+        "open",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--method",
+        "GET",
+        "--path",
+        "/events/orders/x",
+        "--direction",
+        "request",
+        sealed_arg,
+    ]);
+    assert!(fails_with_one_line(&wrong_direction).contains("does not apply to request bodies"));
+    let not_a_sealing_rule = eventseal(&[
+        "seal",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--method",
+        "GET",
+        "--path",
+        "/events/orders/x",
+        sealed_arg,
+    ]);
+    assert!(fails_with_one_line(&not_a_sealing_rule).contains("never seals"));
+}
+
+#[test]
+fn a_refusal_prints_the_problem_and_never_the_plaintext() {
+    let dir = temp_dir("refusal");
+    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
+    let secret = "PLANTED-SECRET-5e0c";
+    // No "type": the context value is missing, so the event is refused, not sealed.
+    let event = dir.join("untyped.json");
+    std::fs::write(
+        &event,
+        format!(r#"{{"data":{{"card":"{secret}","customer":{{"email":"{secret}"}}}}}}"#),
+    )
+    .unwrap();
+    let out = eventseal(&[
+        "seal",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--path",
+        "/events/orders",
+        event.to_str().unwrap(),
+    ]);
+    let err = fails_with_one_line(&out);
+    let problem: serde_json::Value = serde_json::from_str(&err).expect("stderr is the problem+json");
+    assert_eq!(problem["type"], "urn:eventseal:problem:context-missing");
+    assert_eq!(problem["status"], 400);
+    assert!(out.stdout.is_empty());
+    assert!(!err.contains(secret), "{err}");
+
+    // A tampered envelope in a response: Envoy would reset the stream; the CLI says why.
+    let sealed = stdout(&eventseal(&[
+        "seal",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--path",
+        "/events/orders",
+        &demo_file("order.json"),
+    ]));
+    let mut tampered: serde_json::Value = serde_json::from_str(&sealed).unwrap();
+    let card = tampered["data"]["card"].as_str().unwrap().to_owned();
+    tampered["data"]["card"] = serde_json::Value::String(card.replacen("eyJ", "eyK", 1));
+    let path = dir.join("tampered.json");
+    std::fs::write(&path, tampered.to_string()).unwrap();
+    let out = eventseal(&[
+        "open",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--method",
+        "GET",
+        "--path",
+        "/events/orders/x",
+        "--principal",
+        "billing",
+        path.to_str().unwrap(),
+    ]);
+    let err = fails_with_one_line(&out);
+    assert!(err.contains("reset the stream") && err.contains("sealed-field-rejected"), "{err}");
+    assert!(!err.contains("4111"), "{err}");
+}
+
+#[test]
+fn sign_then_verify_through_the_filter() {
+    let dir = temp_dir("sign-verify");
+    let jwk = stdout(&eventseal(&["keys", "generate", "--purpose", "sign", "--kid", "hooks-1"]));
+    let keys = dir.join("keys.json");
+    std::fs::write(&keys, format!("{{\"keys\":[{jwk}]}}")).unwrap();
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]}"#,
+    )
+    .unwrap();
+    let event = dir.join("event.json");
+    let body = r#"{"type":"invoice.paid","id":"inv-1"}"#;
+    std::fs::write(&event, body).unwrap();
+    let (keys, policy, event) = (keys.to_str().unwrap(), policy.to_str().unwrap(), event.to_str().unwrap());
+
+    let lines = stdout(&eventseal(&["sign", "--keyring", keys, "--id", "msg_1", event]));
+    let headers: Vec<&str> = lines.lines().collect();
+    assert_eq!(headers.len(), 3, "{lines}");
+    assert_eq!(headers[0], "webhook-id: msg_1");
+    assert!(
+        headers[1].starts_with("webhook-timestamp: ") && headers[2].starts_with("webhook-signature: v1,"),
+        "{lines}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&eventseal(&["sign", "--keyring", keys, "--json", event]))).unwrap();
+    assert!(json["webhook-id"].as_str().unwrap().starts_with("msg_"));
+    assert!(json["webhook-signature"].as_str().unwrap().starts_with("v1,"));
+
+    let verify = |event: &str| {
+        let mut args = vec!["verify", "--policy", policy, "--keyring", keys, "--path", "/hooks"];
+        for h in &headers {
+            args.extend(["-H", h]);
+        }
+        args.push(event);
+        eventseal(&args)
+    };
+    assert_eq!(stdout(&verify(event)).trim_end(), body, "a verified event passes unchanged");
+    let forged = dir.join("forged.json");
+    std::fs::write(&forged, body.replace("inv-1", "inv-2")).unwrap();
+    let err = fails_with_one_line(&verify(forged.to_str().unwrap()));
+    let problem: serde_json::Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(
+        (problem["status"].as_u64(), problem["type"].as_str()),
+        (Some(401), Some("urn:eventseal:problem:signature-invalid"))
+    );
+    let unsigned = eventseal(&["verify", "--policy", policy, "--keyring", keys, "--path", "/hooks", event]);
+    assert!(fails_with_one_line(&unsigned).contains("signature-missing"));
+
+    // Without a signing key there is nothing to sign with.
+    let seal_only = dir.join("seal-only.json");
+    std::fs::write(&seal_only, std::fs::read_to_string(demo_file("keys.json")).unwrap()).unwrap();
+    let err = fails_with_one_line(&eventseal(&["sign", "--keyring", seal_only.to_str().unwrap(), event]));
+    assert!(err.contains("no primary HS256"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_one_clear_line() {
+    let dir = temp_dir("bad-args");
+    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
+    let order = demo_file("order.json");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["seal", "--policy", "/nonexistent/p.json", "--keyring", &keys, &order],
+            "cannot read /nonexistent/p.json",
+        ),
+        (
+            vec!["seal", "--policy", &policy, "--keyring", &keys, "--path", "/elsewhere", &order],
+            "no rule of the policy matches POST /elsewhere",
+        ),
+        (
+            vec!["seal", "--policy", &policy, "--keyring", &keys, "-H", "no-colon", &order],
+            "is not 'name: value'",
+        ),
+        (
+            vec!["open", "--policy", &policy, "--keyring", &keys, "--claims", "{}", &order],
+            "--claims needs",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = fails_with_one_line(&eventseal(&args));
+        assert!(err.starts_with("eventseal: ") && err.contains(expected), "{args:?}: {err}");
+    }
+    let bad_policy = dir.join("policy.json");
+    std::fs::write(&bad_policy, r#"{"rules": [{"name": "r", "seal": {"fields": ["card"]}}]}"#).unwrap();
+    let err = fails_with_one_line(&eventseal(&[
+        "seal",
+        "--policy",
+        bad_policy.to_str().unwrap(),
+        "--keyring",
+        &keys,
+        &order,
+    ]));
+    assert!(err.contains("/rules/0/seal/fields/0"), "{err}");
+}
+
+/// A proxy log written by the filter itself, through the harness, as Envoy would write it.
+fn filter_audit_log(dir: &std::path::Path) -> (PathBuf, PathBuf, Vec<String>) {
+    use eventseal_harness::{Headers, Module, PluginConfig};
+    let keys = serde_json::json!({"keys": [
+        {"kty": "oct", "kid": "k1", "alg": "A256GCM", "k": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "status": "primary"},
+        {"kty": "oct", "kid": "a1", "alg": "HS256", "use": "audit", "k": "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8", "status": "primary"},
+    ]});
+    let policy = serde_json::json!({
+        "principal": {"source": "header", "header": "x-client"},
+        "rules": [
+            {"name": "publish", "match": {"methods": ["POST"], "path": "/orders"}, "producers": ["shop-*"], "seal": {"fields": ["/card"]}},
+            {"name": "read", "match": {"methods": ["GET"], "path": "/orders"}, "apply_to": "response",
+             "open": {"fields": ["/card"], "readers": ["billing"]}}
+        ]
+    });
+    let plugin = Module::from_file(env!("EVENTSEAL_PROXY_WASM"))
+        .unwrap()
+        .plugin(
+            PluginConfig::new()
+                .configuration(policy.to_string())
+                .env("EVENTSEAL_KEYS", keys.to_string()),
+        )
+        .unwrap();
+    let send = |method: &str, client: &str, body: Option<&str>, response: Option<&str>| {
+        let headers: Headers = [
+            (":method", method),
+            (":path", "/orders"),
+            (":authority", "gateway.example"),
+            ("content-type", "application/json"),
+            ("x-client", client),
+        ]
+        .into();
+        let mut exchange =
+            eventseal_harness::HttpExchange::new(headers).response_headers([(":status", "200"), ("content-type", "application/json")]);
+        if let Some(body) = body {
+            exchange = exchange.request_body(body);
+        }
+        if let Some(response) = response {
+            exchange = exchange.response_body(response);
+        }
+        plugin.run_http(exchange).unwrap()
+    };
+    let card = r#"{"id":"e1","card":"4111 1111 1111 1111"}"#;
+    let sealed = send("POST", "shop-1", Some(card), None).forwarded_request().unwrap().body_text();
+    send("POST", "mailer", Some(card), None); // producer refused
+    send("GET", "billing", None, Some(&sealed)); // opened
+    send("GET", "support", None, Some(&sealed)); // withheld
+    send("POST", "shop-2", Some("{not json"), None); // refused: malformed
+    send("POST", "shop-3", Some(card), None); // sealed
+    let lines: Vec<String> = plugin
+        .logs()
+        .into_iter()
+        .map(|l| format!("[2026-11-23 19:00:00.000][17][info][wasm] wasm log eventseal: {}", l.message))
+        .collect();
+    let keys_path = dir.join("keys.json");
+    std::fs::write(&keys_path, keys.to_string()).unwrap();
+    (dir.join("envoy.log"), keys_path, lines)
+}
+
+#[test]
+fn audit_verify_accepts_the_filters_log_and_names_the_first_broken_link() {
+    let dir = temp_dir("filter-audit");
+    let (log, keys, lines) = filter_audit_log(&dir);
+    let records: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("{\"audit\":1,")).collect();
+    assert_eq!(records.len(), 6, "one record per decision: {lines:#?}");
+    assert!(!lines.concat().contains("4111"), "no plaintext in the log");
+    let verify = |lines: &[String]| {
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        eventseal(&["audit", "verify", "--keyring", keys.to_str().unwrap(), log.to_str().unwrap()])
+    };
+    assert!(stdout(&verify(&lines)).contains("ok: 6 records in 1 chain(s)"));
+
+    // One record deleted: the next record is the first broken link.
+    let mut deleted = lines.clone();
+    deleted.remove(records[2]);
+    let err = fails_with_one_line(&verify(&deleted));
+    assert!(
+        err.contains(&format!("line {}: sequence 3 where 2 was expected", records[3])),
+        "{err}"
+    );
+
+    // Two records swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(records[1], records[2]);
+    let err = fails_with_one_line(&verify(&swapped));
+    assert!(
+        err.contains(&format!("line {}: sequence 2 where 1 was expected", records[1] + 1)),
+        "{err}"
+    );
+
+    // One field edited: the refused producer becomes allowed.
+    let mut edited = lines.clone();
+    assert!(edited[records[1]].contains("\"outcome\":\"refused\""));
+    edited[records[1]] = edited[records[1]].replace("\"outcome\":\"refused\"", "\"outcome\":\"allowed\"");
+    let err = fails_with_one_line(&verify(&edited));
+    assert!(err.contains(&format!("line {}: record was modified", records[1] + 1)), "{err}");
 }
