@@ -9,6 +9,7 @@ mod envelope;
 mod event;
 mod json;
 mod keyring;
+mod kms;
 mod pointer;
 mod policy;
 mod problem;
@@ -28,6 +29,7 @@ pub use envelope::{
 pub use event::Event;
 pub use json::{DocumentError, Limits};
 pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY};
+pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, TransitCall, VaultTransit};
 pub use pointer::{FieldPath, PointerError};
 pub use policy::{
     AuditDelivery, ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch, Policy,

@@ -4,8 +4,10 @@
 //! because a typo in a security policy must not silently turn a rule off.
 
 use crate::json::Limits;
-use crate::keyring::{Keyring, KeyringError};
+use crate::keyring::{KeyId, Keyring, KeyringError};
+use crate::kms::{DataKeyLimits, VaultTransit};
 use crate::pointer::FieldPath;
+use crate::secret::SecretBytes;
 use crate::webhook::DEFAULT_TOLERANCE_SECS;
 use core::fmt;
 use serde_json::{Map, Value};
@@ -64,6 +66,8 @@ pub struct Policy {
     pub principal: PrincipalSource,
     /// Where the keyring comes from.
     pub keys: KeySource,
+    /// The KMS key source that seals (envelope encryption), if any (`keys.vault_transit`).
+    pub vault_transit: Option<VaultTransit>,
     /// Signature timestamp tolerance in seconds, either side of now.
     pub tolerance_secs: u64,
     /// Where the filter ships its audit records, batched, besides the proxy log.
@@ -113,6 +117,8 @@ pub enum KeySource {
     Inline(Value),
     /// A JWK Set in this environment variable (Envoy: `vm_config.environment_variables`).
     Env(String),
+    /// No local keyring: only the KMS key source (`keys` has `vault_transit` alone).
+    None,
 }
 
 /// Where the principal comes from.
@@ -359,11 +365,12 @@ impl Policy {
             limits: Limits::default(),
             principal: PrincipalSource::None,
             keys: KeySource::Env("EVENTSEAL_KEYS".to_owned()),
+            vault_transit: None,
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
             audit: None,
         };
         member(root, "", "keys", |n| {
-            policy.keys = parse_key_source(n)?;
+            (policy.keys, policy.vault_transit) = parse_key_source(n)?;
             Ok(())
         })?;
         member(root, "", "principal", |n| {
@@ -422,10 +429,14 @@ impl Policy {
                 let text = env(name).ok_or_else(|| invalid("/keys/env", format!("environment variable {name} to hold a JWK Set")))?;
                 Keyring::from_jwks(&text)?
             }
+            KeySource::None => Keyring::default(),
         };
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.seal.is_some() && keyring.primary(crate::KeyUse::Seal).is_none() {
-                return Err(invalid(&format!("/rules/{i}/seal"), "a keyring with a primary A256GCM key"));
+            if rule.seal.is_some() && self.vault_transit.is_none() && keyring.primary(crate::KeyUse::Seal).is_none() {
+                return Err(invalid(
+                    &format!("/rules/{i}/seal"),
+                    "a keyring with a primary A256GCM key, or a vault_transit key source",
+                ));
             }
             if rule.sign && keyring.primary(crate::KeyUse::Sign).is_none() {
                 return Err(invalid(&format!("/rules/{i}/sign"), "a keyring with a primary HS256 key"));
@@ -433,22 +444,135 @@ impl Policy {
         }
         Ok(keyring)
     }
+
+    /// The KMS token for the `vault_transit` key source, from its environment variable.
+    ///
+    /// # Errors
+    /// [`ConfigError`] at `/keys/vault_transit/token_env` if the variable is unset or empty;
+    /// the error never contains the token.
+    pub fn load_kms_token(&self, env: impl Fn(&str) -> Option<String>) -> Result<Option<SecretBytes>, ConfigError> {
+        let Some(transit) = &self.vault_transit else { return Ok(None) };
+        let token = env(&transit.token_env).filter(|t| !t.is_empty()).ok_or_else(|| {
+            invalid(
+                "/keys/vault_transit/token_env",
+                format!("environment variable {} to hold the KMS token", transit.token_env),
+            )
+        })?;
+        Ok(Some(SecretBytes::new(token.into_bytes())))
+    }
 }
 
-fn parse_key_source(n: Node<'_>) -> Result<KeySource, ConfigError> {
-    let map = n.object(&["inline", "env"])?;
-    match (map.get("inline"), map.get("env")) {
-        (Some(jwks), None) => Ok(KeySource::Inline(jwks.clone())),
+fn parse_key_source(n: Node<'_>) -> Result<(KeySource, Option<VaultTransit>), ConfigError> {
+    let map = n.object(&["inline", "env", "vault_transit"])?;
+    let mut transit = None;
+    member(map, n.at, "vault_transit", |t| {
+        transit = Some(parse_vault_transit(t)?);
+        Ok(())
+    })?;
+    let keys = match (map.get("inline"), map.get("env")) {
+        (Some(jwks), None) => KeySource::Inline(jwks.clone()),
         (None, Some(_)) => {
             let mut name = String::new();
             member(map, n.at, "env", |e| {
                 name = e.string()?.to_owned();
                 Ok(())
             })?;
-            Ok(KeySource::Env(name))
+            KeySource::Env(name)
         }
-        _ => Err(invalid(n.at, "exactly one of \"inline\" (a JWK Set) or \"env\" (a variable name)")),
+        (None, None) if transit.is_some() => KeySource::None,
+        _ => {
+            return Err(invalid(
+                n.at,
+                "exactly one of \"inline\" (a JWK Set) or \"env\" (a variable name), optionally with \"vault_transit\"",
+            ));
+        }
+    };
+    Ok((keys, transit))
+}
+
+fn parse_vault_transit(n: Node<'_>) -> Result<VaultTransit, ConfigError> {
+    let map = n.object(&[
+        "cluster",
+        "authority",
+        "mount",
+        "key",
+        "token_env",
+        "timeout_ms",
+        "max_seals_per_key",
+        "max_key_age_ms",
+        "refresh_ahead_ms",
+        "cache_keys",
+        "cache_ttl_ms",
+        "backoff_initial_ms",
+        "backoff_max_ms",
+    ])?;
+    let text = |name: &str, expected: &str| -> Result<Option<String>, ConfigError> {
+        let mut out = None;
+        member(map, n.at, name, |m| {
+            let s = m.string()?;
+            if s.is_empty() {
+                return Err(invalid(m.at, expected));
+            }
+            out = Some(s.to_owned());
+            Ok(())
+        })?;
+        Ok(out)
+    };
+    let required = |name: &str, expected: &str| -> Result<String, ConfigError> {
+        text(name, expected)?.ok_or_else(|| invalid(&format!("{}/{name}", n.at), expected))
+    };
+    let cluster = required("cluster", "the Envoy cluster that reaches the KMS")?;
+    let key = required("key", "the Transit key name")?;
+    let token_env = required("token_env", "the name of the environment variable holding the KMS token")?;
+    let mount = text("mount", "the Transit mount path")?.unwrap_or_else(|| "transit".to_owned());
+    let authority = text("authority", "the :authority of KMS requests")?.unwrap_or_else(|| cluster.clone());
+    if let Err(expected) = KeyId::vault_transit(&mount, "k") {
+        return Err(invalid(&format!("{}/mount", n.at), expected));
     }
+    if let Err(expected) = KeyId::vault_transit(&mount, &key) {
+        return Err(invalid(&format!("{}/key", n.at), expected));
+    }
+    let mut limits = DataKeyLimits::default();
+    let number = |name: &str, min: u64, max: u64, out: &mut u64| {
+        member(map, n.at, name, |m| {
+            let v = m.positive()?;
+            if !(min..=max).contains(&v) {
+                return Err(invalid(m.at, format!("an integer from {min} to {max}")));
+            }
+            *out = v;
+            Ok(())
+        })
+    };
+    number("timeout_ms", 10, 600_000, &mut limits.timeout_ms)?;
+    number("max_seals_per_key", 1, crate::MAX_SEALS_PER_KEY, &mut limits.max_seals_per_key)?;
+    number("max_key_age_ms", 1_000, 30 * 86_400_000, &mut limits.max_key_age_ms)?;
+    number("refresh_ahead_ms", 1, 30 * 86_400_000, &mut limits.refresh_ahead_ms)?;
+    number("cache_ttl_ms", 1_000, 30 * 86_400_000, &mut limits.cache_ttl_ms)?;
+    number("backoff_initial_ms", 1, 3_600_000, &mut limits.backoff_initial_ms)?;
+    number("backoff_max_ms", 1, 3_600_000, &mut limits.backoff_max_ms)?;
+    let mut cache_keys = limits.cache_keys as u64;
+    number("cache_keys", 1, 1_000_000, &mut cache_keys)?;
+    limits.cache_keys = usize::try_from(cache_keys).map_err(|_| invalid(&format!("{}/cache_keys", n.at), "a smaller integer"))?;
+    if limits.refresh_ahead_ms >= limits.max_key_age_ms {
+        return Err(invalid(
+            &format!("{}/refresh_ahead_ms", n.at),
+            format!("less than max_key_age_ms ({})", limits.max_key_age_ms),
+        ));
+    }
+    if limits.backoff_max_ms < limits.backoff_initial_ms {
+        return Err(invalid(
+            &format!("{}/backoff_max_ms", n.at),
+            format!("at least backoff_initial_ms ({})", limits.backoff_initial_ms),
+        ));
+    }
+    Ok(VaultTransit {
+        cluster,
+        authority,
+        mount,
+        key,
+        token_env,
+        limits,
+    })
 }
 
 fn parse_audit(n: Node<'_>) -> Result<AuditDelivery, ConfigError> {
@@ -888,6 +1012,70 @@ mod tests {
             "/rules/1/name"
         );
         assert_eq!(error(json!({"rules": [{"name": "idle"}]})), "/rules/0");
+    }
+
+    #[test]
+    fn vault_transit_has_defaults_and_located_errors() {
+        let with = |keys: Value| json!({"keys": keys, "rules": [{"name": "r", "seal": {"fields": ["/a"]}}]});
+        let minimal = json!({"vault_transit": {"cluster": "bao", "key": "orders", "token_env": "BAO_TOKEN"}});
+        let policy = Policy::from_value(&with(minimal)).unwrap();
+        assert_eq!(policy.keys, KeySource::None);
+        let transit = policy.vault_transit.clone().unwrap();
+        assert_eq!(
+            (transit.mount.as_str(), transit.authority.as_str(), transit.source().as_str()),
+            ("transit", "bao", "transit:transit/orders")
+        );
+        assert_eq!(transit.limits, DataKeyLimits::default());
+        // Sealing needs no local A256GCM key with a KMS; the token comes from the environment.
+        assert!(policy.load_keyring(|_| None).is_ok());
+        let token = policy
+            .load_kms_token(|name| (name == "BAO_TOKEN").then(|| "s.secret".to_owned()))
+            .unwrap();
+        assert_eq!(token.unwrap().expose(), b"s.secret");
+        let unset = policy.load_kms_token(|_| None).unwrap_err();
+        assert!(
+            matches!(&unset, ConfigError::Invalid { at, .. } if at == "/keys/vault_transit/token_env"),
+            "{unset}"
+        );
+        let full = json!({"env": "EVENTSEAL_KEYS", "vault_transit": {
+            "cluster": "bao", "authority": "bao.internal", "mount": "kms/eu", "key": "orders", "token_env": "T",
+            "timeout_ms": 500, "max_seals_per_key": 10, "max_key_age_ms": 60000, "refresh_ahead_ms": 5000,
+            "cache_keys": 8, "cache_ttl_ms": 120000, "backoff_initial_ms": 100, "backoff_max_ms": 5000
+        }});
+        let policy = Policy::from_value(&with(full)).unwrap();
+        assert_eq!(policy.keys, KeySource::Env("EVENTSEAL_KEYS".into()));
+        let limits = policy.vault_transit.unwrap().limits;
+        assert_eq!((limits.max_seals_per_key, limits.cache_keys, limits.timeout_ms), (10, 8, 500));
+        for (transit, at) in [
+            (json!({"key": "k", "token_env": "T"}), "/keys/vault_transit/cluster"),
+            (json!({"cluster": "c", "token_env": "T"}), "/keys/vault_transit/key"),
+            (json!({"cluster": "c", "key": "k"}), "/keys/vault_transit/token_env"),
+            (
+                json!({"cluster": "c", "key": "k", "token_env": "T", "token": "s.x"}),
+                "/keys/vault_transit/token",
+            ),
+            (json!({"cluster": "c", "key": "a/b", "token_env": "T"}), "/keys/vault_transit/key"),
+            (
+                json!({"cluster": "c", "key": "k", "mount": "/x", "token_env": "T"}),
+                "/keys/vault_transit/mount",
+            ),
+            (
+                json!({"cluster": "c", "key": "k", "token_env": "T", "max_seals_per_key": 0}),
+                "/keys/vault_transit/max_seals_per_key",
+            ),
+            (
+                json!({"cluster": "c", "key": "k", "token_env": "T", "max_key_age_ms": 5000, "refresh_ahead_ms": 5000}),
+                "/keys/vault_transit/refresh_ahead_ms",
+            ),
+            (
+                json!({"cluster": "c", "key": "k", "token_env": "T", "backoff_initial_ms": 500, "backoff_max_ms": 100}),
+                "/keys/vault_transit/backoff_max_ms",
+            ),
+        ] {
+            let err = Policy::from_value(&with(json!({"vault_transit": transit}))).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid { at: got, .. } if got == at), "{at}: {err}");
+            assert!(!err.to_string().contains("s.x"));
+        }
     }
 
     #[test]
