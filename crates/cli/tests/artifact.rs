@@ -9,5 +9,8 @@ fn filter_wasm_is_under_one_megabyte() {
     let size = std::fs::metadata(path).expect("the build script built the filter").len();
     // Printed with `cargo test -p eventseal --test artifact -- --nocapture`.
     println!("eventseal.wasm: {size} bytes ({path})");
-    assert!(size < SIZE_GOAL_BYTES, "eventseal.wasm is {size} bytes, over the {SIZE_GOAL_BYTES}-byte goal");
+    assert!(
+        size < SIZE_GOAL_BYTES,
+        "eventseal.wasm is {size} bytes, over the {SIZE_GOAL_BYTES}-byte goal"
+    );
 }
