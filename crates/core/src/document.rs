@@ -1,6 +1,7 @@
 //! Sealing and opening the selected fields of a whole event, all or nothing.
 
-use crate::envelope::{Context, Rejection, SealFailure, open_bytes, seal_bytes};
+use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys};
+use crate::envelope::{Context, Rejection, SealFailure, open_bytes_with, seal_bytes, seal_bytes_with};
 use crate::event::{Event, Span, splice};
 use crate::json::{DocumentError, Limits};
 use crate::keyring::{KeyId, Keyring};
@@ -128,6 +129,15 @@ impl std::error::Error for OpenError {}
 /// A replacement of one value's bytes in the event.
 pub(crate) type Edit = (Range<usize>, Vec<u8>);
 
+/// What seals fields: the keyring's primary key, or a data key issued by the KMS.
+#[derive(Clone, Copy)]
+pub(crate) enum Sealer<'a> {
+    /// The keyring's primary `A256GCM` key (`alg` `dir`).
+    Keyring(&'a Keyring),
+    /// A KMS data key (FORMAT.md §10).
+    DataKey(&'a DataKey),
+}
+
 /// The selected spans, with `absent` outcomes for selectors that matched nothing.
 fn select(event: &Event<'_>, fields: &[FieldPath], required: bool, outcomes: &mut Vec<FieldOutcome>) -> Result<Vec<Span>, String> {
     let (spans, absent) = event.select(fields);
@@ -153,7 +163,7 @@ pub(crate) fn seal_spans(
     event: &Event<'_>,
     fields: &[FieldPath],
     required: bool,
-    keyring: &Keyring,
+    sealer: Sealer<'_>,
     context: &Context,
 ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), SealError> {
     let mut outcomes = Vec::new();
@@ -161,7 +171,11 @@ pub(crate) fn seal_spans(
     let mut edits = Vec::with_capacity(spans.len());
     for Span { pointer, range } in spans {
         let plaintext = &event.text().as_bytes()[range.clone()];
-        let (jwe, kid) = seal_bytes(keyring, &pointer, context, plaintext).map_err(|failure| SealError::Field {
+        let sealed = match sealer {
+            Sealer::Keyring(keyring) => seal_bytes(keyring, &pointer, context, plaintext),
+            Sealer::DataKey(key) => seal_bytes_with(key, &pointer, context, plaintext).map(|jwe| (jwe, key.source().clone())),
+        };
+        let (jwe, kid) = sealed.map_err(|failure| SealError::Field {
             pointer: pointer.clone(),
             failure,
         })?;
@@ -188,6 +202,7 @@ pub(crate) fn open_spans(
     fields: &[FieldPath],
     required: bool,
     keyring: &Keyring,
+    data_keys: &dyn DataKeyLookup,
     context: &Context,
 ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), OpenError> {
     let mut outcomes = Vec::new();
@@ -200,7 +215,7 @@ pub(crate) fn open_spans(
         };
         let envelope: std::borrow::Cow<'_, str> =
             serde_json::from_str(&event.text()[range.clone()]).map_err(|_| rejected(Rejection::NotSealed))?;
-        let (plaintext, kid) = open_bytes(keyring, &pointer, context, &envelope).map_err(rejected)?;
+        let (plaintext, kid) = open_bytes_with(keyring, data_keys, &pointer, context, &envelope).map_err(rejected)?;
         edits.push((range, plaintext.to_vec()));
         outcomes.push(FieldOutcome {
             pointer,
@@ -248,7 +263,7 @@ pub fn seal_fields(
     limits: &Limits,
 ) -> Result<(Vec<u8>, Vec<FieldOutcome>), SealError> {
     let event = Event::parse(body, limits).map_err(SealError::Document)?;
-    let (edits, outcomes) = seal_spans(&event, fields, required, keyring, context)?;
+    let (edits, outcomes) = seal_spans(&event, fields, required, Sealer::Keyring(keyring), context)?;
     Ok((splice(event.text(), &edits), outcomes))
 }
 
@@ -266,7 +281,7 @@ pub fn open_fields(
     limits: &Limits,
 ) -> Result<(Vec<u8>, Vec<FieldOutcome>), OpenError> {
     let event = Event::parse(body, limits).map_err(OpenError::Document)?;
-    let (edits, outcomes) = open_spans(&event, fields, required, keyring, context)?;
+    let (edits, outcomes) = open_spans(&event, fields, required, keyring, &NoDataKeys, context)?;
     Ok((splice(event.text(), &edits), outcomes))
 }
 

@@ -1,8 +1,9 @@
 //! The decisions for one exchange: which rule applies, who may send, and what happens to
 //! each body. Hosts (the proxy-wasm filter, the component, the CLI) only move bytes.
 
-use crate::document::{Edit, FieldOutcome, OpenError, SealError, open_spans, seal_spans, withhold_spans};
-use crate::envelope::Context;
+use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, WrappedKey};
+use crate::document::{Edit, FieldOutcome, OpenError, SealError, Sealer, open_spans, seal_spans, withhold_spans};
+use crate::envelope::{Context, Rejection, wrapped_key_of};
 use crate::event::{Event, splice};
 use crate::keyring::{KeyId, Keyring};
 use crate::policy::{ContextSource, Denied, Grant, OnError, PathMatch, Policy, Rule};
@@ -121,6 +122,34 @@ pub enum Decision {
     },
 }
 
+/// The data keys a host supplies to [`Engine::decide_with`] when the policy has a KMS key source.
+#[derive(Clone, Copy)]
+pub struct KmsKeys<'a> {
+    /// The data key that seals, leased from the cache for [`KmsNeeds::seals`] values.
+    pub seal: Option<&'a DataKey>,
+    /// The unwrapped data keys, for opening.
+    pub open: &'a dyn DataKeyLookup,
+}
+
+impl KmsKeys<'_> {
+    /// No KMS keys: what [`Engine::decide`] uses.
+    pub fn none() -> Self {
+        KmsKeys {
+            seal: None,
+            open: &NoDataKeys,
+        }
+    }
+}
+
+/// What one body needs from the KMS before it can be decided (see [`Engine::kms_needs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KmsNeeds {
+    /// How many values it seals with a KMS data key (0: no data key needed).
+    pub seals: u64,
+    /// The wrapped data keys of the envelopes it may open, each once.
+    pub unwrap: Vec<WrappedKey>,
+}
+
 /// A body to forward (`None`: the original bytes) and the headers to set on it.
 type Forwarded = (Option<Vec<u8>>, Vec<(String, String)>);
 
@@ -169,8 +198,49 @@ impl Engine {
 
     /// Decides on one whole body: verify, seal, open, sign, in that order, all or nothing.
     pub fn decide(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache) -> Decision {
+        self.decide_with(job, replay, KmsKeys::none())
+    }
+
+    /// What this body needs from the KMS key source of the policy: how many fields it seals,
+    /// and which wrapped data keys the fields it may open carry. Empty without a KMS, and for
+    /// bodies that [`Engine::decide_with`] will refuse anyway. Changes nothing (no replay
+    /// cache), so a host can ask, pause the stream for the KMS, then decide.
+    pub fn kms_needs(&self, job: &BodyJob<'_>) -> KmsNeeds {
+        let mut needs = KmsNeeds::default();
+        let Some(transit) = &self.policy.vault_transit else { return needs };
+        let rule = job.rule;
+        if !rule.needs_json() || job.body.len() > self.policy.limits.max_body_bytes {
+            return needs;
+        }
+        let Ok(event) = Event::parse(job.body, &self.policy.limits) else {
+            return needs;
+        };
+        if let Some(seal) = &rule.seal {
+            needs.seals = u64::try_from(event.select(&seal.fields).0.len()).unwrap_or(u64::MAX);
+        }
+        let source = transit.source();
+        for group in rule.open.iter().filter(|g| granted(&g.readers, job.principal)) {
+            for span in event.select(&group.fields.fields).0 {
+                let Ok(envelope) = serde_json::from_str::<std::borrow::Cow<'_, str>>(&event.text()[span.range]) else {
+                    continue;
+                };
+                if let Some((kid, wrapped)) = wrapped_key_of(&envelope)
+                    && kid == source.as_str()
+                    && !needs.unwrap.contains(&wrapped)
+                {
+                    needs.unwrap.push(wrapped);
+                }
+            }
+        }
+        needs
+    }
+
+    /// Decides on one whole body like [`Engine::decide`], sealing with the KMS data key in
+    /// `keys` and opening with its unwrapped keys. A data key the host did not supply gives
+    /// `503 kms-unavailable`, never a plaintext or half-sealed body.
+    pub fn decide_with(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache, keys: KmsKeys<'_>) -> Decision {
         let mut report = Report::default();
-        match self.apply(job, replay, &mut report) {
+        match self.apply(job, replay, keys, &mut report) {
             Ok((body, set_headers)) => Decision::Forward { body, set_headers, report },
             Err(problem)
                 if job.rule.on_error == OnError::ForwardUnchanged
@@ -189,7 +259,7 @@ impl Engine {
         }
     }
 
-    fn apply(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache, report: &mut Report) -> Result<Forwarded, Problem> {
+    fn apply(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache, keys: KmsKeys<'_>, report: &mut Report) -> Result<Forwarded, Problem> {
         let (rule, direction) = (job.rule, job.direction);
         let limits = &self.policy.limits;
         report.event_id = header(job.headers, "ce-id").map(str::to_owned);
@@ -235,8 +305,13 @@ impl Engine {
                 let context = context
                     .as_ref()
                     .map_err(|name| Problem::seal(&SealError::ContextMissing { name: name.clone() }, direction))?;
+                let sealer = match (&self.policy.vault_transit, keys.seal) {
+                    (None, _) => Sealer::Keyring(&self.keyring),
+                    (Some(_), Some(key)) => Sealer::DataKey(key),
+                    (Some(transit), None) => return Err(Problem::kms_unavailable(&transit.source(), direction, 1)),
+                };
                 let (sealed, outcomes) =
-                    seal_spans(&event, &seal.fields, seal.required, &self.keyring, context).map_err(|e| Problem::seal(&e, direction))?;
+                    seal_spans(&event, &seal.fields, seal.required, sealer, context).map_err(|e| Problem::seal(&e, direction))?;
                 claim(&mut edits, sealed, outcomes, &mut report.fields);
             }
             for group in &rule.open {
@@ -244,8 +319,21 @@ impl Engine {
                     let context = context
                         .as_ref()
                         .map_err(|name| Problem::open(&OpenError::ContextMissing { name: name.clone() }, direction))?;
-                    open_spans(&event, &group.fields.fields, group.fields.required, &self.keyring, context)
-                        .map_err(|e| Problem::open(&e, direction))?
+                    open_spans(
+                        &event,
+                        &group.fields.fields,
+                        group.fields.required,
+                        &self.keyring,
+                        keys.open,
+                        context,
+                    )
+                    .map_err(|e| match &e {
+                        OpenError::Field {
+                            rejection: Rejection::NeedsDataKey { source, .. },
+                            ..
+                        } => Problem::kms_unavailable(source, direction, 1),
+                        _ => Problem::open(&e, direction),
+                    })?
                 } else {
                     match &group.denied {
                         Denied::Refuse => {
@@ -439,6 +527,103 @@ mod tests {
         assert!(is_json_media_type(Some("Application/CloudEvents+JSON")));
         assert!(!is_json_media_type(Some("text/plain")));
         assert!(!is_json_media_type(None));
+    }
+
+    #[test]
+    fn kms_rules_ask_for_data_keys_and_fail_closed_without_them() {
+        use crate::{DataKeyCache, Lease, Outcome, SecretBytes, VaultTransit};
+        let policy = Policy::from_value(&serde_json::json!({
+            "keys": {"vault_transit": {"cluster": "bao", "key": "orders", "token_env": "BAO_TOKEN"}},
+            "rules": [
+                {"name": "in", "match": {"path": "/in"}, "seal": {"fields": ["/card", "/items/*/price"]}},
+                {"name": "out", "match": {"path": "/out"}, "open": {"fields": ["/card", "/items/*/price"], "readers": ["*"]}},
+            ],
+        }))
+        .unwrap();
+        let transit: VaultTransit = policy.vault_transit.clone().unwrap();
+        let engine = Engine::new(policy, Keyring::default());
+        let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        let principal = Principal {
+            id: "reader".into(),
+            claims: Value::Null,
+        };
+        let job = |path: &'static str, body: &'static [u8]| BodyJob {
+            rule: engine.policy().rules.iter().find(|r| r.name == path).unwrap(),
+            direction: Direction::Request,
+            request: RequestHead {
+                method: "POST",
+                path: "/",
+                authority: "a",
+                headers: &headers,
+            },
+            headers: &headers,
+            principal: Some(&principal),
+            body,
+            now: 0,
+        };
+        let body: &[u8] = br#"{"card": "4111", "items": [{"price": 1}, {"price": 2}]}"#;
+        let seal = job("in", body);
+        assert_eq!(
+            engine.kms_needs(&seal),
+            KmsNeeds {
+                seals: 3,
+                unwrap: Vec::new()
+            }
+        );
+        let Decision::Refuse { problem, .. } = engine.decide(&seal, &mut MemoryReplayCache::default()) else {
+            panic!("sealed without a data key")
+        };
+        assert_eq!((problem.status, problem.retry_after), (503, Some(1)));
+        // The host leases a data key from its cache (here issued without a KMS) and decides again.
+        let mut cache = DataKeyCache::new(transit.source(), transit.limits, 1);
+        let Lease::Start(call) = cache.lease(0, 3) else {
+            panic!("expected a call")
+        };
+        let wrapped = crate::WrappedKey::parse("vault:v1:AAAA").unwrap();
+        let issued = crate::DataKey::new(transit.source(), &SecretBytes::new(vec![4; 32]), wrapped.clone()).unwrap();
+        cache.complete(0, call.id, Outcome::Key(issued));
+        let Lease::Ready { key, .. } = cache.lease(0, 3) else {
+            panic!("expected a key")
+        };
+        let keys = KmsKeys {
+            seal: Some(&key),
+            open: &NoDataKeys,
+        };
+        let Decision::Forward { body: Some(sealed), .. } = engine.decide_with(&seal, &mut MemoryReplayCache::default(), keys) else {
+            panic!("not sealed")
+        };
+        assert_eq!(key.seals(), 3);
+        let sealed: &'static [u8] = Box::leak(sealed.into_boxed_slice());
+        let open = job("out", sealed);
+        assert_eq!(
+            engine.kms_needs(&open),
+            KmsNeeds {
+                seals: 0,
+                unwrap: vec![wrapped]
+            }
+        );
+        let missing = engine.decide_with(
+            &open,
+            &mut MemoryReplayCache::default(),
+            KmsKeys {
+                seal: None,
+                open: &DataKeyCache::new(transit.source(), transit.limits, 1).lookup(0),
+            },
+        );
+        assert!(
+            matches!(missing, Decision::Refuse { ref problem, .. } if problem.status == 503),
+            "{missing:?}"
+        );
+        let lookup = cache.lookup(0);
+        let Decision::Forward { body: Some(opened), .. } =
+            engine.decide_with(&open, &mut MemoryReplayCache::default(), KmsKeys { seal: None, open: &lookup })
+        else {
+            panic!("not opened")
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&opened).unwrap(),
+            serde_json::from_slice::<Value>(body).unwrap()
+        );
     }
 
     #[test]

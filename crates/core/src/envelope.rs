@@ -325,6 +325,20 @@ fn protected_header(alg: &str, kid: &KeyId, pointer: &str, context: &Context) ->
     )
 }
 
+/// The `kid` and wrapped data key of a well-formed `eventseal.vault-transit` envelope, so a
+/// host can unwrap it before opening; `None` for any other string.
+pub(crate) fn wrapped_key_of(envelope: &str) -> Option<(String, WrappedKey)> {
+    let mut parts = envelope.split('.');
+    let (h, ek) = (parts.next()?, parts.next()?);
+    let header = Header::parse(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+    if header.alg != VAULT_TRANSIT_ALG || !header.kid.starts_with(VAULT_TRANSIT_KID_PREFIX) {
+        return None;
+    }
+    let blob = URL_SAFE_NO_PAD.decode(ek).ok()?;
+    let wrapped = WrappedKey::parse(std::str::from_utf8(&blob).ok()?).ok()?;
+    Some((header.kid, wrapped))
+}
+
 /// Opens one envelope found at `pointer`, checking its key, tag and binding (FORMAT.md §4).
 ///
 /// # Errors

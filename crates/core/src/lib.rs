@@ -21,7 +21,9 @@ pub use datakey::{
     DataKey, DataKeyError, DataKeyLookup, MAX_WRAPPED_KEY_LEN, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey,
 };
 pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields};
-pub use engine::{BodyJob, Decision, Engine, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, glob_matches};
+pub use engine::{
+    BodyJob, Decision, Engine, KmsKeys, KmsNeeds, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, glob_matches,
+};
 pub use envelope::{
     Context, Rejection, SealFailure, open_bytes, open_bytes_with, open_value, open_value_with, seal_bytes, seal_bytes_with, seal_value,
     seal_value_with,

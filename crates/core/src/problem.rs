@@ -204,6 +204,18 @@ impl Problem {
         body.to_string()
     }
 
+    /// The KMS could not supply a data key of `source`: 503 with `Retry-After`.
+    pub fn kms_unavailable(source: &crate::KeyId, direction: Direction, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(
+                ProblemKind::KmsUnavailable,
+                direction,
+                format!("the key service of {source} is unavailable"),
+            )
+        }
+    }
+
     pub(crate) fn document(error: &DocumentError, direction: Direction) -> Self {
         let kind = match error {
             DocumentError::TooLarge { .. } => ProblemKind::PayloadTooLarge,
