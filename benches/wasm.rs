@@ -169,6 +169,9 @@ fn no_match_workload(module: &Module) -> Workload {
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     if values.len() % 2 == 1 {
@@ -218,16 +221,26 @@ fn main() {
     all.push(verify_workload(&module));
     all.push(no_match_workload(&module));
     all.retain(|w| filter_arg.as_deref().is_none_or(|f| w.name.contains(f)));
+    // `EVENTSEAL_BENCH_SIDE=wasm` (or `native`) runs one side only, e.g. under a profiler.
+    let side = std::env::var("EVENTSEAL_BENCH_SIDE").ok();
+    let (run_native, run_wasm) = (side.as_deref() != Some("wasm"), side.as_deref() != Some("native"));
     let sizes: Vec<(u64, u64)> = all
         .iter_mut()
-        .map(|w| (calibrate(&mut w.native, budget), calibrate(&mut w.wasm, budget)))
+        .map(|w| {
+            let native = if run_native { calibrate(&mut w.native, budget) } else { 0 };
+            (native, if run_wasm { calibrate(&mut w.wasm, budget) } else { 0 })
+        })
         .collect();
     let mut samples = vec![(Vec::new(), Vec::new()); all.len()];
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         for ((w, &(n_native, n_wasm)), (native, wasm)) in all.iter_mut().zip(&sizes).zip(&mut samples) {
             // Alternate which side goes first, so neither always runs on a warmer cache.
-            let one = |side: &mut Side, n: u64, into: &mut Vec<f64>| into.push(side(n).as_secs_f64() * 1e9 / n as f64);
+            let one = |side: &mut Side, n: u64, into: &mut Vec<f64>| {
+                if n > 0 {
+                    into.push(side(n).as_secs_f64() * 1e9 / n as f64);
+                }
+            };
             if round % 2 == 0 {
                 one(&mut w.native, n_native, native);
                 one(&mut w.wasm, n_wasm, wasm);

