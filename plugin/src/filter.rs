@@ -11,18 +11,21 @@
 //! response body cannot become a 502 any more, so Envoy resets the stream and the client
 //! gets nothing of it.
 
+use crate::kms::{Prepared, Waiter};
 use crate::metrics;
 use crate::property::decode_value;
 use crate::replay::SharedReplayCache;
-use crate::root::{Shared, log};
+use crate::root::{Shared, log, now_ms};
 use eventseal_core::{
-    AuditFacts, BodyJob, Decision, Direction, DocumentError, PROBLEM_CONTENT_TYPE, Principal, PrincipalSource, Problem, ProblemKind,
-    Report, RequestHead, Rule,
+    AuditFacts, BodyJob, Decision, Direction, DocumentError, KmsKeys, PROBLEM_CONTENT_TYPE, Principal, PrincipalSource, Problem,
+    ProblemKind, Report, RequestHead, Rule,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 use serde_json::Value;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 use std::time::UNIX_EPOCH;
 
 /// Where `jwt_authn` writes verified JWT payloads (`payload_in_metadata`).
@@ -62,25 +65,45 @@ impl Matched {
     }
 }
 
-/// The filter state of one HTTP stream.
+/// The filter of one HTTP stream, as the SDK holds it: its state is shared with the KMS
+/// key source, which resumes the stream when a call it waits for completes.
 pub struct Exchange {
+    stream: Rc<RefCell<Stream>>,
+}
+
+impl Exchange {
+    /// Stream `id` of the VM that `shared` was configured for.
+    pub fn new(shared: Shared, id: u32) -> Self {
+        let stream = Rc::new_cyclic(|me| {
+            RefCell::new(Stream {
+                shared,
+                id,
+                me: me.clone(),
+                matched: None,
+                replied: false,
+                paused: None,
+            })
+        });
+        Self { stream }
+    }
+}
+
+/// The filter state of one HTTP stream.
+pub struct Stream {
     shared: Shared,
+    /// The stream's context id.
+    id: u32,
+    /// Itself, for the list of streams waiting for the KMS.
+    me: Weak<RefCell<Stream>>,
     /// `None`: no rule matched (or not yet routed); the stream passes untouched.
     matched: Option<Matched>,
     /// A local reply was sent; everything after it passes (it is our own reply).
     replied: bool,
+    /// A whole body (direction, size) paused until the KMS calls it waits for complete.
+    paused: Option<(Direction, usize)>,
 }
 
-impl Exchange {
-    /// A stream of the VM that `shared` was configured for.
-    pub fn new(shared: Shared) -> Self {
-        Self {
-            shared,
-            matched: None,
-            replied: false,
-        }
-    }
-
+impl Stream {
     fn rule(&self) -> Option<&Rule> {
         let m = self.matched.as_ref()?;
         self.shared.engine.policy().rules.get(m.rule)
@@ -214,7 +237,36 @@ impl Exchange {
             body,
             now,
         };
-        match engine.decide(&job, &mut SharedReplayCache) {
+        let decision = match self.shared.kms.as_deref() {
+            None => engine.decide(&job, &mut SharedReplayCache),
+            Some(kms) => {
+                // Ask what the body needs from the KMS before deciding: verifying records the
+                // signature id in the replay cache, so a body is decided once, when it can be.
+                let now_ms = now_ms();
+                let needs = engine.kms_needs(&job);
+                let mut kms = kms.borrow_mut();
+                match kms.prepare(now_ms, &needs) {
+                    Prepared::Ready(seal) => {
+                        let keys = KmsKeys {
+                            seal: seal.as_deref(),
+                            open: &kms.lookup(now_ms),
+                        };
+                        engine.decide_with(&job, &mut SharedReplayCache, keys)
+                    }
+                    Prepared::Wait(calls) => {
+                        kms.wait(&calls, &(self.id, self.me.clone()));
+                        drop(kms);
+                        self.paused = Some((direction, body_size));
+                        return Action::Pause;
+                    }
+                    Prepared::Unavailable(retry_after) => Decision::Refuse {
+                        problem: Problem::kms_unavailable(&kms.transit().source(), direction, retry_after),
+                        report: Report::default(),
+                    },
+                }
+            }
+        };
+        match decision {
             Decision::Forward {
                 body: new_body,
                 set_headers,
@@ -264,6 +316,40 @@ impl Exchange {
                 self.audit(Some(direction), &report, "refused", Some(problem.kind));
                 self.refuse(direction, &problem)
             }
+        }
+    }
+
+    /// A KMS call this stream waited for completed (`failed`: with this `Retry-After`).
+    /// Runs under the stream's own context: decides on the paused body and resumes it, or
+    /// waits on (another call), or refuses with 503.
+    pub fn resume(&mut self, failed: Option<u32>) {
+        let Some((direction, body_size)) = self.paused.take() else {
+            return;
+        };
+        if self.replied {
+            return;
+        }
+        let action = match (failed, self.shared.kms.as_deref()) {
+            (Some(retry_after), Some(kms)) => {
+                let source = kms.borrow().transit().source();
+                let problem = Problem::kms_unavailable(&source, direction, retry_after);
+                self.audit(Some(direction), &Report::default(), "refused", Some(problem.kind));
+                self.refuse(direction, &problem)
+            }
+            _ => {
+                let body = match direction {
+                    Direction::Request => self.get_http_request_body(0, body_size),
+                    Direction::Response => self.get_http_response_body(0, body_size),
+                }
+                .unwrap_or_default();
+                self.finish(direction, &body, body_size, false)
+            }
+        };
+        if matches!(action, Action::Continue) {
+            let _ = match direction {
+                Direction::Request => hostcalls::resume_http_request(),
+                Direction::Response => hostcalls::resume_http_response(),
+            };
         }
     }
 
@@ -322,9 +408,9 @@ impl Exchange {
     }
 }
 
-impl Context for Exchange {}
+impl Context for Stream {}
 
-impl HttpContext for Exchange {
+impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let headers = request_headers();
         let pseudo = |name: &str| header(&headers, name).unwrap_or_default().to_owned();
@@ -439,6 +525,64 @@ impl HttpContext for Exchange {
             _ => Action::Continue,
         }
     }
+}
+
+impl Context for Exchange {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let shared = self.stream.borrow().shared.clone();
+        let id = self.stream.borrow().id;
+        kms_answered(&shared, id, token_id, body_size);
+    }
+}
+
+impl HttpContext for Exchange {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.stream.borrow_mut().on_http_request_headers(num_headers, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.stream.borrow_mut().on_http_request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> Action {
+        self.stream.borrow_mut().on_http_request_trailers(num_trailers)
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.stream.borrow_mut().on_http_response_headers(num_headers, end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.stream.borrow_mut().on_http_response_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, num_trailers: usize) -> Action {
+        self.stream.borrow_mut().on_http_response_trailers(num_trailers)
+    }
+}
+
+/// The answer to KMS call `token` arrived in context `own`: report it, and resume every
+/// stream that waited for it.
+pub fn kms_answered(shared: &Shared, own: u32, token: u32, body_size: usize) {
+    let Some(kms) = shared.kms.as_deref() else { return };
+    let (waiters, failed) = kms.borrow_mut().answered(now_ms(), token, body_size);
+    wake(waiters, failed, own);
+}
+
+/// Resumes paused streams, each under its own context, then makes `own` (the context whose
+/// callback runs) the effective context again. A stream that is gone is skipped.
+pub fn wake(waiters: Vec<Waiter>, failed: Option<u32>, own: u32) {
+    for (id, stream) in waiters {
+        let Some(stream) = stream.upgrade() else { continue };
+        if hostcalls::set_effective_context(id).is_err() {
+            continue;
+        }
+        // Borrowed means it is the stream whose callback runs now: it is not paused.
+        if let Ok(mut stream) = stream.try_borrow_mut() {
+            stream.resume(failed);
+        }
+    }
+    let _ = hostcalls::set_effective_context(own);
 }
 
 /// The stream context of a VM whose configuration was refused: fail closed.

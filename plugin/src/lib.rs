@@ -10,6 +10,8 @@ mod property;
 #[cfg(target_family = "wasm")]
 mod filter;
 #[cfg(target_family = "wasm")]
+mod kms;
+#[cfg(target_family = "wasm")]
 mod replay;
 #[cfg(target_family = "wasm")]
 mod root;
@@ -21,6 +23,6 @@ mod entry {
     proxy_wasm::main! {{
         // Panics (there should be none) reach the proxy log instead of vanishing.
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Warn);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(super::root::Root::default()) });
+        proxy_wasm::set_root_context(|id| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(super::root::Root::new(id)) });
     }}
 }

@@ -1,7 +1,8 @@
 //! The root context: loads the policy and keyring once per VM, defines the counters, and
 //! hands every HTTP stream the shared engine.
 
-use crate::filter::{Exchange, Unconfigured};
+use crate::filter::{Exchange, Unconfigured, kms_answered, wake};
+use crate::kms::Kms;
 use crate::metrics::Counter;
 use crate::outbox::{Effect, Outbox};
 use eventseal_core::{AuditChain, ConfigError, Engine, KeySource, Policy};
@@ -14,6 +15,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Longest time between two checks of the collector buffer: a full batch waits at most this.
 const MAX_TICK_MS: u64 = 100;
+
+/// Longest time between two sends of refresh-ahead KMS calls and looks at paused streams.
+const MAX_KMS_TICK_MS: u64 = 1_000;
 
 /// Writes one line to the proxy log. Never pass key material or field values.
 pub fn log(level: LogLevel, message: &str) {
@@ -107,6 +111,9 @@ pub struct Shared {
     pub metrics: Rc<Metrics>,
     /// This VM's audit trail (one chain instance per worker VM).
     pub audit: Rc<RefCell<Audit>>,
+    /// The KMS key source (`keys.vault_transit`), if configured: its data-key cache, calls in
+    /// flight and the streams waiting for them.
+    pub kms: Option<Rc<RefCell<Kms>>>,
 }
 
 /// A random id for this VM's audit chain, so chains of several workers stay apart.
@@ -120,13 +127,21 @@ fn instance_id() -> String {
 /// The root context of one VM.
 #[derive(Default)]
 pub struct Root {
+    /// The root context's id.
+    id: u32,
     shared: Option<Shared>,
     /// The token of the collector call in flight.
     delivery: Option<u32>,
 }
 
 impl Root {
-    fn load(&self) -> Result<Engine, ConfigError> {
+    /// The root context `id`.
+    pub fn new(id: u32) -> Self {
+        Self { id, ..Self::default() }
+    }
+
+    /// The engine, and the KMS key source with its token if the policy has one.
+    fn load(&self) -> Result<(Engine, Option<Kms>), ConfigError> {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         let policy = Policy::from_json(&text)?;
@@ -139,7 +154,12 @@ impl Root {
         }
         // Envoy passes `vm_config.environment_variables` to the VM as WASI environ.
         let keyring = policy.load_keyring(|name| std::env::var(name).ok())?;
-        Ok(Engine::new(policy, keyring))
+        let token = policy.load_kms_token(|name| std::env::var(name).ok())?;
+        let kms = match (&policy.vault_transit, token) {
+            (Some(transit), Some(token)) => Some(Kms::new(transit.clone(), token, random_seed())),
+            _ => None,
+        };
+        Ok((Engine::new(policy, keyring), kms))
     }
 }
 
@@ -209,6 +229,13 @@ impl Root {
     }
 }
 
+/// A random seed for the KMS backoff jitter, so that workers retrying the KMS spread out.
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
 /// A random fraction in thousandths, so that workers retrying a collector spread out.
 fn jitter_permille() -> u64 {
     let mut byte = [0u8; 2];
@@ -217,8 +244,11 @@ fn jitter_permille() -> u64 {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, _body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
         if self.delivery != Some(token_id) {
+            if let Some(shared) = &self.shared {
+                kms_answered(shared, self.id, token_id, body_size);
+            }
             return;
         }
         self.delivery = None;
@@ -248,16 +278,26 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_tick(&mut self) {
+        if let Some(kms) = self.shared.as_ref().and_then(|s| s.kms.clone()) {
+            // Refresh-ahead calls go from here, so they outlive the stream that asked; and
+            // paused streams are looked at again, in case their call was lost.
+            kms.borrow_mut().send_queued(now_ms());
+            let waiters = kms.borrow_mut().take_waiters();
+            wake(waiters, None, self.id);
+        }
         self.flush();
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         match self.load() {
-            Ok(engine) => {
+            Ok((engine, kms)) => {
                 let rules = engine.policy().rules.len();
                 let outbox = engine.policy().audit.clone().map(|config| Outbox::new(config, now_ms()));
-                if let Some(outbox) = &outbox {
-                    let period = outbox.config().flush_interval_ms.min(MAX_TICK_MS);
+                let periods = [
+                    outbox.as_ref().map(|o| o.config().flush_interval_ms.min(MAX_TICK_MS)),
+                    kms.as_ref().map(|k| k.transit().limits.timeout_ms.clamp(1, MAX_KMS_TICK_MS)),
+                ];
+                if let Some(period) = periods.into_iter().flatten().min() {
                     self.set_tick_period(Duration::from_millis(period));
                 }
                 self.shared = Some(Shared {
@@ -267,6 +307,7 @@ impl RootContext for Root {
                         chain: AuditChain::new(instance_id()),
                         outbox,
                     })),
+                    kms: kms.map(|kms| Rc::new(RefCell::new(kms))),
                 });
                 self.delivery = None;
                 log(LogLevel::Info, &format!("eventseal: configured with {rules} rule(s)"));
@@ -281,9 +322,9 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match &self.shared {
-            Some(shared) => Box::new(Exchange::new(shared.clone())),
+            Some(shared) => Box::new(Exchange::new(shared.clone(), context_id)),
             None => Box::new(Unconfigured),
         })
     }

@@ -3,6 +3,8 @@
 //! the results independently, by calling OpenBao's `decrypt` itself and by decrypting the
 //! field with its own AES-GCM.
 
+mod filter;
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;

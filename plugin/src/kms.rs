@@ -1,0 +1,218 @@
+//! The Vault Transit key source on Envoy: sends the calls core's [`DataKeyCache`] asks for
+//! with `dispatch_http_call`, hands their answers back to it, and keeps the list of streams
+//! paused for each call. Nothing here decides anything: when to call, what an answer means
+//! and how long to back off are core's.
+//!
+//! Only the context that sent a call gets its answer (the SDK routes it there), yet every
+//! stream of this VM that needs the same data key waits for that one call. So the paused
+//! streams are kept here, by call, and whoever receives an answer resumes them all, each
+//! under its own context (`proxy_set_effective_context`). Refresh-ahead calls, which no
+//! stream waits for, are sent from the root context on its next tick, so that they outlive
+//! the stream that asked. A stream whose call never comes back (its sender went away) is
+//! looked at again on every tick, and core then counts the call as lost (503).
+
+use eventseal_core::{
+    Call, CallId, DataKey, DataKeyCache, DataKeyLookup, KmsNeeds, Lease, Need, Outcome, SecretBytes, Unwrap, VaultTransit,
+};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::Context;
+use proxy_wasm::types::{BufferType, MapType};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream paused for the KMS: its context id, and how to reach its state.
+pub type Waiter = (u32, std::rc::Weak<std::cell::RefCell<crate::filter::Stream>>);
+
+/// The KMS key source of one VM.
+pub struct Kms {
+    transit: VaultTransit,
+    token: SecretBytes,
+    cache: DataKeyCache,
+    /// Calls sent, by the host's token.
+    sent: HashMap<u32, (CallId, Need)>,
+    /// Streams paused for a call.
+    waiting: BTreeMap<CallId, Vec<Waiter>>,
+    /// Refresh-ahead calls for the root context to send.
+    queued: Vec<Call>,
+}
+
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No token, no keys.
+        f.debug_struct("Kms")
+            .field("source", self.cache.source())
+            .field("in_flight", &self.cache.in_flight())
+            .field("waiting", &self.waiting.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a body may do now.
+pub enum Prepared {
+    /// Decide now, sealing with this data key (if the body seals).
+    Ready(Option<Arc<DataKey>>),
+    /// Pause until these calls complete.
+    Wait(Vec<CallId>),
+    /// Refuse with 503 and this `Retry-After`.
+    Unavailable(u32),
+}
+
+/// Sends HTTP calls from whichever context is active (the SDK routes the answer to it).
+struct Sender;
+
+impl Context for Sender {}
+
+impl Kms {
+    /// The key source `transit`, authenticated with `token`; `seed` spreads retries.
+    pub fn new(transit: VaultTransit, token: SecretBytes, seed: u64) -> Self {
+        let cache = DataKeyCache::new(transit.source(), transit.limits, seed);
+        Self {
+            transit,
+            token,
+            cache,
+            sent: HashMap::new(),
+            waiting: BTreeMap::new(),
+            queued: Vec::new(),
+        }
+    }
+
+    /// The key source's configuration.
+    pub fn transit(&self) -> &VaultTransit {
+        &self.transit
+    }
+
+    /// The unwrapped data keys at `now_ms`, for opening.
+    pub fn lookup(&self, now_ms: u64) -> impl DataKeyLookup + '_ {
+        self.cache.lookup(now_ms)
+    }
+
+    /// Asks the cache for everything `needs` lists, sending the calls it says to send.
+    pub fn prepare(&mut self, now_ms: u64, needs: &KmsNeeds) -> Prepared {
+        let mut wait = Vec::new();
+        let mut seal = None;
+        if needs.seals > 0 {
+            match self.cache.lease(now_ms, needs.seals) {
+                Lease::Ready { key, refresh } => {
+                    seal = Some(key);
+                    self.queued.extend(refresh);
+                }
+                lease => match self.follow(now_ms, lease) {
+                    Ok(Some(id)) => wait.push(id),
+                    Ok(None) => {}
+                    Err(retry_after) => return Prepared::Unavailable(retry_after),
+                },
+            }
+        }
+        let source = self.cache.source().as_str().to_owned();
+        for wrapped in &needs.unwrap {
+            if !matches!(self.cache.lookup(now_ms).unwrap(&source, wrapped), Unwrap::Pending) {
+                continue;
+            }
+            let lease = self.cache.request_unwrap(now_ms, wrapped);
+            match self.follow(now_ms, lease) {
+                Ok(Some(id)) => wait.push(id),
+                Ok(None) => {}
+                Err(retry_after) => return Prepared::Unavailable(retry_after),
+            }
+        }
+        if wait.is_empty() {
+            Prepared::Ready(seal)
+        } else {
+            Prepared::Wait(wait)
+        }
+    }
+
+    /// Sends a call the cache started; the call to wait for, or `Err(retry_after)`.
+    fn follow(&mut self, now_ms: u64, lease: Lease) -> Result<Option<CallId>, u32> {
+        match lease {
+            Lease::Start(call) => self.send(now_ms, &call).map(|()| Some(call.id)),
+            Lease::Wait(id) => {
+                // A refresh waiting for the root's tick is now needed: send it at once.
+                if let Some(at) = self.queued.iter().position(|call| call.id == id) {
+                    let call = self.queued.remove(at);
+                    self.send(now_ms, &call)?;
+                }
+                Ok(Some(id))
+            }
+            Lease::Unavailable { retry_after } => Err(retry_after),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sends one call from the active context. A call the host refuses to send fails at once.
+    fn send(&mut self, now_ms: u64, call: &Call) -> Result<(), u32> {
+        let request = self.transit.call(&call.need, &self.token);
+        let headers = request.headers();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let timeout = Duration::from_millis(self.transit.limits.timeout_ms);
+        match Sender.dispatch_http_call(&self.transit.cluster, headers, Some(&request.body), Vec::new(), timeout) {
+            Ok(token) => {
+                self.sent.insert(token, (call.id, call.need.clone()));
+                Ok(())
+            }
+            Err(status) => {
+                crate::root::log(
+                    proxy_wasm::types::LogLevel::Warn,
+                    &format!("eventseal: cannot call the KMS (cluster {:?}): {status:?}", self.transit.cluster),
+                );
+                Err(self.cache.complete(now_ms, call.id, Outcome::Failed).unwrap_or(1))
+            }
+        }
+    }
+
+    /// Sends the queued refresh-ahead calls (from the root context, on its tick).
+    pub fn send_queued(&mut self, now_ms: u64) {
+        for call in std::mem::take(&mut self.queued) {
+            // A refresh that cannot be sent was counted as failed; the current key goes on.
+            let _ = self.send(now_ms, &call);
+        }
+    }
+
+    /// Registers a paused stream for each of `calls`, once.
+    pub fn wait(&mut self, calls: &[CallId], waiter: &Waiter) {
+        for id in calls {
+            let list = self.waiting.entry(*id).or_default();
+            if !list.iter().any(|(context, _)| *context == waiter.0) {
+                list.push(waiter.clone());
+            }
+        }
+    }
+
+    /// Reads the answer to call `token` (in its response callback) and reports it to the
+    /// cache. Returns the streams that waited for it, and `Some(retry_after)` if it failed.
+    pub fn answered(&mut self, now_ms: u64, token: u32, body_size: usize) -> (Vec<Waiter>, Option<u32>) {
+        let Some((id, need)) = self.sent.remove(&token) else {
+            return (Vec::new(), None);
+        };
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let outcome = self.transit.outcome(&need, status, &body);
+        if matches!(outcome, Outcome::Failed) {
+            let what = status.map_or_else(|| "no response".to_owned(), |s| format!("status {s}"));
+            crate::root::log(
+                proxy_wasm::types::LogLevel::Warn,
+                &format!("eventseal: the KMS (cluster {:?}) answered {what}", self.transit.cluster),
+            );
+        }
+        let failed = self.cache.complete(now_ms, id, outcome);
+        (self.waiting.remove(&id).unwrap_or_default(), failed)
+    }
+
+    /// Every paused stream, to look at again (their calls may have been lost).
+    pub fn take_waiters(&mut self) -> Vec<Waiter> {
+        let mut all: Vec<Waiter> = Vec::new();
+        for waiter in std::mem::take(&mut self.waiting).into_values().flatten() {
+            if !all.iter().any(|(context, _)| *context == waiter.0) {
+                all.push(waiter);
+            }
+        }
+        all
+    }
+}
