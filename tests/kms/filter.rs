@@ -317,3 +317,31 @@ fn a_kms_that_never_answers_gives_503_after_the_timeout() {
     assert!(reply.header("retry-after").is_some());
     assert!(stream.upstream_request().body.is_empty(), "nothing forwarded");
 }
+
+#[test]
+fn rewrapped_envelopes_open_after_old_versions_are_retired_and_others_do_not() {
+    let bao = started();
+    let old = seal(&plugin(&bao, &json!({})), 8);
+    bao.rotate("transit", "orders");
+    // The rewrap of docs/OPERATIONS.md: only the encrypted-key segment changes.
+    let (status, reply) = bao.post("/v1/transit/rewrap/orders", &json!({"ciphertext": wrapped_of(envelope(&old))}));
+    assert_eq!(status, 200, "{reply}");
+    let mut parts: Vec<String> = envelope(&old).split('.').map(str::to_owned).collect();
+    parts[1] = URL_SAFE_NO_PAD.encode(reply["data"]["ciphertext"].as_str().expect("ciphertext"));
+    let mut rewrapped = old.clone();
+    rewrapped["data"]["card"] = json!(parts.join("."));
+    let (status, reply) = bao.post("/v1/transit/keys/orders/config", &json!({"min_decryption_version": 2}));
+    assert!(status == 200 || status == 204, "{status} {reply}");
+    let opener = plugin(&bao, &json!({}));
+    assert_eq!(
+        forwarded(&opener.run_http(exchange("/deliver/orders", &rewrapped)).unwrap()),
+        event(8)
+    );
+    let outcome = opener.run_http(exchange("/deliver/orders", &old)).unwrap();
+    let reply = outcome
+        .local_reply()
+        .unwrap_or_else(|| panic!("opened under a retired version: {outcome:?}"));
+    assert_eq!(reply.status, 422, "{}", reply.body_text());
+    let problem: Value = serde_json::from_slice(&reply.body).expect("problem+json");
+    assert_eq!(problem["type"], "urn:eventseal:problem:sealed-field-rejected");
+}
