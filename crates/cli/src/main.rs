@@ -5,6 +5,7 @@ mod demo;
 mod event;
 mod filter;
 mod keys;
+mod rewrap;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,25 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// The event file (signed byte for byte).
+        event: PathBuf,
+    },
+    /// Rewrap an event's KMS envelopes under the latest version of their Transit key.
+    ///
+    /// For each field sealed with a Vault Transit data key (alg eventseal.vault-transit),
+    /// asks the KMS to rewrap the data key (POST /v1/<mount>/rewrap/<key>) and replaces the
+    /// envelope's encrypted-key segment; nothing else changes. Neither the data keys nor the
+    /// fields' plaintext are ever seen. Prints the event, or rewrites the file with --in-place.
+    Rewrap {
+        /// The KMS (OpenBao or Vault) address, http://host:port.
+        #[arg(long)]
+        kms: String,
+        /// The environment variable holding the KMS token (it needs update on <mount>/rewrap/<key>).
+        #[arg(long, default_value = "BAO_TOKEN")]
+        token_env: String,
+        /// Rewrite the event file instead of printing it.
+        #[arg(long)]
+        in_place: bool,
+        /// The event file.
         event: PathBuf,
     },
     /// Seal an example event with the filter, then open it for two readers (no services needed).
@@ -231,6 +251,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{name}: {value}");
                 }
             }
+        }
+        Command::Rewrap {
+            kms,
+            token_env,
+            in_place,
+            event: path,
+        } => {
+            let token = std::env::var(&token_env)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(zeroize::Zeroizing::new)
+                .ok_or_else(|| Failure::new(format!("{token_env} is not set: it must hold the KMS token")))?;
+            let (event, count) = rewrap::run(&read_bytes(&path)?, &kms, &token)?;
+            if in_place {
+                write_atomically(&path, &String::from_utf8_lossy(&event))?;
+            } else {
+                std::io::Write::write_all(&mut std::io::stdout().lock(), &event)
+                    .map_err(|e| Failure::new(format!("cannot write the event: {e}")))?;
+            }
+            eprintln!("rewrapped {count} envelope(s)");
         }
         Command::Demo { event } => {
             let event = match event {

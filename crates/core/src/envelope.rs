@@ -326,8 +326,8 @@ fn protected_header(alg: &str, kid: &KeyId, pointer: &str, context: &Context) ->
 }
 
 /// The `kid` and wrapped data key of a well-formed `eventseal.vault-transit` envelope, so a
-/// host can unwrap it before opening; `None` for any other string.
-pub(crate) fn wrapped_key_of(envelope: &str) -> Option<(String, WrappedKey)> {
+/// host can unwrap (or rewrap) it; `None` for any other string.
+pub fn wrapped_key_of(envelope: &str) -> Option<(String, WrappedKey)> {
     let mut parts = envelope.split('.');
     let (h, ek) = (parts.next()?, parts.next()?);
     let header = Header::parse(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
@@ -337,6 +337,20 @@ pub(crate) fn wrapped_key_of(envelope: &str) -> Option<(String, WrappedKey)> {
     let blob = URL_SAFE_NO_PAD.decode(ek).ok()?;
     let wrapped = WrappedKey::parse(std::str::from_utf8(&blob).ok()?).ok()?;
     Some((header.kid, wrapped))
+}
+
+/// The envelope with its encrypted-key segment replaced by `rewrapped` (FORMAT.md §10.4):
+/// header, IV, ciphertext and tag stay as they are, so it opens to the same value once the
+/// KMS unwraps `rewrapped` to the same data key. `None` if `envelope` is not a well-formed
+/// `eventseal.vault-transit` envelope.
+pub fn with_wrapped_key(envelope: &str, rewrapped: &WrappedKey) -> Option<String> {
+    wrapped_key_of(envelope)?;
+    let parts: Vec<&str> = envelope.split('.').collect();
+    if parts.len() != 5 {
+        return None;
+    }
+    let segment = URL_SAFE_NO_PAD.encode(rewrapped.as_str());
+    Some([parts[0], &segment, parts[2], parts[3], parts[4]].join("."))
 }
 
 /// Opens one envelope found at `pointer`, checking its key, tag and binding (FORMAT.md §4).
@@ -581,9 +595,25 @@ mod tests {
     fn a_rewrapped_data_key_keeps_the_envelope_authentic() {
         // Rewrap changes the encrypted key only; the tag covers the header, not that segment.
         let jwe = seal_value_with(&data_key(9, "vault:v1:AAAA"), "/a", &ctx(), &json!("x")).unwrap();
-        let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
-        parts[1] = URL_SAFE_NO_PAD.encode("vault:v2:BBBB");
-        let rewrapped = parts.join(".");
+        let rewrapped = with_wrapped_key(&jwe, &WrappedKey::parse("vault:v2:BBBB").unwrap()).unwrap();
+        let (old, new): (Vec<&str>, Vec<&str>) = (jwe.split('.').collect(), rewrapped.split('.').collect());
+        assert_eq!(URL_SAFE_NO_PAD.decode(new[1]).unwrap(), b"vault:v2:BBBB");
+        assert_eq!(
+            (old[0], old[2], old[3], old[4]),
+            (new[0], new[2], new[3], new[4]),
+            "only the encrypted key changes"
+        );
+        assert_eq!(
+            wrapped_key_of(&rewrapped).map(|(kid, w)| (kid, w.version())),
+            Some(("transit:transit/orders".to_owned(), 2))
+        );
+        // Only KMS envelopes have a wrapped key to replace.
+        let (dir, _) = seal_value(&ring(), "/a", &ctx(), &json!("x")).unwrap();
+        assert_eq!(with_wrapped_key(&dir, &WrappedKey::parse("vault:v2:BBBB").unwrap()), None);
+        assert_eq!(
+            with_wrapped_key("not.an.envelope", &WrappedKey::parse("vault:v2:BBBB").unwrap()),
+            None
+        );
         let lookup = Unwrapped(vec![data_key(9, "vault:v2:BBBB")]);
         assert_eq!(
             open_value_with(&Keyring::default(), &lookup, "/a", &ctx(), &rewrapped).unwrap().0,

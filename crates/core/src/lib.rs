@@ -26,7 +26,7 @@ pub use engine::{
 };
 pub use envelope::{
     Context, Rejection, SealFailure, open_bytes, open_bytes_with, open_value, open_value_with, seal_bytes, seal_bytes_with, seal_value,
-    seal_value_with,
+    seal_value_with, with_wrapped_key, wrapped_key_of,
 };
 pub use event::Event;
 pub use json::{DocumentError, Limits};

@@ -1,0 +1,93 @@
+//! `eventseal rewrap` against a real OpenBao: after a Transit rotation, an event's KMS
+//! envelopes move to the new key version, unwrap to the same data key, and nothing else in
+//! the event changes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use eventseal_core::{Context, DataKey, KeyId, SecretBytes, WrappedKey, seal_value_with};
+use eventseal_kms_tests::OpenBao;
+use serde_json::json;
+use std::process::Command;
+
+fn datakey(bao: &OpenBao) -> (Vec<u8>, DataKey) {
+    let (status, reply) = bao.post("/v1/transit/datakey/plaintext/orders", &json!({"bits": 256}));
+    assert_eq!(status, 200, "{reply}");
+    let plaintext = STANDARD.decode(reply["data"]["plaintext"].as_str().unwrap()).unwrap();
+    let wrapped = WrappedKey::parse(reply["data"]["ciphertext"].as_str().unwrap()).unwrap();
+    let source = KeyId::vault_transit("transit", "orders").unwrap();
+    let key = DataKey::new(source, &SecretBytes::new(plaintext.clone()), wrapped).unwrap();
+    (plaintext, key)
+}
+
+fn wrapped_of(envelope: &str) -> String {
+    String::from_utf8(URL_SAFE_NO_PAD.decode(envelope.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn rewrap_moves_envelopes_to_the_latest_version_without_changing_anything_else() {
+    let mut bao = OpenBao::start();
+    bao.create_transit_key("transit", "orders");
+    let (plaintext, key) = datakey(&bao);
+    let ctx: Context = [("type", "order.created")].into_iter().collect();
+    let card = seal_value_with(&key, "/data/card", &ctx, &json!({"number": "4111111111111111"})).unwrap();
+    let email = seal_value_with(&key, "/data/items/0/email", &ctx, &json!("zoe@example.com")).unwrap();
+    // Formatting, order and the other members are kept byte for byte.
+    let event = format!(
+        "{{\n  \"type\": \"order.created\",\n  \"data\": {{\"card\": \"{card}\", \"items\": [{{\"email\": \"{email}\"}}], \"note\": \"a.b.c\"}}\n}}\n"
+    );
+    bao.rotate("transit", "orders");
+    let dir = std::env::temp_dir().join(format!("eventseal-cli-rewrap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("event.json");
+    std::fs::write(&path, &event).unwrap();
+    let kms = format!("http://{}", bao.addr());
+    let out = Command::new(env!("CARGO_BIN_EXE_eventseal"))
+        .args(["rewrap", "--kms", &kms, "--token-env", "TEST_BAO_TOKEN", path.to_str().unwrap()])
+        .env("TEST_BAO_TOKEN", bao.token())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "rewrapped 2 envelope(s)");
+    let rewrapped = String::from_utf8(out.stdout).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&rewrapped).unwrap();
+    for (old, new) in [
+        (&card, value["data"]["card"].as_str().unwrap()),
+        (&email, value["data"]["items"][0]["email"].as_str().unwrap()),
+    ] {
+        assert!(wrapped_of(old).starts_with("vault:v1:"));
+        assert!(wrapped_of(new).starts_with("vault:v2:"), "{}", wrapped_of(new));
+        let (o, n): (Vec<&str>, Vec<&str>) = (old.split('.').collect(), new.split('.').collect());
+        assert_eq!((o[0], o[2], o[3], o[4]), (n[0], n[2], n[3], n[4]), "only the encrypted key changes");
+        // OpenBao unwraps the new segment to the very data key that sealed the field.
+        let (status, reply) = bao.post("/v1/transit/decrypt/orders", &json!({"ciphertext": wrapped_of(new)}));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(STANDARD.decode(reply["data"]["plaintext"].as_str().unwrap()).unwrap(), plaintext);
+    }
+    let back = rewrapped
+        .replace(value["data"]["card"].as_str().unwrap(), &card)
+        .replace(value["data"]["items"][0]["email"].as_str().unwrap(), &email);
+    assert_eq!(back, event, "nothing else changed");
+    assert!(!rewrapped.contains("4111"));
+
+    // A dead KMS: a clear error, the token not in it, and the file untouched with --in-place.
+    bao.kill();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventseal"))
+        .args([
+            "rewrap",
+            "--in-place",
+            "--kms",
+            &kms,
+            "--token-env",
+            "TEST_BAO_TOKEN",
+            path.to_str().unwrap(),
+        ])
+        .env("TEST_BAO_TOKEN", "s.secret-token")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach the KMS"), "{err}");
+    assert!(!err.contains("s.secret-token"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), event);
+    let _ = std::fs::remove_dir_all(&dir);
+}
