@@ -55,6 +55,7 @@ pub fn listener(name: &str, case: &Case, ca: &TestCa, jwt: &JwtIssuer) -> Listen
         name: name.to_owned(),
         policy: serde_json::to_string(&case.config).expect("JSON serializes"),
         keys: case.keys.to_string(),
+        env: Vec::new(),
         tls: identity.and_then(|i| i.spiffe.as_ref()).map(|_| ListenerTls {
             cert: ca.server_cert_pem.clone(),
             key: ca.server_key_pem.clone(),

@@ -57,6 +57,8 @@ pub struct Listener {
     pub policy: String,
     /// The value of `EVENTSEAL_KEYS` in `vm_config.environment_variables`.
     pub keys: String,
+    /// More variables of `vm_config.environment_variables` (e.g. a KMS token).
+    pub env: Vec<(String, String)>,
     /// mTLS with required client certificates, or plain HTTP.
     pub tls: Option<ListenerTls>,
     /// `jwt_authn` with this local JWKS, storing payloads under this metadata key.
@@ -66,6 +68,14 @@ pub struct Listener {
 }
 
 impl Listener {
+    fn environment(&self) -> Value {
+        let mut values = json!({"EVENTSEAL_KEYS": self.keys});
+        for (name, value) in &self.env {
+            values[name] = json!(value);
+        }
+        values
+    }
+
     fn to_json(&self) -> Value {
         let mut filters = Vec::new();
         if let Some((jwks, payload)) = &self.jwt {
@@ -94,7 +104,7 @@ impl Listener {
                         "vm_id": self.name,
                         "runtime": "envoy.wasm.runtime.v8",
                         "code": {"local": {"filename": filter_wasm()}},
-                        "environment_variables": {"key_values": {"EVENTSEAL_KEYS": self.keys}},
+                        "environment_variables": {"key_values": self.environment()},
                     },
                 },
             },

@@ -8,6 +8,8 @@
 //!   case's expectations and equal the harness's outcome for the same case;
 //! - `metrics`: the filter's counters as `/stats/prometheus` shows them;
 //! - `refusal`: what an operator sees when the policy is invalid;
+//! - `kms`: sealing and opening with Vault Transit data keys from a real OpenBao, and 503
+//!   with `Retry-After` while it is down;
 //! - `examples`: `examples/envoy/run.sh` works, `examples/istio` holds a valid policy.
 //!
 //! Servers bind 127.0.0.1 ports the system picks; Envoy is stopped when a test ends.
@@ -18,6 +20,7 @@ mod client;
 mod envoy;
 mod examples;
 mod jwt;
+mod kms;
 mod metrics;
 mod pki;
 mod refusal;
