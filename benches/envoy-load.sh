@@ -25,6 +25,9 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-7}
 CONNECTIONS=${CONNECTIONS:-4}
 WARMUP=${WARMUP:-3}
+# Extra arguments for the Envoy under test, e.g. "--component-log-level wasm:warn" to see
+# what writing one audit record per decision to the proxy log costs.
+ENVOY_ARGS=${ENVOY_ARGS:-}
 # Signed requests per verify run: more than verify can send in DURATION seconds, so that no
 # webhook-id repeats (a repeat is a replay, refused with 401 and counted as an error).
 VERIFY_RPS_MAX=${VERIFY_RPS_MAX:-25000}
@@ -157,7 +160,8 @@ LUA
 
 "$ENVOY" --concurrency 1 --disable-hot-restart -c "$WORK/upstream.json" --log-path "$WORK/upstream.log" 2>/dev/null &
 PIDS+=($!)
-"$ENVOY" --concurrency 1 --disable-hot-restart -c "$WORK/proxy.json" --log-path "$WORK/proxy.log" 2>/dev/null &
+# shellcheck disable=SC2086 # ENVOY_ARGS is a list of arguments
+"$ENVOY" --concurrency 1 --disable-hot-restart -c "$WORK/proxy.json" --log-path "$WORK/proxy.log" $ENVOY_ARGS 2>/dev/null &
 PIDS+=($!)
 
 wait_ready() {
@@ -208,7 +212,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for setup in "${SETUPS[@]}"; do run "$setup" "$round" "$DURATION"; done
 done
 
-echo "Envoy 1.40 --concurrency 1, upstream Envoy --concurrency 1, wrk -t1 -c$CONNECTIONS -d${DURATION}s; median of $ROUNDS interleaved rounds"
+echo "Envoy 1.40 --concurrency 1${ENVOY_ARGS:+ $ENVOY_ARGS}, upstream Envoy --concurrency 1, wrk -t1 -c$CONNECTIONS -d${DURATION}s; median of $ROUNDS interleaved rounds"
 python3 - "$WORK/results.txt" <<'PY'
 import statistics, sys
 rows = {}
