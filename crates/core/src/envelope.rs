@@ -290,8 +290,7 @@ pub fn seal_bytes_with(data_key: &DataKey, pointer: &str, context: &Context, pla
 /// Steps 2 to 4 of FORMAT.md §3.5 once the header and encrypted-key segment are known.
 fn seal_under(cipher: &Aes256Gcm, header: &str, encrypted_key: &str, plaintext: &[u8]) -> Result<String, SealFailure> {
     let encoded_header = URL_SAFE_NO_PAD.encode(header);
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|_| SealFailure::Random)?;
+    let nonce = fresh_nonce()?;
     let mut buffer = Zeroizing::new(plaintext.to_vec());
     let tag = cipher
         .encrypt_in_place_detached(Nonce::from_slice(&nonce), encoded_header.as_bytes(), &mut buffer)
@@ -307,6 +306,30 @@ fn seal_under(cipher: &Aes256Gcm, header: &str, encrypted_key: &str, plaintext: 
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(tag, &mut out);
     Ok(out)
+}
+
+/// Nonces handed out per batch of OS randomness.
+const NONCES_PER_BATCH: usize = 32;
+
+/// A fresh 96-bit nonce from the OS random number generator. The generator is asked once
+/// per batch of nonces rather than once per field (a system call each); every nonce is
+/// still OS randomness and is handed out once. Nonces are public (every envelope carries
+/// its own), so the unused rest of a batch held in memory reveals nothing.
+fn fresh_nonce() -> Result<[u8; NONCE_LEN], SealFailure> {
+    thread_local! {
+        static BATCH: std::cell::RefCell<([u8; NONCE_LEN * NONCES_PER_BATCH], usize)> =
+            const { std::cell::RefCell::new(([0; NONCE_LEN * NONCES_PER_BATCH], NONCES_PER_BATCH)) };
+    }
+    BATCH.with_borrow_mut(|(bytes, next)| {
+        if *next == NONCES_PER_BATCH {
+            getrandom::fill(bytes).map_err(|_| SealFailure::Random)?;
+            *next = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[*next * NONCE_LEN..(*next + 1) * NONCE_LEN]);
+        *next += 1;
+        Ok(nonce)
+    })
 }
 
 /// The header JSON in a fixed member order, so equal inputs give equal headers.
@@ -531,6 +554,12 @@ mod tests {
         assert_eq!(open_value(&ring, "/b", &ctx(), &jwe), Err(Rejection::MovedField));
         let other: Context = [("type", "order.created"), ("tenant", "evil")].into_iter().collect();
         assert_eq!(open_value(&ring, "/a", &other, &jwe), Err(Rejection::WrongContext));
+    }
+
+    #[test]
+    fn nonces_never_repeat_across_batches() {
+        let nonces: std::collections::HashSet<_> = (0..NONCES_PER_BATCH * 3 + 1).map(|_| fresh_nonce().unwrap()).collect();
+        assert_eq!(nonces.len(), NONCES_PER_BATCH * 3 + 1);
     }
 
     #[test]

@@ -12,9 +12,31 @@ use std::fmt;
 use std::ops::Range;
 
 /// A body known to be one JSON text within the limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Event<'a> {
     text: &'a str,
+    /// The top-level members or items, read by the same pass that validated the body, so
+    /// selecting fields never scans the whole event again.
+    root: Children<'a>,
+}
+
+/// The children of one JSON value, each a borrowed slice of the body.
+#[derive(Debug, Clone)]
+enum Children<'a> {
+    Members(Vec<(Cow<'a, str>, &'a RawValue)>),
+    Items(Vec<&'a RawValue>),
+    None,
+}
+
+impl<'a> Children<'a> {
+    /// Parses (and so validates) `text` one level deep; `Err` if it is not JSON.
+    fn of(text: &'a str) -> Result<Self, serde_json::Error> {
+        match text.trim_start().as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<Members<'a>>(text).map(|Members(m)| Self::Members(m)),
+            Some(b'[') => serde_json::from_str::<Vec<&'a RawValue>>(text).map(Self::Items),
+            _ => serde_json::from_str::<&'a RawValue>(text).map(|_| Self::None),
+        }
+    }
 }
 
 /// One selected field: its concrete JSON Pointer and where its value lies in the body.
@@ -46,12 +68,12 @@ impl<'a> Event<'a> {
             let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
             DocumentError::NotJson { line, column }
         })?;
-        // Validates the whole text; the borrowed RawValue builds no tree.
-        serde_json::from_str::<&RawValue>(text).map_err(|e| DocumentError::NotJson {
+        // Validates the whole text (children are borrowed RawValues: no tree is built).
+        let root = Children::of(text).map_err(|e| DocumentError::NotJson {
             line: e.line(),
             column: e.column(),
         })?;
-        Ok(Self { text })
+        Ok(Self { text, root })
     }
 
     /// The body.
@@ -78,11 +100,9 @@ impl<'a> Event<'a> {
     fn find(&self, fields: &[FieldPath]) -> (Vec<Span>, Vec<bool>) {
         let mut spans = Vec::new();
         let mut matched = vec![false; fields.len()];
-        // `parse` validated the text, so this cannot fail; if it did, nothing is selected.
-        if let Ok(root) = serde_json::from_str::<&RawValue>(self.text) {
-            let active: Vec<(usize, &[Segment])> = fields.iter().map(FieldPath::segments).enumerate().collect();
-            walk(self.text, root, &active, &mut String::new(), &mut spans, &mut matched);
-        }
+        // A selector has at least one segment, so the root itself is never selected.
+        let active: Vec<(usize, &[Segment])> = fields.iter().map(FieldPath::segments).enumerate().collect();
+        descend(self.text, &self.root, &active, &mut String::new(), &mut spans, &mut matched);
         spans.sort_by_key(|s| s.range.start);
         (spans, matched)
     }
@@ -124,10 +144,23 @@ fn walk(text: &str, node: &RawValue, active: &[(usize, &[Segment])], pointer: &m
             pending.push((i, segments));
         }
     }
-    if pending.is_empty() {
-        return;
+    if !pending.is_empty() {
+        // The node was validated with the body; parsing its children cannot fail.
+        if let Ok(children) = Children::of(node.get()) {
+            descend(text, &children, &pending, pointer, spans, matched);
+        }
     }
-    let raw = node.get();
+}
+
+/// Walks into the children that a pending selector's next segment names.
+fn descend(
+    text: &str,
+    children: &Children<'_>,
+    pending: &[(usize, &[Segment])],
+    pointer: &mut String,
+    spans: &mut Vec<Span>,
+    matched: &mut [bool],
+) {
     let mut visit = |token: &str, index: Option<usize>, child: &RawValue, pointer: &mut String| {
         let next: Vec<(usize, &[Segment])> = pending
             .iter()
@@ -148,22 +181,18 @@ fn walk(text: &str, node: &RawValue, active: &[(usize, &[Segment])], pointer: &m
             pointer.truncate(len);
         }
     };
-    match raw.as_bytes().first() {
-        Some(b'{') => {
-            if let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(raw) {
-                for (name, child) in members {
-                    visit(&name, None, child, pointer);
-                }
+    match children {
+        Children::Members(members) => {
+            for (name, child) in members {
+                visit(name, None, child, pointer);
             }
         }
-        Some(b'[') => {
-            if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw) {
-                for (i, child) in items.into_iter().enumerate() {
-                    visit(&i.to_string(), Some(i), child, pointer);
-                }
+        Children::Items(items) => {
+            for (i, child) in items.iter().enumerate() {
+                visit(&i.to_string(), Some(i), child, pointer);
             }
         }
-        _ => {}
+        Children::None => {}
     }
 }
 
