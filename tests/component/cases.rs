@@ -21,13 +21,12 @@
 //!   is one the component takes: signing is the component's job, since the filter cannot
 //!   add headers after reading a body.
 
-use crate::case::{Case, MessageExpect, SealedInput};
+use crate::case::{Case, MessageExpect, body_bytes, header_pairs, now};
 use crate::{component, jose};
 use eventseal_harness::Error;
 use eventseal_harness::component::{Exchange, Outcome, Principal, Problem, ProblemKind, Sealer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the component did with one body.
 #[derive(Debug)]
@@ -74,52 +73,6 @@ fn decide(name: &str, sealer: &mut Sealer, body: &[u8], exchange: &Exchange, pri
     Decided::PassedThrough
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Replaces every `{"$sealed": ...}` with an envelope made by the runner's own JWE code.
-fn expand(value: &Value, sets: &[&Value]) -> Value {
-    match value {
-        Value::Object(map) if map.len() == 1 && map.contains_key("$sealed") => {
-            let input: SealedInput = serde_json::from_value(map["$sealed"].clone()).unwrap_or_else(|e| panic!("bad $sealed: {e}"));
-            let key = jose::key_bytes(sets, &input.kid);
-            Value::String(jose::seal(
-                &key,
-                &input.kid,
-                &input.pointer,
-                &input.context,
-                &input.value,
-                input.tamper.as_deref(),
-            ))
-        }
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), expand(v, sets))).collect()),
-        Value::Array(items) => Value::Array(items.iter().map(|v| expand(v, sets)).collect()),
-        other => other.clone(),
-    }
-}
-
-/// A body's bytes: a string raw, anything else as compact JSON; absent: no bytes.
-fn body_bytes(body: Option<&Value>, sets: &[&Value]) -> Vec<u8> {
-    match body {
-        None => Vec::new(),
-        Some(Value::String(text)) => text.as_bytes().to_vec(),
-        Some(other) => serde_json::to_vec(&expand(other, sets)).expect("JSON values serialize"),
-    }
-}
-
-fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-            (name.to_ascii_lowercase(), value)
-        })
-        .collect()
-}
-
 fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
@@ -127,7 +80,7 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 /// The request headers and body, signed as `sign_request` says.
 fn prepare_request(case: &Case, sets: &[&Value]) -> (Vec<(String, String)>, Vec<u8>) {
     let mut headers = header_pairs(&case.request.headers);
-    let mut body = body_bytes(case.request.body.as_ref(), sets);
+    let mut body = case.request.body.as_ref().map_or_else(Vec::new, |b| body_bytes(b, sets));
     if let Some(sign) = &case.sign_request {
         let secret = jose::key_bytes(sets, &sign.kid);
         let timestamp = now() + sign.timestamp_offset_seconds;
@@ -370,7 +323,10 @@ pub fn run(name: &str) {
     let upstream = forwarded(&request, &request_body, &request_headers);
     let response = match (&request, &case.upstream_response) {
         (Decided::Refused(_), _) => None,
-        (_, Some(answer)) => Some((header_pairs(&answer.headers), body_bytes(answer.body.as_ref(), &sets))),
+        (_, Some(answer)) => Some((
+            header_pairs(&answer.headers),
+            answer.body.as_ref().map_or_else(Vec::new, |b| body_bytes(b, &sets)),
+        )),
         (_, None) => Some((Vec::new(), Vec::new())),
     };
     let client = response.as_ref().map(|(headers, body)| {

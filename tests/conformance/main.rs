@@ -142,8 +142,9 @@ mod workers {
     //! What the cases cannot say on their own: several workers of one VM id, and a body
     //! refused before its end.
 
+    use crate::case::now;
     use crate::jose;
-    use crate::run::{module, now};
+    use crate::run::module;
     use eventseal_harness::{Headers, HttpOutcome, PluginConfig, SharedState, StreamState};
     use serde_json::json;
 

@@ -1,12 +1,11 @@
 //! Runs one case through the filter in the harness, the way Envoy would drive it.
 
-use crate::case::{Case, Request, Response, SealedInput};
+use crate::case::{Case, Request, Response, body_bytes, header_pairs, now};
 use crate::check::{self, Observed};
 use crate::jose;
 use eventseal_harness::{Error, Headers, HttpStream, Module, Plugin, PluginConfig, PropertyValue, StreamState};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The shipped filter, compiled once for every case.
 pub fn module() -> &'static Module {
@@ -25,54 +24,6 @@ pub struct Prepared {
     pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
     pub chunks: usize,
-}
-
-/// Now, in Unix seconds, from the real clock (the harness clock starts there too).
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Replaces every `{"$sealed": ...}` with an envelope computed by the runner.
-fn expand(value: &Value, sets: &[&Value]) -> Value {
-    match value {
-        Value::Object(map) if map.len() == 1 && map.contains_key("$sealed") => {
-            let input: SealedInput = serde_json::from_value(map["$sealed"].clone()).unwrap_or_else(|e| panic!("bad $sealed: {e}"));
-            let key = jose::key_bytes(sets, &input.kid);
-            Value::String(jose::seal(
-                &key,
-                &input.kid,
-                &input.pointer,
-                &input.context,
-                &input.value,
-                input.tamper.as_deref(),
-            ))
-        }
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), expand(v, sets))).collect()),
-        Value::Array(items) => Value::Array(items.iter().map(|v| expand(v, sets)).collect()),
-        other => other.clone(),
-    }
-}
-
-/// A body's bytes: a string raw, anything else as compact JSON.
-fn body_bytes(body: &Value, sets: &[&Value]) -> Vec<u8> {
-    match body {
-        Value::String(text) => text.as_bytes().to_vec(),
-        other => serde_json::to_vec(&expand(other, sets)).expect("JSON values serialize"),
-    }
-}
-
-fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                value.as_str().map_or_else(|| value.to_string(), str::to_owned),
-            )
-        })
-        .collect()
 }
 
 pub fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
