@@ -6,49 +6,9 @@
 mod workloads;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use eventseal_core::{BodyJob, Decision, Direction, Engine, MemoryReplayCache, Policy, Principal, RequestHead, sign};
+use eventseal_core::{RequestHead, sign};
 use std::hint::black_box;
-
-fn engine(policy: &str) -> Engine {
-    let policy = Policy::from_json(policy).unwrap();
-    let keyring = policy.load_keyring(|_| Some(workloads::KEYRING.to_owned())).unwrap();
-    Engine::new(policy, keyring)
-}
-
-fn headers() -> Vec<(String, String)> {
-    vec![
-        ("content-type".into(), "application/json".into()),
-        ("x-principal".into(), "bench".into()),
-    ]
-}
-
-fn decide(engine: &Engine, headers: &[(String, String)], body: &[u8], now: i64) -> Vec<u8> {
-    let request = RequestHead {
-        method: "POST",
-        path: "/bench",
-        authority: "bench",
-        headers,
-    };
-    let rule = engine.route(&request).expect("the bench rule matches");
-    let principal = Principal {
-        id: "bench".into(),
-        claims: serde_json::Value::Null,
-    };
-    let job = BodyJob {
-        rule,
-        direction: Direction::Request,
-        request,
-        headers,
-        principal: Some(&principal),
-        body,
-        now,
-    };
-    match engine.decide(&job, &mut MemoryReplayCache::default()) {
-        Decision::Forward { body: Some(body), .. } => body,
-        Decision::Forward { body: None, .. } => body.to_vec(),
-        Decision::Refuse { problem, .. } => panic!("refused: {problem:?}"),
-    }
-}
+use workloads::{decide, engine, headers};
 
 fn seal_and_open(c: &mut Criterion) {
     let mut group = c.benchmark_group("event");

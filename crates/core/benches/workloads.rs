@@ -1,6 +1,7 @@
 //! The benchmark workloads, shared by the native criterion bench and the wasm comparison:
 //! a CloudEvents-style event of a given size and the policies that seal or open N fields.
 
+use eventseal_core::{BodyJob, Decision, Direction, Engine, MemoryReplayCache, Policy, Principal, RequestHead};
 use serde_json::{Value, json};
 
 /// The keyring every workload uses (one sealing key, one signing key).
@@ -39,7 +40,69 @@ pub fn policy(action: &str, fields: usize) -> String {
         "verify" => json!({"verify": true}),
         other => panic!("unknown action {other}"),
     };
-    let mut rule = json!({"name": "bench", "match": {"methods": ["POST"], "path": "/bench"}, "context": {"type": {"body": "/type"}}});
+    let mut rule = json!({"name": "bench", "match": {"methods": [METHOD], "path": PATH}, "context": {"type": {"body": "/type"}}});
     rule.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
-    json!({"principal": {"source": "header", "header": "x-principal"}, "rules": [rule]}).to_string()
+    json!({"principal": {"source": "header", "header": PRINCIPAL.0}, "rules": [rule]}).to_string()
+}
+
+/// The method, path and authority every workload's requests use (the bench rule matches them).
+pub const METHOD: &str = "POST";
+/// See [`METHOD`].
+pub const PATH: &str = "/bench";
+/// See [`METHOD`].
+pub const AUTHORITY: &str = "bench";
+/// The principal header the workload policies trust, and its value.
+pub const PRINCIPAL: (&str, &str) = ("x-principal", "bench");
+
+/// An engine for a workload policy, with the workloads' keyring.
+///
+/// # Panics
+/// When the policy or the keyring is invalid (a bug in the workloads).
+pub fn engine(policy: &str) -> Engine {
+    let policy = Policy::from_json(policy).expect("the workload policy is valid");
+    let keyring = policy
+        .load_keyring(|_| Some(KEYRING.to_owned()))
+        .expect("the workload keyring is valid");
+    Engine::new(policy, keyring)
+}
+
+/// The request headers of every workload (besides signatures).
+pub fn headers() -> Vec<(String, String)> {
+    vec![
+        ("content-type".into(), "application/json".into()),
+        (PRINCIPAL.0.into(), PRINCIPAL.1.into()),
+    ]
+}
+
+/// Core's decision on a request body to `POST /bench`, as the filter asks for it: the body
+/// to forward.
+///
+/// # Panics
+/// When the rule does not match or the body is refused (the workloads are valid).
+pub fn decide(engine: &Engine, headers: &[(String, String)], body: &[u8], now: i64) -> Vec<u8> {
+    let request = RequestHead {
+        method: METHOD,
+        path: PATH,
+        authority: AUTHORITY,
+        headers,
+    };
+    let rule = engine.route(&request).expect("the bench rule matches");
+    let principal = Principal {
+        id: PRINCIPAL.1.into(),
+        claims: serde_json::Value::Null,
+    };
+    let job = BodyJob {
+        rule,
+        direction: Direction::Request,
+        request,
+        headers,
+        principal: Some(&principal),
+        body,
+        now,
+    };
+    match engine.decide(&job, &mut MemoryReplayCache::default()) {
+        Decision::Forward { body: Some(body), .. } => body,
+        Decision::Forward { body: None, .. } => body.to_vec(),
+        Decision::Refuse { problem, .. } => panic!("refused: {problem:?}"),
+    }
 }
