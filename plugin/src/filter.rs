@@ -601,11 +601,16 @@ impl HttpContext for Unconfigured {
     }
 }
 
-/// Header pairs as text. Values that are not UTF-8 are read lossily rather than trapping.
+/// Header pairs as text, reusing the host's buffers (this runs on every request, matched or
+/// not). Values that are not UTF-8 are read lossily rather than trapping.
 fn text_pairs(pairs: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
     pairs
         .into_iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), String::from_utf8_lossy(&value).into_owned()))
+        .map(|(mut name, value)| {
+            name.make_ascii_lowercase();
+            let value = String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (name, value)
+        })
         .collect()
 }
 

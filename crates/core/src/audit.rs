@@ -149,7 +149,17 @@ fn chain_mac(keyring: &Keyring, kid: Option<&str>, body: &str) -> Option<String>
         }
         None => Sha256::digest(body.as_bytes()).to_vec(),
     };
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex(&digest))
+}
+
+/// Lowercase hex, without a formatter call and a string per byte: one runs per record.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]])
+        .map(char::from)
+        .collect()
 }
 
 /// The first broken link of an audit log.
@@ -309,6 +319,11 @@ mod tests {
             r#"{"keys":[{"kty":"oct","kid":"audit-1","alg":"HS256","use":"audit","k":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8","status":"primary"}]}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn macs_are_lowercase_hex_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 
     fn log(n: usize) -> Vec<String> {

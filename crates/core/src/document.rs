@@ -1,7 +1,7 @@
 //! Sealing and opening the selected fields of a whole event, all or nothing.
 
 use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys};
-use crate::envelope::{Context, Rejection, SealFailure, open_bytes_with, seal_bytes, seal_bytes_with};
+use crate::envelope::{Context, Rejection, SealFailure, append_sealed, append_sealed_with, open_bytes_with};
 use crate::event::{Event, Span, splice};
 use crate::json::{DocumentError, Limits};
 use crate::keyring::{KeyId, Keyring};
@@ -171,18 +171,18 @@ pub(crate) fn seal_spans(
     let mut edits = Vec::with_capacity(spans.len());
     for Span { pointer, range } in spans {
         let plaintext = &event.text().as_bytes()[range.clone()];
+        // The envelope is written between its quotes in place: no copy per field.
+        let mut quoted = String::from('"');
         let sealed = match sealer {
-            Sealer::Keyring(keyring) => seal_bytes(keyring, &pointer, context, plaintext),
-            Sealer::DataKey(key) => seal_bytes_with(key, &pointer, context, plaintext).map(|jwe| (jwe, key.source().clone())),
+            Sealer::Keyring(keyring) => append_sealed(keyring, &pointer, context, plaintext, &mut quoted),
+            Sealer::DataKey(key) => append_sealed_with(key, &pointer, context, plaintext, &mut quoted).map(|()| key.source().clone()),
         };
-        let (jwe, kid) = sealed.map_err(|failure| SealError::Field {
+        let kid = sealed.map_err(|failure| SealError::Field {
             pointer: pointer.clone(),
             failure,
         })?;
-        let mut quoted = Vec::with_capacity(jwe.len() + 2);
-        quoted.push(b'"');
-        quoted.extend_from_slice(jwe.as_bytes());
-        quoted.push(b'"');
+        quoted.push('"');
+        let quoted = quoted.into_bytes();
         edits.push((range, quoted));
         outcomes.push(FieldOutcome {
             pointer,

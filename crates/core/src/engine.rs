@@ -6,6 +6,7 @@ use crate::document::{Edit, FieldOutcome, OpenError, SealError, Sealer, open_spa
 use crate::envelope::{Context, Rejection, wrapped_key_of};
 use crate::event::{Event, splice};
 use crate::keyring::{KeyId, Keyring};
+use crate::pointer::FieldPath;
 use crate::policy::{ContextSource, Denied, Grant, OnError, PathMatch, Policy, Rule};
 use crate::problem::{Direction, Problem, ProblemKind};
 use crate::webhook::{self, VerifyError, WebhookHeaders};
@@ -374,18 +375,24 @@ impl Engine {
         request: &RequestHead<'_>,
         event: &Event<'_>,
     ) -> (Result<Context, String>, Option<String>, Option<String>) {
-        let mut pointers: Vec<&str> = vec!["/id", "/type"];
-        pointers.extend(rule.context.iter().filter_map(|(_, source)| match source {
-            ContextSource::Body(p) => Some(p.as_str()),
-            _ => None,
-        }));
-        let mut values = event.values_at(&pointers).into_iter().map(|v| match v {
+        let paths: Vec<&FieldPath> = rule
+            .context
+            .iter()
+            .filter_map(|(_, source)| match source {
+                ContextSource::Body(path) => Some(path),
+                _ => None,
+            })
+            .collect();
+        let text = |v: Option<Value>| match v {
             Some(Value::String(s)) => Some(s),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
-        });
-        let shown = |v: Option<String>| v.map(|s| s.chars().take(256).collect());
-        let (event_id, event_type) = (shown(values.next().flatten()), shown(values.next().flatten()));
+        };
+        let mut values = if paths.is_empty() { Vec::new() } else { event.values_at(&paths) }
+            .into_iter()
+            .map(text);
+        let shown = |v: Option<String>| v.map(|s| if s.len() > 256 { s.chars().take(256).collect() } else { s });
+        let (event_id, event_type) = (shown(text(event.member("id"))), shown(text(event.member("type"))));
         let mut context = Context::new();
         for (name, source) in &rule.context {
             let value = match source {

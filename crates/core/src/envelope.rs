@@ -3,7 +3,7 @@
 //! `docs/FORMAT.md` is the specification; section numbers below refer to it.
 
 use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey};
-use crate::keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring};
+use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::Engine as _;
@@ -251,17 +251,28 @@ pub fn seal_value(keyring: &Keyring, pointer: &str, context: &Context, value: &V
 /// # Errors
 /// [`SealFailure`] when there is no usable primary key or no randomness.
 pub fn seal_bytes(keyring: &Keyring, pointer: &str, context: &Context, plaintext: &[u8]) -> Result<(String, KeyId), SealFailure> {
-    let key = keyring.primary(KeyUse::Seal).ok_or(SealFailure::NoPrimaryKey)?;
-    seal_with(key, pointer, context, plaintext).map(|jwe| (jwe, key.kid().clone()))
+    let mut envelope = String::new();
+    let kid = append_sealed(keyring, pointer, context, plaintext, &mut envelope)?;
+    Ok((envelope, kid))
 }
 
-fn seal_with(key: &Key, pointer: &str, context: &Context, plaintext: &[u8]) -> Result<String, SealFailure> {
+/// [`seal_bytes`], appending the envelope to `out` (as it was on error), so a caller that
+/// builds a body around envelopes copies none of them.
+pub(crate) fn append_sealed(
+    keyring: &Keyring,
+    pointer: &str,
+    context: &Context,
+    plaintext: &[u8],
+    out: &mut String,
+) -> Result<KeyId, SealFailure> {
+    let key = keyring.primary(KeyUse::Seal).ok_or(SealFailure::NoPrimaryKey)?;
     let cipher = key.aead().ok_or(SealFailure::NoPrimaryKey)?;
     if !key.take_seal() {
         return Err(SealFailure::KeyExhausted(key.kid().clone()));
     }
     let header = protected_header("dir", key.kid(), pointer, context);
-    seal_under(cipher, &header, "", plaintext)
+    seal_under(cipher, &header, b"", plaintext, out)?;
+    Ok(key.kid().clone())
 }
 
 /// Seals `value` for the field at `pointer` with a data key issued by a KMS (FORMAT.md §10):
@@ -279,33 +290,50 @@ pub fn seal_value_with(data_key: &DataKey, pointer: &str, context: &Context, val
 /// # Errors
 /// [`SealFailure`] when the data key reached its encryption limit or there is no randomness.
 pub fn seal_bytes_with(data_key: &DataKey, pointer: &str, context: &Context, plaintext: &[u8]) -> Result<String, SealFailure> {
+    let mut envelope = String::new();
+    append_sealed_with(data_key, pointer, context, plaintext, &mut envelope)?;
+    Ok(envelope)
+}
+
+/// [`seal_bytes_with`], appending the envelope to `out` (as it was on error).
+pub(crate) fn append_sealed_with(
+    data_key: &DataKey,
+    pointer: &str,
+    context: &Context,
+    plaintext: &[u8],
+    out: &mut String,
+) -> Result<(), SealFailure> {
     if !data_key.take_seal() {
         return Err(SealFailure::KeyExhausted(data_key.source().clone()));
     }
     let header = protected_header(VAULT_TRANSIT_ALG, data_key.source(), pointer, context);
-    let encrypted_key = URL_SAFE_NO_PAD.encode(data_key.wrapped().as_str());
-    seal_under(data_key.cipher(), &header, &encrypted_key, plaintext)
+    seal_under(data_key.cipher(), &header, data_key.wrapped().as_str().as_bytes(), plaintext, out)
 }
 
-/// Steps 2 to 4 of FORMAT.md §3.5 once the header and encrypted-key segment are known.
-fn seal_under(cipher: &Aes256Gcm, header: &str, encrypted_key: &str, plaintext: &[u8]) -> Result<String, SealFailure> {
-    let encoded_header = URL_SAFE_NO_PAD.encode(header);
+/// Steps 2 to 4 of FORMAT.md §3.5 once the header and encrypted key are known: appends the
+/// compact envelope to `out`, or leaves `out` as it was.
+fn seal_under(cipher: &Aes256Gcm, header: &[u8], encrypted_key: &[u8], plaintext: &[u8], out: &mut String) -> Result<(), SealFailure> {
     let nonce = fresh_nonce()?;
     let mut buffer = Zeroizing::new(plaintext.to_vec());
-    let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), encoded_header.as_bytes(), &mut buffer)
-        .map_err(|_| SealFailure::ValueTooLong)?;
-    let mut out = String::with_capacity(encoded_header.len() + encrypted_key.len() + 4 + (buffer.len() + NONCE_LEN + TAG_LEN) * 4 / 3 + 8);
-    out.push_str(&encoded_header);
+    let start = out.len();
+    let encoded = |n: usize| n.div_ceil(3) * 4;
+    out.reserve(encoded(header.len()) + encoded(encrypted_key.len()) + encoded(NONCE_LEN) + encoded(buffer.len()) + encoded(TAG_LEN) + 4);
+    URL_SAFE_NO_PAD.encode_string(header, out);
+    // The AAD is the encoded header as it stands in the envelope (RFC 7516 §5.1 step 14).
+    let tag = cipher.encrypt_in_place_detached(Nonce::from_slice(&nonce), out[start..].as_bytes(), &mut buffer);
+    let Ok(tag) = tag else {
+        out.truncate(start);
+        return Err(SealFailure::ValueTooLong);
+    };
     out.push('.');
-    out.push_str(encrypted_key);
+    URL_SAFE_NO_PAD.encode_string(encrypted_key, out);
     out.push('.');
-    URL_SAFE_NO_PAD.encode_string(nonce, &mut out);
+    URL_SAFE_NO_PAD.encode_string(nonce, out);
     out.push('.');
-    URL_SAFE_NO_PAD.encode_string(&buffer[..], &mut out);
+    URL_SAFE_NO_PAD.encode_string(&buffer[..], out);
     out.push('.');
-    URL_SAFE_NO_PAD.encode_string(tag, &mut out);
-    Ok(out)
+    URL_SAFE_NO_PAD.encode_string(tag, out);
+    Ok(())
 }
 
 /// Nonces handed out per batch of OS randomness.
@@ -332,20 +360,33 @@ fn fresh_nonce() -> Result<[u8; NONCE_LEN], SealFailure> {
     })
 }
 
-/// The header JSON in a fixed member order, so equal inputs give equal headers.
-fn protected_header(alg: &str, kid: &KeyId, pointer: &str, context: &Context) -> String {
-    let text = |s: &str| Value::String(s.to_owned()).to_string();
-    let ctx = context
-        .entries()
-        .map(|(k, v)| format!("{}:{}", text(k), text(v)))
-        .collect::<Vec<_>>()
-        .join(",");
-    format!(
-        r#"{{"alg":{},"enc":"A256GCM","kid":{},"ptr":{},"ctx":{{{ctx}}}}}"#,
-        text(alg),
-        text(kid.as_str()),
-        text(pointer)
-    )
+/// The header JSON in a fixed member order, so equal inputs give equal headers. Written
+/// straight into one buffer: it is built once per sealed field.
+fn protected_header(alg: &str, kid: &KeyId, pointer: &str, context: &Context) -> Vec<u8> {
+    // serde_json's string escaping, so the header is the JSON any encoder would write.
+    fn string(json: &mut Vec<u8>, s: &str) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *json, s);
+    }
+    let context_len: usize = context.entries().map(|(name, value)| name.len() + value.len() + 6).sum();
+    let mut json = Vec::with_capacity(64 + alg.len() + kid.as_str().len() + pointer.len() + context_len);
+    json.extend_from_slice(br#"{"alg":"#);
+    string(&mut json, alg);
+    json.extend_from_slice(br#","enc":"A256GCM","kid":"#);
+    string(&mut json, kid.as_str());
+    json.extend_from_slice(br#","ptr":"#);
+    string(&mut json, pointer);
+    json.extend_from_slice(br#","ctx":{"#);
+    for (i, (name, value)) in context.entries().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        string(&mut json, name);
+        json.push(b':');
+        string(&mut json, value);
+    }
+    json.extend_from_slice(b"}}");
+    json
 }
 
 /// The `kid` and wrapped data key of a well-formed `eventseal.vault-transit` envelope, so a

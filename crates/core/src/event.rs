@@ -85,7 +85,7 @@ impl<'a> Event<'a> {
     /// another selected field (they travel inside it). Selectors that match nothing are
     /// listed separately.
     pub(crate) fn select<'f>(&self, fields: &'f [FieldPath]) -> (Vec<Span>, Vec<&'f FieldPath>) {
-        let (spans, matched) = self.find(fields);
+        let (spans, matched) = self.find(fields.iter());
         let mut kept: Vec<Span> = Vec::with_capacity(spans.len());
         for span in spans {
             if kept.last().is_none_or(|outer| span.range.start >= outer.range.end) {
@@ -97,11 +97,11 @@ impl<'a> Event<'a> {
     }
 
     /// Every match of every selector, sorted by position, nested ones included.
-    fn find(&self, fields: &[FieldPath]) -> (Vec<Span>, Vec<bool>) {
+    fn find<'f>(&self, fields: impl ExactSizeIterator<Item = &'f FieldPath>) -> (Vec<Span>, Vec<bool>) {
         let mut spans = Vec::new();
         let mut matched = vec![false; fields.len()];
         // A selector has at least one segment, so the root itself is never selected.
-        let active: Vec<(usize, &[Segment])> = fields.iter().map(FieldPath::segments).enumerate().collect();
+        let active: Vec<(usize, &[Segment])> = fields.map(FieldPath::segments).enumerate().collect();
         descend(self.text, &self.root, &active, &mut String::new(), &mut spans, &mut matched);
         spans.sort_by_key(|s| s.range.start);
         (spans, matched)
@@ -109,18 +109,25 @@ impl<'a> Event<'a> {
 
     /// The values at exact pointers (no wildcards), parsed, in one pass: small members such
     /// as the event type bound into the context. A pointer that matches nothing is `None`.
-    pub fn values_at(&self, pointers: &[&str]) -> Vec<Option<Value>> {
-        let paths: Vec<FieldPath> = pointers.iter().filter_map(|p| FieldPath::parse(p).ok()).collect();
-        let (spans, _) = self.find(&paths);
-        pointers
+    pub fn values_at(&self, paths: &[&FieldPath]) -> Vec<Option<Value>> {
+        let (spans, _) = self.find(paths.iter().copied());
+        paths
             .iter()
-            .map(|p| {
+            .map(|path| {
                 spans
                     .iter()
-                    .find(|s| s.pointer == *p)
+                    .find(|s| s.pointer == path.as_str())
                     .and_then(|s| serde_json::from_str(&self.text[s.range.clone()]).ok())
             })
             .collect()
+    }
+
+    /// The first top-level member called `name`, parsed: read from the top level kept by
+    /// [`Event::parse`], without a pointer or a walk.
+    pub fn member(&self, name: &str) -> Option<Value> {
+        let Children::Members(members) = &self.root else { return None };
+        let (_, raw) = members.iter().find(|(n, _)| n == name)?;
+        serde_json::from_str(raw.get()).ok()
     }
 }
 
@@ -210,13 +217,39 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    members.push(entry);
+                while let Some((Name(name), value)) = map.next_entry::<Name<'de>, &'de RawValue>()? {
+                    members.push((name, value));
                 }
                 Ok(Members(members))
             }
         }
         deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+/// A member name borrowed from the body unless it has escapes. (serde's own `Cow` always
+/// copies, which was one allocation per member of every object walked.)
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(name.to_owned())))
+            }
+            fn visit_string<E>(self, name: String) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(name)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
@@ -263,6 +296,15 @@ mod tests {
     fn a_field_inside_a_selected_field_is_not_selected_again() {
         let body = r#"{"card": {"no": "4111"}}"#;
         assert_eq!(select(body, &["/card/no", "/card"]), [("/card".into(), r#"{"no": "4111"}"#.into())]);
+    }
+
+    #[test]
+    fn member_names_are_matched_after_unescaping() {
+        let body = r#"{"s\u0073n": "1", "data": {"n\"o": 2}}"#;
+        assert_eq!(
+            select(body, &["/ssn", "/data/n\"o"]),
+            [("/ssn".into(), "\"1\"".into()), ("/data/n\"o".into(), "2".into())]
+        );
     }
 
     #[test]

@@ -56,20 +56,26 @@ impl fmt::Display for DocumentError {
 impl std::error::Error for DocumentError {}
 
 /// Deepest bracket nesting outside strings; a linear scan so hostile input cannot recurse.
+/// Strings are skipped with `memchr` to their next quote or backslash: most of an event's
+/// bytes are inside strings, and looking at them one by one cost more than parsing.
 pub(crate) fn nesting_depth(body: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, 0usize);
+    while let Some(&b) = body.get(at) {
+        at += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => loop {
+                let Some(rest) = body.get(at..) else { return deepest };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    // An escape: the byte after the backslash is never the closing quote.
+                    Some(n) if rest[n] == b'\\' => at += n + 2,
+                    Some(n) => {
+                        at += n + 1;
+                        break;
+                    }
+                    // An unterminated string: the parser refuses it.
+                    None => return deepest,
+                }
+            },
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -94,6 +100,40 @@ mod tests {
     fn depth_ignores_brackets_inside_strings() {
         assert_eq!(nesting_depth(br#"{"a":"[[[[\"{{"}"#), 1);
         assert_eq!(nesting_depth(br#"[[{"a":[1]}]]"#), 4);
+    }
+
+    /// The byte-at-a-time scan the `memchr` one must agree with.
+    fn nesting_depth_by_bytes(body: &[u8]) -> usize {
+        let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+        for &b in body {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_strings_gives_the_depth_of_the_byte_scan(body in proptest::collection::vec(
+            proptest::sample::select(b"[]{}\"\\a ".to_vec()), 0..64)) {
+            proptest::prop_assert_eq!(nesting_depth(&body), nesting_depth_by_bytes(&body));
+        }
     }
 
     #[test]

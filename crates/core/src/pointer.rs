@@ -2,6 +2,7 @@
 
 use core::fmt;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// One segment of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +118,13 @@ fn unescape(raw: &str) -> Result<String, PointerError> {
 }
 
 /// Escapes one member name for use in a pointer (RFC 6901 §3: `~` first, then `/`).
-pub fn escape_token(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+pub fn escape_token(token: &str) -> Cow<'_, str> {
+    // Most names need no escape: borrow them, since this runs for every member walked.
+    if token.contains(['~', '/']) {
+        Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(token)
+    }
 }
 
 fn expand_into(value: &Value, segments: &[Segment], prefix: &mut String, found: &mut Vec<String>) {

@@ -206,8 +206,9 @@ pub enum PathMatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ContextSource {
-    /// A string (or number) in the event at this JSON Pointer.
-    Body(String),
+    /// A string (or number) in the event at this JSON Pointer (without wildcards), parsed
+    /// once here rather than for every event.
+    Body(FieldPath),
     /// A request header (lower case).
     Header(String),
     /// A fixed value, for example an environment or route name.
@@ -833,11 +834,11 @@ fn parse_context_source(n: Node<'_>) -> Result<ContextSource, ConfigError> {
     let text = Node { value, at: &at }.string()?.to_owned();
     Ok(match kind.as_str() {
         "body" => {
-            FieldPath::parse(&text).map_err(|e| invalid(&at, format!("a JSON Pointer ({e})")))?;
-            if text.split('/').any(|s| s == "*") {
+            let path = FieldPath::parse(&text).map_err(|e| invalid(&at, format!("a JSON Pointer ({e})")))?;
+            if path.has_wildcard() {
                 return Err(invalid(&at, "a JSON Pointer without wildcards"));
             }
-            ContextSource::Body(text)
+            ContextSource::Body(path)
         }
         "header" => ContextSource::Header(text.to_ascii_lowercase()),
         _ => ContextSource::Literal(text),
