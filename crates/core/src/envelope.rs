@@ -320,7 +320,7 @@ fn seal_under(cipher: &Aes256Gcm, header: &[u8], encrypted_key: &[u8], plaintext
     out.reserve(encoded(header.len()) + encoded(encrypted_key.len()) + encoded(NONCE_LEN) + encoded(buffer.len()) + encoded(TAG_LEN) + 4);
     URL_SAFE_NO_PAD.encode_string(header, out);
     // The AAD is the encoded header as it stands in the envelope (RFC 7516 §5.1 step 14).
-    let tag = cipher.encrypt_in_place_detached(Nonce::from_slice(&nonce), out[start..].as_bytes(), &mut buffer);
+    let tag = cipher.encrypt_in_place_detached(Nonce::from_slice(&nonce), &out.as_bytes()[start..], &mut buffer);
     let Ok(tag) = tag else {
         out.truncate(start);
         return Err(SealFailure::ValueTooLong);
