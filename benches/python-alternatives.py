@@ -11,7 +11,8 @@ docs/FORMAT.md says) and returns the event as JSON bytes, single-threaded:
   pyca-handwritten  the fastest hand-written Python: pyca `cryptography` AESGCM, the
                     compact envelope built by hand
   component         eventseal.component.wasm called from Python through PyPI `wasmtime`
-                    (examples/python/service.py's Sealer)
+                    (examples/python/service.py's Sealer, which calls the text form,
+                    `seal-text`)
   eventseal-native  eventseal-core natively (`eventseal-bench native-seal`, one thread)
 
 Before timing, the component opens what each Python contender sealed, so all of them make
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples" / "python"))
 from service import Sealer  # noqa: E402  (the example's wrapper around the component)
 
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # as cargo, run from ROOT, reads it
 BENCH = TARGET / "release" / "eventseal-bench"
 COMPONENT = TARGET / "wasm32-wasip2" / "release" / "eventseal_component.wasm"
 POINTERS = ["/data/f0", "/data/f1", "/data/f2"]

@@ -23,7 +23,7 @@ from wasmtime.component import Component, Linker, Record, ResourceAny
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_COMPONENT = HERE.parent.parent / "target" / "eventseal.component.wasm"
-INTERFACE = "eventseal:seal/sealing@0.1.0"
+INTERFACE = "eventseal:seal/sealing@0.1.1"  # 0.1.1: the text form of the operations
 
 # The two routes of the example policy (policy.json): publishers post here, and the
 # service's consumer receives deliveries there.
@@ -80,9 +80,16 @@ class Sealer:
         interface = instance.get_export_index(self._store, INTERFACE)
 
         def export(name):
-            return instance.get_func(self._store, instance.get_export_index(self._store, name, interface))
+            index = instance.get_export_index(self._store, name, interface)
+            if index is None:
+                raise ValueError(f"{component_path} does not export {name} ({INTERFACE}): rebuild it")
+            return instance.get_func(self._store, index)
 
-        self._calls = {op: export(f"[method]sealer.{op}") for op in ("seal", "open", "sign", "verify")}
+        # Each operation in both forms: wasmtime copies a `list<u8>` one byte at a time but
+        # a `string` at once, so events (JSON, hence UTF-8) go as text; see `_call`.
+        self._calls = {
+            op: (export(f"[method]sealer.{op}"), export(f"[method]sealer.{op}-text")) for op in ("seal", "open", "sign", "verify")
+        }
         # result<sealer, config-error>: wasmtime returns the ok or the err value itself,
         # since a resource and a record can be told apart by their Python class.
         created = export("[static]sealer.create")(self._store, policy, keyring)
@@ -93,11 +100,20 @@ class Sealer:
     def _call(self, op, event, method, path, headers, principal=None, claims=None):
         exchange = record(method=method, path=path, authority="events.example.org", headers=list(headers.items()), response=None)
         who = None if principal is None else record(id=principal, claims=json.dumps(claims) if claims else "")
+        by_bytes, by_text = self._calls[op]
+        try:
+            call, event = by_text, event.decode()
+        except UnicodeDecodeError:
+            # Not UTF-8, so not JSON: the byte form lets the component refuse it as the gateway does.
+            call = by_bytes
         # result<outcome, problem>: both are records, so wasmtime tags the value.
-        result = self._calls[op](self._store, self._sealer, event, exchange, who)
+        result = call(self._store, self._sealer, event, exchange, who)
         if result.tag == "err":
             raise Refused(result.payload)
-        return result.payload
+        outcome = result.payload
+        if isinstance(outcome.event, str):
+            outcome.event = outcome.event.encode()  # a text-outcome: the bytes the byte form returns
+        return outcome
 
     def seal(self, event, method, path, headers, **who):
         """Seals (and, if the rule says so, signs) an event before publishing it."""

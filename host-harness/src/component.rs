@@ -39,11 +39,13 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "eventseal",
+        // So tests can compare whole outcomes, e.g. the byte and text forms'.
+        additional_derives: [PartialEq],
     });
 }
 
 pub use bindings::exports::eventseal::seal::sealing::{
-    ConfigDocument, ConfigError, Exchange, FieldOutcome, FieldResult, Header, Outcome, Principal, Problem, ProblemKind,
+    ConfigDocument, ConfigError, Exchange, FieldOutcome, FieldResult, Header, Outcome, Principal, Problem, ProblemKind, TextOutcome,
 };
 
 /// The most the component may write to stderr (a panic message) that is kept for errors.
@@ -79,7 +81,7 @@ impl SealerComponent {
     /// # Errors
     /// [`Error::Io`] if the file cannot be read, [`Error::Compile`] if it is not a valid
     /// component, [`Error::Link`] if it imports more than WASI 0.2 or does not export
-    /// `eventseal:seal/sealing@0.1.0`.
+    /// `eventseal:seal/sealing@0.1.1`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -164,12 +166,16 @@ pub struct Sealer {
     handle: Option<ResourceAny>,
 }
 
-/// Which export of the `sealer` resource to call.
-#[derive(Clone, Copy)]
-enum Operation {
+/// One of the four operations of the `sealer` resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `seal` / `seal-text`.
     Seal,
+    /// `open` / `open-text`.
     Open,
+    /// `sign` / `sign-text`.
     Sign,
+    /// `verify` / `verify-text`.
     Verify,
 }
 
@@ -206,7 +212,11 @@ impl Sealer {
         self.call(Operation::Verify, event, exchange, principal)
     }
 
-    fn call(
+    /// Runs `operation` in the byte form (`seal`, `open`, `sign`, `verify`).
+    ///
+    /// # Errors
+    /// The outer [`Error`] if the component traps; the inner [`Problem`] if it refuses.
+    pub fn call(
         &mut self,
         operation: Operation,
         event: &[u8],
@@ -215,29 +225,58 @@ impl Sealer {
     ) -> Result<Result<Outcome, Problem>, Error> {
         let handle = self.handle.ok_or(Error::Failed)?;
         let sealer = self.instance.eventseal_seal_sealing().sealer();
-        let (name, result) = match operation {
-            Operation::Seal => (
-                "[method]sealer.seal",
-                sealer.call_seal(&mut self.store, handle, event, exchange, principal),
-            ),
-            Operation::Open => (
-                "[method]sealer.open",
-                sealer.call_open(&mut self.store, handle, event, exchange, principal),
-            ),
-            Operation::Sign => (
-                "[method]sealer.sign",
-                sealer.call_sign(&mut self.store, handle, event, exchange, principal),
-            ),
-            Operation::Verify => (
-                "[method]sealer.verify",
-                sealer.call_verify(&mut self.store, handle, event, exchange, principal),
-            ),
+        let store = &mut self.store;
+        let result = match operation {
+            Operation::Seal => sealer.call_seal(store, handle, event, exchange, principal),
+            Operation::Open => sealer.call_open(store, handle, event, exchange, principal),
+            Operation::Sign => sealer.call_sign(store, handle, event, exchange, principal),
+            Operation::Verify => sealer.call_verify(store, handle, event, exchange, principal),
         };
+        self.trapped(operation.export(), result)
+    }
+
+    /// Runs `operation` in the text form (`seal-text`, ...), which takes and returns the
+    /// event as a `string`.
+    ///
+    /// # Errors
+    /// The outer [`Error`] if the component traps; the inner [`Problem`] if it refuses.
+    pub fn call_text(
+        &mut self,
+        operation: Operation,
+        event: &str,
+        exchange: &Exchange,
+        principal: Option<&Principal>,
+    ) -> Result<Result<TextOutcome, Problem>, Error> {
+        let handle = self.handle.ok_or(Error::Failed)?;
+        let sealer = self.instance.eventseal_seal_sealing().sealer();
+        let store = &mut self.store;
+        let result = match operation {
+            Operation::Seal => sealer.call_seal_text(store, handle, event, exchange, principal),
+            Operation::Open => sealer.call_open_text(store, handle, event, exchange, principal),
+            Operation::Sign => sealer.call_sign_text(store, handle, event, exchange, principal),
+            Operation::Verify => sealer.call_verify_text(store, handle, event, exchange, principal),
+        };
+        self.trapped(&format!("{}-text", operation.export()), result)
+    }
+
+    fn trapped<T>(&mut self, export: &str, result: wasmtime::Result<T>) -> Result<T, Error> {
         result.map_err(|e| {
             // A trapped instance cannot be used again.
             self.handle = None;
-            trap(&self.store, name, &e)
+            trap(&self.store, export, &e)
         })
+    }
+}
+
+impl Operation {
+    /// The name of the byte form's export, for error reports.
+    fn export(self) -> &'static str {
+        match self {
+            Self::Seal => "[method]sealer.seal",
+            Self::Open => "[method]sealer.open",
+            Self::Sign => "[method]sealer.sign",
+            Self::Verify => "[method]sealer.verify",
+        }
     }
 }
 

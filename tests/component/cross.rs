@@ -7,10 +7,10 @@ use eventseal_harness::component::{Exchange, Outcome, Principal, Problem, Sealer
 use eventseal_harness::{Headers, HttpExchange, HttpOutcome, Plugin, PluginConfig};
 use serde_json::{Value, json};
 
-const BILLING: &str = "spiffe://example.org/ns/billing/sa/consumer";
-const SEALED: [&str; 2] = ["/data/card/number", "/data/customer/email"];
+pub const BILLING: &str = "spiffe://example.org/ns/billing/sa/consumer";
+pub const SEALED: [&str; 2] = ["/data/card/number", "/data/customer/email"];
 
-fn keys() -> Value {
+pub fn keys() -> Value {
     json!({"keys": [
         {"kty": "oct", "kid": "orders-1", "alg": "A256GCM", "k": "YZ2-X6kWTy-yh0zt5zxbfZE7hPA78Wb3nQPmBMhR6NE", "status": "primary"},
         {"kty": "oct", "kid": "hooks-1", "alg": "HS256", "k": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "status": "primary"}
@@ -21,7 +21,7 @@ fn keys() -> Value {
 /// forwards headers before the body), so only the services' copy signs: publishers'
 /// events are sealed (and signed by services); deliveries on `/inbox` are verified and
 /// opened for billing, on `/consume` only opened; `/relay` (services) only signs.
-fn policy(service: bool) -> Value {
+pub fn policy(service: bool) -> Value {
     let context = json!({"type": {"body": "/type"}, "tenant": {"header": "x-tenant"}});
     let readers = json!(["spiffe://example.org/ns/billing/*"]);
     let mut rules = vec![
@@ -38,7 +38,7 @@ fn policy(service: bool) -> Value {
     json!({"principal": {"source": "header", "header": "x-client"}, "rules": rules})
 }
 
-fn event() -> Value {
+pub fn event() -> Value {
     json!({
         "specversion": "1.0", "id": "evt-1", "type": "com.example.order.created", "source": "/shop",
         "data": {"order_id": "o-1", "amount": 129.5,
@@ -66,7 +66,7 @@ fn service() -> Sealer {
 
 /// The request headers both hosts see: the filter as an HTTP request, the component as
 /// its `exchange.headers` (pseudo-headers become method, path and authority).
-fn request_headers(tenant: &str, client: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
+pub fn request_headers(tenant: &str, client: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         ("x-tenant".to_owned(), tenant.to_owned()),

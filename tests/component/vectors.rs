@@ -55,34 +55,74 @@ fn class(detail: &str) -> &'static str {
     }
 }
 
-#[test]
-fn every_vector_gives_its_expected_outcome_through_the_component() {
+/// One vector as the component meets it.
+pub struct Opening {
+    /// The vector's file name.
+    pub file: String,
+    /// The vector itself.
+    pub vector: Value,
+    /// A policy whose one rule opens the vector's pointer (route `POST /vector`, any
+    /// reader), with the vector's context as literal values.
+    pub policy: String,
+    /// The vector's keys, as the keyring.
+    pub keyring: String,
+    /// An event holding the vector's envelope at its pointer.
+    pub event: String,
+}
+
+/// Every vector of `tests/vectors/`, in file name order.
+pub fn openings() -> Vec<Opening> {
     let files = vector_files();
     assert!(files.len() >= 20, "only {} vectors", files.len());
+    files
+        .iter()
+        .map(|path| {
+            let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let vector: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let pointer = vector["pointer"].as_str().expect("a pointer");
+            let context: Map<String, Value> = vector["context"]
+                .as_object()
+                .expect("a context object")
+                .iter()
+                .map(|(name, value)| (name.clone(), json!({ "literal": value })))
+                .collect();
+            let policy = json!({"rules": [{
+                "name": "vector",
+                "match": {"path": "/vector"},
+                "context": context,
+                "open": {"fields": [pointer], "required": true, "readers": ["*"]},
+            }]});
+            let event = event_with(pointer, vector["envelope"].clone());
+            Opening {
+                policy: policy.to_string(),
+                keyring: vector["keys"].to_string(),
+                event: event.to_string(),
+                file,
+                vector,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_vector_gives_its_expected_outcome_through_the_component() {
+    let openings = openings();
     let mut failures = Vec::new();
-    for path in &files {
-        let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let vector: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    for Opening {
+        file,
+        vector,
+        policy,
+        keyring,
+        event,
+    } in &openings
+    {
         let pointer = vector["pointer"].as_str().expect("a pointer");
         let expected = vector["expected"].as_str().expect("an expected outcome");
-        let context: Map<String, Value> = vector["context"]
-            .as_object()
-            .expect("a context object")
-            .iter()
-            .map(|(name, value)| (name.clone(), json!({ "literal": value })))
-            .collect();
-        let policy = json!({"rules": [{
-            "name": "vector",
-            "match": {"path": "/vector"},
-            "context": context,
-            "open": {"fields": [pointer], "required": true, "readers": ["*"]},
-        }]});
         let mut sealer = component()
-            .create(&policy.to_string(), &vector["keys"].to_string())
+            .create(policy, keyring)
             .unwrap_or_else(|e| panic!("{file}: {e}"))
             .unwrap_or_else(|e| panic!("{file}: configuration refused: {}", e.message));
-        let event = event_with(pointer, vector["envelope"].clone());
         let exchange = Exchange {
             method: "POST".into(),
             path: "/vector".into(),
@@ -95,7 +135,7 @@ fn every_vector_gives_its_expected_outcome_through_the_component() {
             claims: String::new(),
         };
         let result = sealer
-            .open(event.to_string().as_bytes(), &exchange, Some(&reader))
+            .open(event.as_bytes(), &exchange, Some(&reader))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         let got = match &result {
             Ok(outcome) => {
@@ -125,7 +165,7 @@ fn every_vector_gives_its_expected_outcome_through_the_component() {
         failures.is_empty(),
         "{} of {} vectors failed:\n{}",
         failures.len(),
-        files.len(),
+        openings.len(),
         failures.join("\n")
     );
 }

@@ -13,6 +13,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import shutil
@@ -24,7 +25,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-COMPONENT = ROOT / "target" / "eventseal.component.wasm"
+# Where cargo (run from ROOT) builds: CARGO_TARGET_DIR if set, as cargo reads it.
+TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")
+COMPONENT = TARGET / "eventseal.component.wasm"
 BUILD = ["cargo", "build", "--locked", "-p", "eventseal-component", "--target", "wasm32-wasip2", "--release"]
 SEALED_POINTERS = ["/data/card/number", "/data/customer/email"]
 
@@ -54,8 +57,7 @@ def component():
     built = subprocess.run(BUILD, cwd=ROOT, capture_output=True, text=True)
     if built.returncode != 0:
         pytest.fail(f"{' '.join(BUILD)} failed (rustup target add wasm32-wasip2?):\n{built.stderr[-4000:]}")
-    COMPONENT.parent.mkdir(exist_ok=True)
-    shutil.copyfile(ROOT / "target" / "wasm32-wasip2" / "release" / "eventseal_component.wasm", COMPONENT)
+    shutil.copyfile(TARGET / "wasm32-wasip2" / "release" / "eventseal_component.wasm", COMPONENT)
     return COMPONENT
 
 
@@ -202,3 +204,21 @@ def test_a_tampered_event_is_refused_without_revealing_it(language, examples):
     assert code == 1
     assert {k: out["refused"][k] for k in ("kind", "status")} == {"kind": "signature-invalid", "status": 401}
     assert "4000" not in json.dumps(out)
+
+
+def test_the_python_sealer_takes_and_returns_bytes_and_refuses_non_utf8_as_the_gateway_does(python_example, component, keyring):
+    """The wrapper sends events to the component as text; callers still see bytes, and
+    bytes that are not UTF-8 (so not JSON) are refused by the component, not by Python."""
+    spec = importlib.util.spec_from_file_location("service", python_example / "service.py")
+    service = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(service)
+    sealer = service.Sealer(component, (python_example / "policy.json").read_text(), json.dumps(keyring))
+    headers = {"content-type": "application/json"}
+    try:
+        sealed = sealer.seal(json.dumps(service.ORDER).encode(), *service.PUBLISH, headers)
+        assert isinstance(sealed.event, bytes) and pointer_get(json.loads(sealed.event), SEALED_POINTERS[0]).count(".") == 4
+        with pytest.raises(service.Refused) as refused:
+            sealer.seal(b'{"data": {"card": {"number": "\xff"}}}', *service.PUBLISH, headers)
+        assert (refused.value.kind, refused.value.status) == ("malformed-json", 400)
+    finally:
+        sealer.close()

@@ -83,6 +83,42 @@ impl wit::GuestSealer for Sealer {
     fn verify(&self, event: Vec<u8>, exchange: wit::Exchange, principal: Option<wit::Principal>) -> Result<wit::Outcome, wit::Problem> {
         self.run(Operation::Verify, event, &exchange, principal)
     }
+
+    fn seal_text(
+        &self,
+        event: String,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::TextOutcome, wit::Problem> {
+        self.run_text(Operation::Seal, event, &exchange, principal)
+    }
+
+    fn open_text(
+        &self,
+        event: String,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::TextOutcome, wit::Problem> {
+        self.run_text(Operation::Open, event, &exchange, principal)
+    }
+
+    fn sign_text(
+        &self,
+        event: String,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::TextOutcome, wit::Problem> {
+        self.run_text(Operation::Sign, event, &exchange, principal)
+    }
+
+    fn verify_text(
+        &self,
+        event: String,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::TextOutcome, wit::Problem> {
+        self.run_text(Operation::Verify, event, &exchange, principal)
+    }
 }
 
 impl Sealer {
@@ -170,6 +206,35 @@ impl Sealer {
             Decision::Forward { body, set_headers, report } => Ok(outcome(body.unwrap_or(event), set_headers, report)),
             Decision::Refuse { problem: p, .. } => Err(problem(&p)),
         }
+    }
+
+    /// [`Sealer::run`] on the event's UTF-8 bytes: the text form is the byte form, moved
+    /// without a copy either way.
+    fn run_text(
+        &self,
+        operation: Operation,
+        event: String,
+        exchange: &wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::TextOutcome, wit::Problem> {
+        let outcome = self.run(operation, event.into_bytes(), exchange, principal)?;
+        // Core returns UTF-8 for UTF-8 input (it splices ASCII envelopes, plaintexts it
+        // checked are UTF-8 JSON, and JSON masks), so this refusal is for a core bug only.
+        let event = String::from_utf8(outcome.event).map_err(|_| wit::Problem {
+            kind: wit::ProblemKind::SealFailed,
+            status: 500,
+            title: ProblemKind::SealFailed.title().to_owned(),
+            detail: format!("the event eventseal would {} is not UTF-8 text", operation.verb()),
+            retry: None,
+        })?;
+        Ok(wit::TextOutcome {
+            event,
+            headers: outcome.headers,
+            fields: outcome.fields,
+            verified: outcome.verified,
+            signed: outcome.signed,
+            tolerated: outcome.tolerated,
+        })
     }
 }
 
@@ -393,6 +458,24 @@ mod tests {
             .unwrap();
         assert_eq!(other.event, sealed.event, "left sealed by default");
         assert!(matches!(other.fields[0].result, wit::FieldResult::Withheld));
+    }
+
+    #[test]
+    fn the_text_form_runs_the_byte_form() {
+        let sealer = sealer();
+        let event = r#"{"id":"1","card":{"number":"4111"}}"#;
+        let sealed = sealer
+            .run_text(Operation::Seal, event.to_owned(), &exchange("/orders", &[]), None)
+            .unwrap();
+        assert!(matches!(sealed.fields[0].result, wit::FieldResult::Sealed) && sealed.signed);
+        let mut reply = exchange("/replies", &[]);
+        reply.response = Some(vec![("content-type".to_owned(), "application/json".to_owned())]);
+        let auditor = principal("x", r#"{"roles":["auditor"]}"#);
+        let by_bytes = sealer
+            .run(Operation::Open, sealed.event.clone().into_bytes(), &reply, auditor.clone())
+            .unwrap();
+        let by_text = sealer.run_text(Operation::Open, sealed.event, &reply, auditor).unwrap();
+        assert_eq!((by_text.event.as_str(), by_bytes.event.as_slice()), (event, event.as_bytes()));
     }
 
     #[test]
