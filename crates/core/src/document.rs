@@ -215,8 +215,9 @@ pub(crate) fn open_spans(
         };
         let envelope: std::borrow::Cow<'_, str> =
             serde_json::from_str(&event.text()[range.clone()]).map_err(|_| rejected(Rejection::NotSealed))?;
-        let (plaintext, kid) = open_bytes_with(keyring, data_keys, &pointer, context, &envelope).map_err(rejected)?;
-        edits.push((range, plaintext.to_vec()));
+        let (mut plaintext, kid) = open_bytes_with(keyring, data_keys, &pointer, context, &envelope).map_err(rejected)?;
+        // Moved into the new body, not copied: the body holds the plaintext from here on.
+        edits.push((range, std::mem::take(&mut *plaintext)));
         outcomes.push(FieldOutcome {
             pointer,
             kid: Some(kid),

@@ -129,6 +129,16 @@ impl fmt::Display for SealFailure {
     }
 }
 
+/// A base64url segment that must decode to exactly `N` bytes, decoded without a `Vec`.
+fn decode_exact<const N: usize>(segment: &str, not_base64: &'static str, wrong_length: &'static str) -> Result<[u8; N], Rejection> {
+    let mut bytes = [0u8; N];
+    match URL_SAFE_NO_PAD.decode_slice(segment, &mut bytes) {
+        Ok(n) if n == N => Ok(bytes),
+        Ok(_) | Err(base64::DecodeSliceError::OutputSliceTooSmall) => Err(Rejection::Malformed(wrong_length)),
+        Err(base64::DecodeSliceError::DecodeError(_)) => Err(Rejection::Malformed(not_base64)),
+    }
+}
+
 /// The protected header members this version reads (FORMAT.md §3.2).
 struct Header {
     alg: String,
@@ -142,94 +152,116 @@ impl Header {
     /// Parses the header strictly: a repeated member name at any depth is refused (RFC 7516
     /// §4 lets a parser reject them, and accepting them lets two parsers disagree), and so is
     /// any `crit` member, whatever its value.
+    ///
+    /// Two passes over the (short) header, neither building a JSON tree: one checks the
+    /// whole text for repeated names, one reads the members this version knows.
     fn parse(json: &[u8]) -> Result<Self, Rejection> {
-        let shape = Rejection::Malformed("header is not the expected JSON object");
-        let StrictJson(value) = serde_json::from_slice(json).map_err(|_| shape.clone())?;
-        let Value::Object(mut members) = value else { return Err(shape) };
-        if members.contains_key("crit") {
+        let shape = || Rejection::Malformed("header is not the expected JSON object");
+        serde_json::from_slice::<StrictObject>(json).map_err(|_| shape())?;
+        let wire: WireHeader<'_> = serde_json::from_slice(json).map_err(|_| shape())?;
+        if wire.crit {
             return Err(Rejection::Malformed("unsupported critical header parameters"));
         }
-        let mut text = |name: &str| match members.remove(name) {
-            Some(Value::String(s)) => Ok(s),
-            _ => Err(shape.clone()),
-        };
-        let (alg, enc, kid, ptr) = (text("alg")?, text("enc")?, text("kid")?, text("ptr")?);
-        let Some(Value::Object(ctx)) = members.remove("ctx") else {
-            return Err(shape);
-        };
-        let ctx = ctx
-            .into_iter()
-            .map(|(name, value)| match value {
-                Value::String(s) => Ok((name, s)),
-                _ => Err(shape.clone()),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { alg, enc, kid, ptr, ctx })
+        Ok(Self {
+            alg: wire.alg.into_owned(),
+            enc: wire.enc.into_owned(),
+            kid: wire.kid.into_owned(),
+            ptr: wire.ptr.into_owned(),
+            ctx: wire.ctx,
+        })
     }
 }
 
-/// A JSON value whose objects, at every depth, have no repeated member names.
-struct StrictJson(Value);
+/// The members of a header as sent; other members are allowed and ignored (FORMAT.md §3.2).
+#[derive(Deserialize)]
+struct WireHeader<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    enc: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kid: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    ptr: std::borrow::Cow<'a, str>,
+    ctx: BTreeMap<String, String>,
+    /// Present at all, whatever its value (`null` included).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
 
-impl<'de> Deserialize<'de> for StrictJson {
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+/// A JSON object with no repeated member names at any depth. (The typed pass alone would
+/// also take a JSON array for the header, as serde reads structs from sequences.)
+struct StrictObject;
+
+impl<'de> Deserialize<'de> for StrictObject {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+        deserializer
+            .deserialize_map(NoRepeatedNamesVisitor)
+            .map(|NoRepeatedNames| StrictObject)
     }
 }
 
-struct StrictVisitor;
+/// Any JSON value whose objects, at every depth, have no repeated member names; nothing
+/// of it is kept.
+struct NoRepeatedNames;
 
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
+impl<'de> Deserialize<'de> for NoRepeatedNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoRepeatedNamesVisitor)
+    }
+}
+
+struct NoRepeatedNamesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoRepeatedNamesVisitor {
+    type Value = NoRepeatedNames;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON without repeated member names")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = serde_json::Map::new();
-        while let Some((name, StrictJson(value))) = map.next_entry::<String, StrictJson>()? {
-            if members.insert(name, value).is_some() {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoRepeatedNames, A::Error> {
+        // A set, not a list: a hostile header may have very many members.
+        let mut names = std::collections::BTreeSet::new();
+        while let Some((name, NoRepeatedNames)) = map.next_entry::<std::borrow::Cow<'de, str>, NoRepeatedNames>()? {
+            if !names.insert(name) {
                 return Err(serde::de::Error::custom("repeated member name"));
             }
         }
-        Ok(Value::Object(members))
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictJson(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoRepeatedNames, A::Error> {
+        while let Some(NoRepeatedNames) = seq.next_element()? {}
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E>(self, _: &str) -> Result<NoRepeatedNames, E> {
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_bool<E>(self, _: bool) -> Result<NoRepeatedNames, E> {
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_unit<E>(self) -> Result<NoRepeatedNames, E> {
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_i64<E>(self, _: i64) -> Result<NoRepeatedNames, E> {
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
+    fn visit_u64<E>(self, _: u64) -> Result<NoRepeatedNames, E> {
+        Ok(NoRepeatedNames)
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(v.into())
+    fn visit_f64<E>(self, _: f64) -> Result<NoRepeatedNames, E> {
+        Ok(NoRepeatedNames)
     }
 }
 
@@ -495,15 +527,9 @@ pub fn open_bytes_with(
         }
         _ => return Err(Rejection::Malformed("unsupported alg")),
     };
-    let nonce = decode(iv, "iv is not base64url")?;
+    let nonce: [u8; NONCE_LEN] = decode_exact(iv, "iv is not base64url", "iv is not 96 bits")?;
     let sealed = decode(ct, "ciphertext is not base64url")?;
-    let tag = decode(tag, "tag is not base64url")?;
-    if nonce.len() != NONCE_LEN {
-        return Err(Rejection::Malformed("iv is not 96 bits"));
-    }
-    if tag.len() != TAG_LEN {
-        return Err(Rejection::Malformed("tag is not 128 bits"));
-    }
+    let tag: [u8; TAG_LEN] = decode_exact(tag, "tag is not base64url", "tag is not 128 bits")?;
     let (cipher, kid) = match &wrapped {
         None => {
             // Only sealing keys count: a signing key's kid in an envelope is simply unknown.
@@ -705,6 +731,36 @@ mod tests {
             seal_value_with(&key, "/a", &ctx(), &json!(1)),
             Err(SealFailure::KeyExhausted(_))
         ));
+    }
+
+    #[test]
+    fn headers_are_parsed_strictly() {
+        let base = r#""alg":"dir","enc":"A256GCM","kid":"k","ptr":"/a","ctx":{"t":"x"}"#;
+        let parse = |json: &str| Header::parse(json.as_bytes()).map(|h| (h.alg, h.kid, h.ptr, h.ctx.len()));
+        assert_eq!(parse(&format!("{{{base}}}")), Ok(("dir".into(), "k".into(), "/a".into(), 1)));
+        assert_eq!(
+            parse(&format!(r#"{{{base},"x":{{"n":[1,{{"m":2}}]}}}}"#)).map(|h| h.1),
+            Ok("k".into()),
+            "other members are ignored"
+        );
+        assert_eq!(
+            parse(r#"{"alg":"d\u0069r","enc":"A256GCM","kid":"k\/1","ptr":"/a","ctx":{}}"#).map(|h| (h.0, h.1)),
+            Ok(("dir".into(), "k/1".into()))
+        );
+        for refused in [
+            format!(r#"{{{base},"crit":null}}"#),
+            format!(r#"{{{base},"crit":["exp"]}}"#),
+            format!(r#"{{{base},"kid":"k2"}}"#),
+            format!(r#"{{{base},"x":{{"y":[{{"z":1,"z":1}}]}}}}"#),
+            r#"{"alg":"dir","enc":"A256GCM","kid":"k","ptr":"/a","ctx":{"t":"x","t":"y"}}"#.to_owned(),
+            r#"{"alg":"dir","enc":"A256GCM","kid":"k","ptr":"/a","ctx":{"t":1}}"#.to_owned(),
+            r#"{"alg":"dir","enc":"A256GCM","kid":7,"ptr":"/a","ctx":{}}"#.to_owned(),
+            r#"{"alg":"dir","enc":"A256GCM","kid":"k","ptr":"/a"}"#.to_owned(),
+            r#"["dir","A256GCM","k","/a",{}]"#.to_owned(),
+            format!("{{{base}}} {{}}"),
+        ] {
+            assert!(matches!(parse(&refused), Err(Rejection::Malformed(_))), "{refused}");
+        }
     }
 
     #[test]
