@@ -76,7 +76,7 @@ pub fn request_headers(tenant: &str, client: &str, extra: &[(String, String)]) -
     headers
 }
 
-fn exchange(path: &str, headers: Vec<(String, String)>) -> Exchange {
+pub fn exchange(path: &str, headers: Vec<(String, String)>) -> Exchange {
     Exchange {
         method: "POST".into(),
         path: path.into(),
@@ -86,7 +86,7 @@ fn exchange(path: &str, headers: Vec<(String, String)>) -> Exchange {
     }
 }
 
-fn principal(id: &str) -> Principal {
+pub fn principal(id: &str) -> Principal {
     Principal {
         id: id.into(),
         claims: String::new(),

@@ -6,8 +6,8 @@
 //! Both forms run through `eventseal_harness::component` (`Sealer::call` and
 //! `Sealer::call_text`).
 
-use crate::cross::{BILLING, SEALED, event, keys, policy, request_headers};
-use crate::vectors::{Opening, openings};
+use crate::cross::{BILLING, SEALED, event, exchange, keys, policy, principal, request_headers};
+use crate::vectors::{Opening, openings, vector_exchange};
 use eventseal_harness::component::{Exchange, FieldResult, Operation, Outcome, Principal, Problem, ProblemKind};
 use serde_json::Value;
 
@@ -51,23 +51,6 @@ impl Sealer {
     }
 }
 
-fn exchange(path: &str, headers: Vec<(String, String)>) -> Exchange {
-    Exchange {
-        method: "POST".into(),
-        path: path.into(),
-        authority: "gateway.example".into(),
-        headers,
-        response: None,
-    }
-}
-
-fn principal(id: &str) -> Principal {
-    Principal {
-        id: id.into(),
-        claims: String::new(),
-    }
-}
-
 fn utf8(event: &[u8]) -> &str {
     std::str::from_utf8(event).expect("events are UTF-8")
 }
@@ -101,13 +84,7 @@ fn both_forms_open_every_vector_to_the_same_bytes_or_refusal() {
     } in openings()
     {
         let mut sealer = Sealer::new(&policy, &keyring);
-        let exchange = Exchange {
-            method: "POST".into(),
-            path: "/vector".into(),
-            authority: "events.example".into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            response: None,
-        };
+        let exchange = vector_exchange();
         let by_bytes = sealer.bytes(Operation::Open, event.as_bytes(), &exchange, Some(&reader));
         let by_text = sealer.text(Operation::Open, &event, &exchange, Some(&reader));
         match &by_bytes {

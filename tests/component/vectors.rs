@@ -70,6 +70,18 @@ pub struct Opening {
     pub event: String,
 }
 
+/// The exchange every vector is opened on: a JSON POST to `/vector`, the route of every
+/// vector's policy.
+pub fn vector_exchange() -> Exchange {
+    Exchange {
+        method: "POST".into(),
+        path: "/vector".into(),
+        authority: "events.example".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        response: None,
+    }
+}
+
 /// Every vector of `tests/vectors/`, in file name order.
 pub fn openings() -> Vec<Opening> {
     let files = vector_files();
@@ -123,13 +135,7 @@ fn every_vector_gives_its_expected_outcome_through_the_component() {
             .create(policy, keyring)
             .unwrap_or_else(|e| panic!("{file}: {e}"))
             .unwrap_or_else(|e| panic!("{file}: configuration refused: {}", e.message));
-        let exchange = Exchange {
-            method: "POST".into(),
-            path: "/vector".into(),
-            authority: "events.example".into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            response: None,
-        };
+        let exchange = vector_exchange();
         let reader = Principal {
             id: "reader".into(),
             claims: String::new(),
