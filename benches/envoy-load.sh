@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# What the filter costs in Envoy: requests/s and p50/p99 latency of five setups, measured
-# interleaved in one run (A B C D E, A B C D E, ...) and reported as ratios to passthrough.
+# What the filter costs in Envoy: requests/s and p50/p99 latency of seven setups, measured
+# interleaved in one run (A B C ..., A B C ..., ...) and reported as ratios to passthrough.
 #
 #   benches/envoy-load.sh            # ROUNDS=5 DURATION=7 CONNECTIONS=4 WARMUP=3 by default
 #
 #   passthrough  Envoy without the filter
 #   noop-filter  a proxy-wasm SDK filter that does nothing (benches/noop-filter): the floor
 #                of any proxy-wasm filter in Envoy
+#   copy-body    the same filter configured to only buffer the request body and write it
+#                back unchanged: the floor of any filter that rewrites bodies
 #   no-match     the filter loaded, no rule matches (headers continue, nothing buffered)
 #   verify       Standard Webhooks signature verified (a fresh webhook-id per request)
 #   seal-3f      3 fields of a 1 KiB CloudEvents-style event sealed
@@ -71,17 +73,17 @@ for round in warmup $(seq 1 "$ROUNDS"); do
     "$BENCH" signed "$PER_RUN" "$NOW" "r$round-" >"$WORK/signed-$round.txt"
 done
 
-# Eight free loopback ports: the upstream, six listeners, and Envoy's admin.
-read -r UPSTREAM P_PASS P_NOOP P_NOMATCH P_VERIFY P_SEAL P_OPEN ADMIN < <(python3 -c '
+# Nine free loopback ports: the upstream, seven listeners, and Envoy's admin.
+read -r UPSTREAM P_PASS P_NOOP P_COPY P_NOMATCH P_VERIFY P_SEAL P_OPEN ADMIN < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(8)]
+socks = [socket.socket() for _ in range(9)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
-python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$ADMIN" <<'PY'
+python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$ADMIN" <<'PY'
 import json, sys
 work, wasm, noop_wasm = sys.argv[1:4]
-upstream, p_pass, p_noop, p_nomatch, p_verify, p_seal, p_open, admin = map(int, sys.argv[4:])
+upstream, p_pass, p_noop, p_copy, p_nomatch, p_verify, p_seal, p_open, admin = map(int, sys.argv[4:])
 keyring = open(f"{work}/keyring.json").read().strip()
 router = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
@@ -100,6 +102,15 @@ def wasm_filter(name, action):
                    "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": wasm}},
                                  "environment_variables": {"key_values": {"EVENTSEAL_KEYS": keyring}}}}}}
+
+def floor_filter(name, mode):
+    """benches/noop-filter: does nothing, or with `copy-body` only buffers and rewrites the body."""
+    return {"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": name,
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": mode},
+                   "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": noop_wasm}}}}}}
 
 def listener(name, port, filters, route):
     return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
@@ -125,10 +136,8 @@ cluster = {"name": "upstream", "type": "STATIC", "connect_timeout": "2s",
                "socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}
 proxy = bootstrap([
     listener("passthrough", p_pass, [], to_upstream),
-    listener("noop", p_noop, [{"name": "envoy.filters.http.wasm", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": "noop", "vm_config": {"vm_id": "noop", "runtime": "envoy.wasm.runtime.v8",
-                                                 "code": {"local": {"filename": noop_wasm}}}}}}], to_upstream),
+    listener("noop", p_noop, [floor_filter("noop", "")], to_upstream),
+    listener("copy", p_copy, [floor_filter("copy", "copy-body")], to_upstream),
     # Seals POST /bench; the no-match setup posts to /other.
     listener("nomatch", p_nomatch, [wasm_filter("nomatch", "seal")], to_upstream),
     listener("verify", p_verify, [wasm_filter("verify", "verify")], to_upstream),
@@ -174,14 +183,15 @@ wait_ready() {
     exit 1
 }
 wait_ready "$ADMIN"
-for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN"; do wait_ready "$port"; done
+for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN"; do wait_ready "$port"; done
 
-SETUPS=(passthrough noop-filter no-match verify seal-3f open-3f)
+SETUPS=(passthrough noop-filter copy-body no-match verify seal-3f open-3f)
 run() { # setup round seconds
     local port path body signed=$WORK/signed-cycle.txt
     case $1 in
         passthrough) port=$P_PASS path=/bench body=$WORK/event.json ;;
         noop-filter) port=$P_NOOP path=/bench body=$WORK/event.json ;;
+        copy-body) port=$P_COPY path=/bench body=$WORK/event.json ;;
         no-match) port=$P_NOMATCH path=/other body=$WORK/event.json ;;
         verify) port=$P_VERIFY path=/bench body=$WORK/event.json signed=$WORK/signed-$2.txt ;;
         seal-3f) port=$P_SEAL path=/bench body=$WORK/event.json ;;
