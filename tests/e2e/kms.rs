@@ -8,30 +8,14 @@
 use crate::client::{self, Request};
 use crate::envoy::{self, Envoy, Listener};
 use crate::upstream::{Answer, Upstream};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use eventseal_kms_tests::{OpenBao, ROOT_TOKEN};
+use eventseal_kms_tests::{OpenBao, ROOT_TOKEN, decrypt_field, openbao_decrypt, orders_policy, wrapped_of};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 fn policy(bao: &OpenBao) -> Value {
-    let context = json!({"type": {"body": "/type"}, "route": {"literal": "orders"}});
-    json!({
-        "keys": {"vault_transit": {
-            "cluster": "openbao", "authority": bao.addr().to_string(), "key": "orders", "token_env": "BAO_TOKEN",
-            // Every seal needs the KMS, so a dead KMS shows at once; retry soon after.
-            "max_seals_per_key": 1, "backoff_initial_ms": 500, "backoff_max_ms": 1000, "timeout_ms": 2000,
-        }},
-        "principal": {"source": "header", "header": "x-client-id"},
-        "rules": [
-            {"name": "orders-seal", "match": {"methods": ["POST"], "path": "/events/orders"},
-             "context": context, "seal": {"fields": ["/data/card"]}},
-            {"name": "orders-open", "match": {"methods": ["POST"], "path": "/deliver/orders"},
-             "context": context, "open": {"fields": ["/data/card"], "readers": ["billing"]}},
-        ],
-    })
+    // Every seal needs the KMS, so a dead KMS shows at once; retry soon after.
+    let limits = json!({"max_seals_per_key": 1, "backoff_initial_ms": 500, "backoff_max_ms": 1000, "timeout_ms": 2000});
+    orders_policy(bao, &limits)
 }
 
 fn event(n: u32) -> Value {
@@ -82,27 +66,7 @@ fn ok() -> Answer {
 
 /// The test's own unwrap (OpenBao's decrypt) and AES-256-GCM open of a KMS envelope.
 fn decrypt_independently(bao: &OpenBao, envelope: &str) -> Value {
-    let parts: Vec<&str> = envelope.split('.').collect();
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
-    let wrapped = String::from_utf8(decode(parts[1])).expect("ASCII");
-    let (status, reply) = bao.post("/v1/transit/decrypt/orders", &json!({ "ciphertext": wrapped }));
-    assert_eq!(status, 200, "{reply}");
-    let key = STANDARD
-        .decode(reply["data"]["plaintext"].as_str().expect("plaintext"))
-        .expect("base64");
-    let mut sealed = decode(parts[3]);
-    sealed.extend(decode(parts[4]));
-    let plaintext = Aes256Gcm::new_from_slice(&key)
-        .expect("32 bytes")
-        .decrypt(
-            Nonce::from_slice(&decode(parts[2])),
-            Payload {
-                msg: &sealed,
-                aad: parts[0].as_bytes(),
-            },
-        )
-        .expect("OpenBao's data key decrypts the field");
-    serde_json::from_slice(&plaintext).expect("JSON")
+    decrypt_field(&openbao_decrypt(bao, &wrapped_of(envelope)), envelope)
 }
 
 #[test]

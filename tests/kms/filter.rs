@@ -5,11 +5,11 @@
 //! Transit key rotation. The checks are independent of core: the test unwraps the data key
 //! with OpenBao's own `decrypt` and decrypts the field with its own AES-GCM.
 
-use crate::{decrypt_field, openbao_decrypt, started, wrapped_of};
+use crate::started;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventseal_harness::{HttpCallResponse, HttpExchange, HttpOutcome, Module, Plugin, PluginConfig, StreamState, Upstream};
-use eventseal_kms_tests::{OpenBao, http};
+use eventseal_kms_tests::{OpenBao, decrypt_field, http, openbao_decrypt, orders_policy as policy, wrapped_of};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -22,27 +22,6 @@ fn module() -> Module {
             Module::from_file(path).unwrap_or_else(|e| panic!("cannot load {path}: {e}"))
         })
         .clone()
-}
-
-/// Seals `/data/card` on `/events/orders`; opens it on `/deliver/orders` for the reader `billing`.
-fn policy(bao: &OpenBao, limits: &Value) -> Value {
-    let mut transit = json!({
-        "cluster": "openbao", "authority": bao.addr().to_string(), "key": "orders", "token_env": "BAO_TOKEN",
-    });
-    for (name, value) in limits.as_object().expect("limits object") {
-        transit[name] = value.clone();
-    }
-    let context = json!({"type": {"body": "/type"}, "route": {"literal": "orders"}});
-    json!({
-        "keys": {"vault_transit": transit},
-        "principal": {"source": "header", "header": "x-client-id"},
-        "rules": [
-            {"name": "orders-seal", "match": {"methods": ["POST"], "path": "/events/orders"},
-             "context": context, "seal": {"fields": ["/data/card"]}},
-            {"name": "orders-open", "match": {"methods": ["POST"], "path": "/deliver/orders"},
-             "context": context, "open": {"fields": ["/data/card"], "readers": ["billing"]}},
-        ],
-    })
 }
 
 fn plugin_with(policy: &Value, kms: Upstream) -> Plugin {

@@ -5,15 +5,13 @@
 
 mod filter;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use eventseal_core::{
     Context, DataKey, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, Rejection, SecretBytes, VaultTransit, WrappedKey, open_value_with,
     seal_value_with,
 };
-use eventseal_kms_tests::{OpenBao, http};
+use eventseal_kms_tests::{OpenBao, decrypt_field, http, openbao_decrypt, wrapped_of};
 use serde_json::{Value, json};
 
 fn transit(bao: &OpenBao) -> VaultTransit {
@@ -57,40 +55,6 @@ fn issue(bao: &OpenBao, transit: &VaultTransit) -> DataKey {
 
 fn ctx() -> Context {
     [("type", "order.created"), ("tenant", "acme")].into_iter().collect()
-}
-
-/// The encrypted-key segment of an envelope, as the Transit ciphertext it carries.
-fn wrapped_of(envelope: &str) -> String {
-    let segment = envelope.split('.').nth(1).expect("five segments");
-    String::from_utf8(URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("ASCII")
-}
-
-/// The test's own unwrap: OpenBao's decrypt, called directly.
-fn openbao_decrypt(bao: &OpenBao, ciphertext: &str) -> Vec<u8> {
-    let (status, reply) = bao.post("/v1/transit/decrypt/orders", &json!({ "ciphertext": ciphertext }));
-    assert_eq!(status, 200, "decrypt: {reply}");
-    STANDARD
-        .decode(reply["data"]["plaintext"].as_str().expect("plaintext"))
-        .expect("base64")
-}
-
-/// The test's own AES-256-GCM open of an envelope with a known data key (FORMAT.md §3.5).
-fn decrypt_field(data_key: &[u8], envelope: &str) -> Value {
-    let parts: Vec<&str> = envelope.split('.').collect();
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
-    let mut sealed = decode(parts[3]);
-    sealed.extend(decode(parts[4]));
-    let cipher = Aes256Gcm::new_from_slice(data_key).expect("32 bytes");
-    let plaintext = cipher
-        .decrypt(
-            Nonce::from_slice(&decode(parts[2])),
-            Payload {
-                msg: &sealed,
-                aad: parts[0].as_bytes(),
-            },
-        )
-        .expect("the data key OpenBao unwraps decrypts the field");
-    serde_json::from_slice(&plaintext).expect("JSON plaintext")
 }
 
 /// Opens like a host: on `NeedsDataKey`, send the unwrap call the cache asks for, then retry.

@@ -12,6 +12,10 @@
 //! assert_eq!(status, 200, "{reply}");
 //! ```
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -266,4 +270,63 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// The policy of the KMS tests, in the harness and in Envoy: seals `/data/card` on
+/// `/events/orders` and opens it on `/deliver/orders` for the reader `billing`, with data
+/// keys from the Transit key `orders` of `bao` through the cluster `openbao`. `limits`
+/// adds members to `keys.vault_transit` (`max_seals_per_key`, `timeout_ms`, ...).
+pub fn orders_policy(bao: &OpenBao, limits: &Value) -> Value {
+    let mut transit = json!({
+        "cluster": "openbao", "authority": bao.addr().to_string(), "key": "orders", "token_env": "BAO_TOKEN",
+    });
+    for (name, value) in limits.as_object().expect("limits object") {
+        transit[name] = value.clone();
+    }
+    let context = json!({"type": {"body": "/type"}, "route": {"literal": "orders"}});
+    json!({
+        "keys": {"vault_transit": transit},
+        "principal": {"source": "header", "header": "x-client-id"},
+        "rules": [
+            {"name": "orders-seal", "match": {"methods": ["POST"], "path": "/events/orders"},
+             "context": context, "seal": {"fields": ["/data/card"]}},
+            {"name": "orders-open", "match": {"methods": ["POST"], "path": "/deliver/orders"},
+             "context": context, "open": {"fields": ["/data/card"], "readers": ["billing"]}},
+        ],
+    })
+}
+
+/// The encrypted-key segment of an envelope, as the Transit ciphertext it carries.
+pub fn wrapped_of(envelope: &str) -> String {
+    let segment = envelope.split('.').nth(1).expect("five segments");
+    String::from_utf8(URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("ASCII")
+}
+
+/// The test's own unwrap: OpenBao's decrypt of the Transit key `orders`, called directly.
+pub fn openbao_decrypt(bao: &OpenBao, ciphertext: &str) -> Vec<u8> {
+    let (status, reply) = bao.post("/v1/transit/decrypt/orders", &json!({ "ciphertext": ciphertext }));
+    assert_eq!(status, 200, "decrypt: {reply}");
+    STANDARD
+        .decode(reply["data"]["plaintext"].as_str().expect("plaintext"))
+        .expect("base64")
+}
+
+/// The test's own AES-256-GCM open of an envelope with a known data key (FORMAT.md §3.5),
+/// independent of core's envelope code.
+pub fn decrypt_field(data_key: &[u8], envelope: &str) -> Value {
+    let parts: Vec<&str> = envelope.split('.').collect();
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
+    let mut sealed = decode(parts[3]);
+    sealed.extend(decode(parts[4]));
+    let cipher = Aes256Gcm::new_from_slice(data_key).expect("32 bytes");
+    let plaintext = cipher
+        .decrypt(
+            Nonce::from_slice(&decode(parts[2])),
+            Payload {
+                msg: &sealed,
+                aad: parts[0].as_bytes(),
+            },
+        )
+        .expect("the data key OpenBao unwraps decrypts the field");
+    serde_json::from_slice(&plaintext).expect("JSON plaintext")
 }
