@@ -74,6 +74,14 @@ fn calls_to(plugin: &Plugin, path: &str) -> usize {
     plugin.http_calls().iter().filter(|c| c.path() == path).count()
 }
 
+/// The headers of a sealing request, for streams driven step by step.
+const SEAL_HEADERS: [(&str, &str); 4] = [
+    (":method", "POST"),
+    (":path", "/events/orders"),
+    (":authority", "gateway.example"),
+    ("content-type", "application/json"),
+];
+
 const DATAKEY: &str = "/v1/transit/datakey/plaintext/orders";
 const DECRYPT: &str = "/v1/transit/decrypt/orders";
 
@@ -147,13 +155,7 @@ fn streams_paused_together_share_one_kms_call() {
     let mut streams = Vec::new();
     for n in 0..5 {
         let mut stream = sealer.http_stream().unwrap();
-        let headers = [
-            (":method", "POST"),
-            (":path", "/events/orders"),
-            (":authority", "gateway.example"),
-            ("content-type", "application/json"),
-        ];
-        assert_eq!(stream.send_request_headers(headers, false).unwrap(), StreamState::Continued);
+        assert_eq!(stream.send_request_headers(SEAL_HEADERS, false).unwrap(), StreamState::Continued);
         assert_eq!(
             stream.send_request_body(event(n).to_string(), true).unwrap(),
             StreamState::Paused,
@@ -281,13 +283,7 @@ fn a_kms_that_never_answers_gives_503_after_the_timeout() {
     let bao = started();
     let sealer = plugin_with(&policy(&bao, &json!({"timeout_ms": 500})), Upstream::manual());
     let mut stream = sealer.http_stream().unwrap();
-    let headers = [
-        (":method", "POST"),
-        (":path", "/events/orders"),
-        (":authority", "gateway.example"),
-        ("content-type", "application/json"),
-    ];
-    stream.send_request_headers(headers, false).unwrap();
+    stream.send_request_headers(SEAL_HEADERS, false).unwrap();
     assert_eq!(stream.send_request_body(event(1).to_string(), true).unwrap(), StreamState::Paused);
     assert_eq!(sealer.pending_http_calls()[0].timeout, Some(Duration::from_millis(500)));
     sealer.advance_time(Duration::from_millis(600)).unwrap();

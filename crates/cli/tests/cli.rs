@@ -143,6 +143,21 @@ fn demo_file(name: &str) -> String {
     format!("{}/../../examples/demo/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The demo order sealed by `eventseal seal` with the demo policy and keyring.
+fn sealed_demo_order() -> String {
+    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
+    stdout(&eventseal(&[
+        "seal",
+        "--policy",
+        &policy,
+        "--keyring",
+        &keys,
+        "--path",
+        "/events/orders",
+        &demo_file("order.json"),
+    ]))
+}
+
 fn fails_with_one_line(out: &Output) -> String {
     assert!(
         !out.status.success(),
@@ -158,16 +173,7 @@ fn fails_with_one_line(out: &Output) -> String {
 fn seal_then_open_per_reader_through_the_filter() {
     let dir = temp_dir("seal-open");
     let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
-    let sealed = stdout(&eventseal(&[
-        "seal",
-        "--policy",
-        &policy,
-        "--keyring",
-        &keys,
-        "--path",
-        "/events/orders",
-        &demo_file("order.json"),
-    ]));
+    let sealed = sealed_demo_order();
     assert!(!sealed.contains("4111") && !sealed.contains("zoe@example.test"), "{sealed}");
     let sealed_json: serde_json::Value = serde_json::from_str(&sealed).unwrap();
     assert!(sealed_json["data"]["card"].as_str().unwrap().starts_with("eyJ"));
@@ -265,16 +271,7 @@ fn a_refusal_prints_the_problem_and_never_the_plaintext() {
     assert!(!err.contains(secret), "{err}");
 
     // A tampered envelope in a response: Envoy would reset the stream; the CLI says why.
-    let sealed = stdout(&eventseal(&[
-        "seal",
-        "--policy",
-        &policy,
-        "--keyring",
-        &keys,
-        "--path",
-        "/events/orders",
-        &demo_file("order.json"),
-    ]));
+    let sealed = sealed_demo_order();
     let mut tampered: serde_json::Value = serde_json::from_str(&sealed).unwrap();
     let card = tampered["data"]["card"].as_str().unwrap().to_owned();
     tampered["data"]["card"] = serde_json::Value::String(card.replacen("eyJ", "eyK", 1));
