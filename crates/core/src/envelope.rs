@@ -227,7 +227,7 @@ impl<'de> serde::de::Visitor<'de> for NoRepeatedNamesVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoRepeatedNames, A::Error> {
         // A set, not a list: a hostile header may have very many members.
         let mut names = std::collections::BTreeSet::new();
-        while let Some((name, NoRepeatedNames)) = map.next_entry::<std::borrow::Cow<'de, str>, NoRepeatedNames>()? {
+        while let Some((crate::event::Name(name), NoRepeatedNames)) = map.next_entry::<crate::event::Name<'de>, NoRepeatedNames>()? {
             if !names.insert(name) {
                 return Err(serde::de::Error::custom("repeated member name"));
             }

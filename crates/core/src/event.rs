@@ -229,7 +229,7 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 
 /// A member name borrowed from the body unless it has escapes. (serde's own `Cow` always
 /// copies, which was one allocation per member of every object walked.)
-struct Name<'a>(Cow<'a, str>);
+pub(crate) struct Name<'a>(pub Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for Name<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
