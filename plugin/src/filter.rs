@@ -4,9 +4,9 @@
 //! Envoy with proxy-wasm ABI 0.2.1 shapes the flow. Headers are forwarded when their
 //! callback returns: pausing them would also keep every body callback from running (the
 //! host turns `StopIteration` into `StopAllIterationAndWatermark`). So the producer is
-//! admitted and `content-length` removed in the headers callback, which then continues;
-//! body callbacks pause (Envoy buffers) until the end of the stream, and the whole body is
-//! decided on then. A refused request body is answered with a problem+json local reply and
+//! admitted and, if the rule may rewrite the body, `content-length` removed in the headers
+//! callback, which then continues; body callbacks pause (Envoy buffers) until the end of the
+//! stream, and the whole body is decided on then. A refused request body is answered with a problem+json local reply and
 //! never reaches the upstream (which has seen the headers only, then a reset); a refused
 //! response body cannot become a 502 any more, so Envoy resets the stream and the client
 //! gets nothing of it.
@@ -467,7 +467,9 @@ impl HttpContext for Stream {
         // proxy-wasm ABI 0.2.1 forwards headers before any body callback (a paused headers
         // callback would hold the body back from the filter too), so this is the last
         // chance to touch them: the body may change length, and the codec frames it anew.
-        self.set_http_request_header("content-length", None);
+        if rule.rewrites_body() {
+            self.set_http_request_header("content-length", None);
+        }
         if let Some(m) = self.matched.as_mut() {
             m.request_pending = true;
         }
@@ -498,6 +500,7 @@ impl HttpContext for Stream {
         if !(rule.response && rule.has_body_actions()) {
             return Action::Continue;
         }
+        let rewrites = rule.rewrites_body();
         let headers = response_headers();
         if let Some(m) = self.matched.as_mut() {
             m.response_headers = headers;
@@ -505,7 +508,9 @@ impl HttpContext for Stream {
         if end_of_stream {
             return self.finish(Direction::Response, &[], 0, true);
         }
-        self.set_http_response_header("content-length", None);
+        if rewrites {
+            self.set_http_response_header("content-length", None);
+        }
         if let Some(m) = self.matched.as_mut() {
             m.response_pending = true;
         }

@@ -173,6 +173,12 @@ impl Rule {
         self.verify || self.sign || self.seal.is_some() || !self.open.is_empty()
     }
 
+    /// Whether a body it forwards may differ from the one received (sealed, opened or
+    /// masked fields); verifying and signing never change the bytes.
+    pub fn rewrites_body(&self) -> bool {
+        self.seal.is_some() || !self.open.is_empty()
+    }
+
     /// Whether the rule needs the body parsed as JSON.
     pub fn needs_json(&self) -> bool {
         self.seal.is_some() || !self.open.is_empty()
