@@ -47,6 +47,8 @@ pub(crate) struct PendingCall {
     pub request: HttpCallRequest,
     /// Virtual time at which the call times out.
     pub deadline: Option<Duration>,
+    /// The context the call belongs to: Envoy cancels it when it deletes that context.
+    pub context: u32,
 }
 
 pub(crate) struct HostState {
@@ -711,7 +713,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             };
             state.calls_made.push(request.clone());
             let deadline = timeout.map(|t| state.elapsed + t);
-            state.calls_to_dispatch.push(PendingCall { request, deadline });
+            let context = state.context_id();
+            state.calls_to_dispatch.push(PendingCall {
+                request,
+                deadline,
+                context,
+            });
             write_u32(&mut caller, ret, token)
         }
     );

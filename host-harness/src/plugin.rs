@@ -614,7 +614,11 @@ impl PluginInner {
             self.call("proxy_on_delete", id, &[id])?;
             Ok(())
         })();
-        self.host_mut().contexts.remove(&id);
+        let host = self.host_mut();
+        host.contexts.remove(&id);
+        // Envoy's `~Context` cancels the HTTP calls the context made.
+        host.calls_pending.retain(|call| call.context != id);
+        host.calls_to_dispatch.retain(|call| call.context != id);
         result?;
         self.settle()
     }

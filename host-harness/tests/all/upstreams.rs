@@ -77,6 +77,27 @@ fn a_manual_upstream_waits_for_the_test() {
 }
 
 #[test]
+fn a_call_is_cancelled_with_the_stream_that_made_it() {
+    let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::manual()));
+    let mut ending = plugin.http_stream().unwrap();
+    ending
+        .send_request_headers(probe_request("http-call").request_headers, true)
+        .unwrap();
+    let mut staying = plugin.http_stream().unwrap();
+    staying
+        .send_request_headers(probe_request("http-call").request_headers, true)
+        .unwrap();
+    let tokens: Vec<u32> = plugin.pending_http_calls().iter().map(|c| c.token).collect();
+    assert_eq!(tokens.len(), 2);
+    ending.finish().unwrap();
+    let left: Vec<u32> = plugin.pending_http_calls().iter().map(|c| c.token).collect();
+    assert_eq!(left, [tokens[1]], "Envoy cancels a deleted context's calls, and only those");
+    assert!(plugin.respond_http_call(tokens[0], HttpCallResponse::new(200)).is_err());
+    plugin.respond_http_call(tokens[1], HttpCallResponse::new(204)).unwrap();
+    assert!(staying.upstream_request().end_of_stream);
+}
+
+#[test]
 fn a_manual_call_times_out_on_the_virtual_clock_with_envoys_504() {
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::manual()));
     let mut stream = plugin.http_stream().unwrap();
