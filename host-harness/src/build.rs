@@ -66,6 +66,7 @@ pub struct WasmBuild {
     features: Vec<String>,
     target_dir: Option<PathBuf>,
     rerun_if_changed: bool,
+    locked: bool,
 }
 
 /// Environment variables of the outer build that must not leak into the nested one.
@@ -97,6 +98,7 @@ impl WasmBuild {
             features: Vec::new(),
             target_dir: None,
             rerun_if_changed: true,
+            locked: true,
         }
     }
 
@@ -129,6 +131,13 @@ impl WasmBuild {
     /// manifest directory).
     pub fn target_dir(mut self, dir: impl AsRef<Path>) -> WasmBuild {
         self.target_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Whether cargo must build exactly what `Cargo.lock` pins (`--locked`, default true),
+    /// so that the tested wasm has the dependencies the shipped one has.
+    pub fn locked(mut self, locked: bool) -> WasmBuild {
+        self.locked = locked;
         self
     }
 
@@ -174,6 +183,9 @@ impl WasmBuild {
             .arg("--target")
             .arg(&self.target);
         command.arg("--profile").arg(&self.profile);
+        if self.locked {
+            command.arg("--locked");
+        }
         for package in &self.packages {
             command.arg("--package").arg(package);
         }
