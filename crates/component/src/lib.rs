@@ -125,6 +125,16 @@ impl Sealer {
     /// Loads the policy, and the keyring from the argument in place of the policy's key source.
     fn new(policy: &str, keyring: &str) -> Result<Self, wit::ConfigError> {
         let policy = Policy::from_json(policy).map_err(|e| config_error(&e, false))?;
+        if policy.vault_transit.is_some() {
+            // Refused here rather than with a 503 on every call: no call could ever succeed.
+            return Err(wit::ConfigError {
+                document: wit::ConfigDocument::Policy,
+                at: "/keys/vault_transit".to_owned(),
+                message: "configuration /keys/vault_transit: the component has no KMS client; \
+                          seal with keys from the keyring argument (the Envoy filter seals with a KMS)"
+                    .to_owned(),
+            });
+        }
         let inline = matches!(policy.keys, KeySource::Inline(_));
         let keyring = match (inline, keyring.trim().is_empty()) {
             (true, true) => policy.load_keyring(|_| None),
@@ -557,6 +567,19 @@ mod tests {
         assert_eq!(err.at, "/rules/0/sign", "a signing rule needs an HS256 primary");
         let err = Sealer::new(&keyring(), &keyring()).err().unwrap();
         assert!(!err.message.contains("AAECAwQF"), "no key material in errors: {}", err.message);
+    }
+
+    #[test]
+    fn a_kms_key_source_is_refused_at_creation() {
+        for keys in [
+            r#"{"vault_transit": {"cluster": "bao", "key": "orders", "token_env": "BAO_TOKEN"}}"#,
+            r#"{"env": "K", "vault_transit": {"cluster": "bao", "key": "orders", "token_env": "BAO_TOKEN"}}"#,
+        ] {
+            let policy = format!(r#"{{"keys": {keys}, "rules": [{{"name": "s", "seal": {{"fields": ["/a"]}}}}]}}"#);
+            let err = Sealer::new(&policy, &keyring()).err().expect("refused");
+            assert_eq!(err.at, "/keys/vault_transit", "{}", err.message);
+            assert!(matches!(err.document, wit::ConfigDocument::Policy));
+        }
     }
 
     #[test]
