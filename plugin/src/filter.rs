@@ -82,6 +82,7 @@ impl Exchange {
                 matched: None,
                 replied: false,
                 paused: None,
+                resumed_elsewhere: false,
             })
         });
         Self { stream }
@@ -101,6 +102,9 @@ pub struct Stream {
     replied: bool,
     /// A whole body (direction, size) paused until the KMS calls it waits for complete.
     paused: Option<(Direction, usize)>,
+    /// Resumed inside another context's callback: calls it needs go from the root's tick,
+    /// since the SDK delivers an answer to the context whose callback sent the call.
+    resumed_elsewhere: bool,
 }
 
 impl Stream {
@@ -245,7 +249,8 @@ impl Stream {
                 let now_ms = now_ms();
                 let needs = engine.kms_needs(&job);
                 let mut kms = kms.borrow_mut();
-                match kms.prepare(now_ms, &needs) {
+                let sender = (!self.resumed_elsewhere).then_some(self.id);
+                match kms.prepare(now_ms, &needs, sender) {
                     Prepared::Ready(seal) => {
                         let keys = KmsKeys {
                             seal: seal.as_deref(),
@@ -320,9 +325,9 @@ impl Stream {
     }
 
     /// A KMS call this stream waited for completed (`failed`: with this `Retry-After`).
-    /// Runs under the stream's own context: decides on the paused body and resumes it, or
-    /// waits on (another call), or refuses with 503.
-    pub fn resume(&mut self, failed: Option<u32>) {
+    /// Runs under the stream's own context, in the callback of context `running`: decides
+    /// on the paused body and resumes it, or waits on (another call), or refuses with 503.
+    pub fn resume(&mut self, failed: Option<u32>, running: u32) {
         let Some((direction, body_size)) = self.paused.take() else {
             return;
         };
@@ -342,7 +347,10 @@ impl Stream {
                     Direction::Response => self.get_http_response_body(0, body_size),
                 }
                 .unwrap_or_default();
-                self.finish(direction, &body, body_size, false)
+                self.resumed_elsewhere = running != self.id;
+                let action = self.finish(direction, &body, body_size, false);
+                self.resumed_elsewhere = false;
+                action
             }
         };
         if matches!(action, Action::Continue) {
@@ -538,6 +546,16 @@ impl Context for Exchange {
         let id = self.stream.borrow().id;
         kms_answered(&shared, id, token_id, body_size);
     }
+
+    fn on_done(&mut self) -> bool {
+        // Envoy cancels the KMS calls this stream sent when it deletes the context; the
+        // streams waiting for them still need them.
+        let stream = self.stream.borrow();
+        if let Some(kms) = stream.shared.kms.as_deref() {
+            kms.borrow_mut().sender_gone(stream.id);
+        }
+        true
+    }
 }
 
 impl HttpContext for Exchange {
@@ -584,7 +602,7 @@ pub fn wake(waiters: Vec<Waiter>, failed: Option<u32>, own: u32) {
         }
         // Borrowed means it is the stream whose callback runs now: it is not paused.
         if let Ok(mut stream) = stream.try_borrow_mut() {
-            stream.resume(failed);
+            stream.resume(failed, own);
         }
     }
     let _ = hostcalls::set_effective_context(own);

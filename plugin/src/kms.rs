@@ -3,21 +3,26 @@
 //! paused for each call. Nothing here decides anything: when to call, what an answer means
 //! and how long to back off are core's.
 //!
-//! Only the context that sent a call gets its answer (the SDK routes it there), yet every
-//! stream of this VM that needs the same data key waits for that one call. So the paused
-//! streams are kept here, by call, and whoever receives an answer resumes them all, each
-//! under its own context (`proxy_set_effective_context`). Refresh-ahead calls, which no
-//! stream waits for, are sent from the root context on its next tick, so that they outlive
-//! the stream that asked. A stream whose call never comes back (its sender went away) is
-//! looked at again on every tick, and core then counts the call as lost (503).
+//! Only the context whose callback sent a call gets its answer (the SDK routes it there),
+//! and Envoy cancels a context's calls when it deletes the context; yet every stream of this
+//! VM that needs the same data key waits for that one call. So the paused streams are kept
+//! here, by call, and whoever receives an answer resumes them all, each under its own
+//! context (`proxy_set_effective_context`). A stream sends a call only from its own
+//! callback; the root context sends the rest on its next tick: refresh-ahead calls, which
+//! no stream waits for, calls of a stream resumed inside another's callback, and calls
+//! whose sender ended before the answer (sent again, the same call to core, so the streams
+//! waiting for it go on waiting and nothing counts as a failure). A call the host never
+//! answers at all is looked at again on every tick, and core counts it as lost after twice
+//! the timeout (503, then backoff).
 
-use eventseal_core::{
-    Call, CallId, DataKey, DataKeyCache, DataKeyLookup, KmsNeeds, Lease, Need, Outcome, SecretBytes, Unwrap, VaultTransit,
-};
+use crate::metrics::Counter;
+use crate::root::Metrics;
+use eventseal_core::{Call, CallId, DataKey, DataKeyCache, DataKeyLookup, KmsNeeds, Lease, Outcome, SecretBytes, Unwrap, VaultTransit};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::{BufferType, MapType};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +35,19 @@ pub struct Kms {
     token: SecretBytes,
     cache: DataKeyCache,
     /// Calls sent, by the host's token.
-    sent: HashMap<u32, (CallId, Need)>,
+    sent: HashMap<u32, Sent>,
     /// Streams paused for a call.
     waiting: BTreeMap<CallId, Vec<Waiter>>,
     /// Refresh-ahead calls for the root context to send.
     queued: Vec<Call>,
+    metrics: Rc<Metrics>,
+}
+
+/// A call the host accepted.
+struct Sent {
+    call: Call,
+    /// The context whose callback sent it: the answer goes there, and the call ends with it.
+    sender: u32,
 }
 
 impl std::fmt::Debug for Kms {
@@ -64,8 +77,9 @@ struct Sender;
 impl Context for Sender {}
 
 impl Kms {
-    /// The key source `transit`, authenticated with `token`; `seed` spreads retries.
-    pub fn new(transit: VaultTransit, token: SecretBytes, seed: u64) -> Self {
+    /// The key source `transit`, authenticated with `token`; `seed` spreads retries; the
+    /// calls are counted in `metrics`.
+    pub fn new(transit: VaultTransit, token: SecretBytes, seed: u64, metrics: Rc<Metrics>) -> Self {
         let cache = DataKeyCache::new(transit.source(), transit.limits, seed);
         Self {
             transit,
@@ -74,6 +88,7 @@ impl Kms {
             sent: HashMap::new(),
             waiting: BTreeMap::new(),
             queued: Vec::new(),
+            metrics,
         }
     }
 
@@ -87,8 +102,10 @@ impl Kms {
         self.cache.lookup(now_ms)
     }
 
-    /// Asks the cache for everything `needs` lists, sending the calls it says to send.
-    pub fn prepare(&mut self, now_ms: u64, needs: &KmsNeeds) -> Prepared {
+    /// Asks the cache for everything `needs` lists, sending the calls it says to send from
+    /// `sender`, the context whose own callback runs now; with `None` (a stream resumed
+    /// inside another context's callback) they wait for the root's next tick.
+    pub fn prepare(&mut self, now_ms: u64, needs: &KmsNeeds, sender: Option<u32>) -> Prepared {
         let mut wait = Vec::new();
         let mut seal = None;
         if needs.seals > 0 {
@@ -97,7 +114,7 @@ impl Kms {
                     seal = Some(key);
                     self.queued.extend(refresh);
                 }
-                lease => match self.follow(now_ms, lease) {
+                lease => match self.follow(now_ms, lease, sender) {
                     Ok(Some(id)) => wait.push(id),
                     Ok(None) => {}
                     Err(retry_after) => return Prepared::Unavailable(retry_after),
@@ -110,7 +127,7 @@ impl Kms {
                 continue;
             }
             let lease = self.cache.request_unwrap(now_ms, wrapped);
-            match self.follow(now_ms, lease) {
+            match self.follow(now_ms, lease, sender) {
                 Ok(Some(id)) => wait.push(id),
                 Ok(None) => {}
                 Err(retry_after) => return Prepared::Unavailable(retry_after),
@@ -124,14 +141,23 @@ impl Kms {
     }
 
     /// Sends a call the cache started; the call to wait for, or `Err(retry_after)`.
-    fn follow(&mut self, now_ms: u64, lease: Lease) -> Result<Option<CallId>, u32> {
+    fn follow(&mut self, now_ms: u64, lease: Lease, sender: Option<u32>) -> Result<Option<CallId>, u32> {
         match lease {
-            Lease::Start(call) => self.send(now_ms, &call).map(|()| Some(call.id)),
+            Lease::Start(call) => {
+                let id = call.id;
+                match sender {
+                    Some(sender) => self.send(now_ms, call, sender)?,
+                    None => self.queued.push(call),
+                }
+                Ok(Some(id))
+            }
             Lease::Wait(id) => {
-                // A refresh waiting for the root's tick is now needed: send it at once.
-                if let Some(at) = self.queued.iter().position(|call| call.id == id) {
+                // A call waiting for the root's tick is now needed: send it at once.
+                if let Some(sender) = sender
+                    && let Some(at) = self.queued.iter().position(|call| call.id == id)
+                {
                     let call = self.queued.remove(at);
-                    self.send(now_ms, &call)?;
+                    self.send(now_ms, call, sender)?;
                 }
                 Ok(Some(id))
             }
@@ -140,18 +166,21 @@ impl Kms {
         }
     }
 
-    /// Sends one call from the active context. A call the host refuses to send fails at once.
-    fn send(&mut self, now_ms: u64, call: &Call) -> Result<(), u32> {
+    /// Sends one call from the active context, `sender`. A call the host refuses to send
+    /// fails at once.
+    fn send(&mut self, now_ms: u64, call: Call, sender: u32) -> Result<(), u32> {
         let request = self.transit.call(&call.need, &self.token);
         let headers = request.headers();
         let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
         let timeout = Duration::from_millis(self.transit.limits.timeout_ms);
         match Sender.dispatch_http_call(&self.transit.cluster, headers, Some(&request.body), Vec::new(), timeout) {
             Ok(token) => {
-                self.sent.insert(token, (call.id, call.need.clone()));
+                self.metrics.add(&[Counter::KmsCalls]);
+                self.sent.insert(token, Sent { call, sender });
                 Ok(())
             }
             Err(status) => {
+                self.metrics.add(&[Counter::KmsCalls, Counter::KmsCallFailures]);
                 crate::root::log(
                     proxy_wasm::types::LogLevel::Warn,
                     &format!("eventseal: cannot call the KMS (cluster {:?}): {status:?}", self.transit.cluster),
@@ -161,12 +190,18 @@ impl Kms {
         }
     }
 
-    /// Sends the queued refresh-ahead calls (from the root context, on its tick).
-    pub fn send_queued(&mut self, now_ms: u64) {
+    /// Sends the queued calls (from the root context `root`, on its tick).
+    pub fn send_queued(&mut self, now_ms: u64, root: u32) -> Vec<Waiter> {
+        let mut refused = Vec::new();
         for call in std::mem::take(&mut self.queued) {
-            // A refresh that cannot be sent was counted as failed; the current key goes on.
-            let _ = self.send(now_ms, &call);
+            let id = call.id;
+            // A call that cannot be sent was counted as failed: its waiters are looked at
+            // again (and refused); a refresh's current key goes on.
+            if self.send(now_ms, call, root).is_err() {
+                refused.extend(self.waiting.remove(&id).unwrap_or_default());
+            }
         }
+        refused
     }
 
     /// Registers a paused stream for each of `calls`, once.
@@ -182,7 +217,10 @@ impl Kms {
     /// Reads the answer to call `token` (in its response callback) and reports it to the
     /// cache. Returns the streams that waited for it, and `Some(retry_after)` if it failed.
     pub fn answered(&mut self, now_ms: u64, token: u32, body_size: usize) -> (Vec<Waiter>, Option<u32>) {
-        let Some((id, need)) = self.sent.remove(&token) else {
+        let Some(Sent {
+            call: Call { id, need }, ..
+        }) = self.sent.remove(&token)
+        else {
             return (Vec::new(), None);
         };
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
@@ -195,6 +233,7 @@ impl Kms {
             .unwrap_or_default();
         let outcome = self.transit.outcome(&need, status, &body);
         if matches!(outcome, Outcome::Failed) {
+            self.metrics.add(&[Counter::KmsCallFailures]);
             let what = status.map_or_else(|| "no response".to_owned(), |s| format!("status {s}"));
             crate::root::log(
                 proxy_wasm::types::LogLevel::Warn,
@@ -203,6 +242,34 @@ impl Kms {
         }
         let failed = self.cache.complete(now_ms, id, outcome);
         (self.waiting.remove(&id).unwrap_or_default(), failed)
+    }
+
+    /// Context `context` is ending, and the host cancels the calls it sent: they go to the
+    /// root's next tick, the same calls to core, so whoever waits for them keeps waiting.
+    pub fn sender_gone(&mut self, context: u32) {
+        let mut resend = Vec::new();
+        self.sent.retain(|_, sent| {
+            let cancelled = sent.sender == context;
+            if cancelled {
+                resend.push(sent.call.clone());
+            }
+            !cancelled
+        });
+        for list in self.waiting.values_mut() {
+            list.retain(|(waiter, _)| *waiter != context);
+        }
+        self.metrics.add_n(Counter::KmsCallsResent, resend.len());
+        self.queued.extend(resend);
+    }
+
+    /// Forgets the calls core counts as lost (the host never answered them within twice
+    /// the timeout), so that the table of calls sent does not grow.
+    pub fn forget_lost(&mut self, now_ms: u64) {
+        self.cache.expire_lost_calls(now_ms);
+        let before = self.sent.len();
+        let cache = &self.cache;
+        self.sent.retain(|_, sent| cache.awaits(sent.call.id));
+        self.metrics.add_n(Counter::KmsCallFailures, before - self.sent.len());
     }
 
     /// Every paused stream, to look at again (their calls may have been lost).

@@ -32,6 +32,13 @@ pub enum Counter {
     AuditDelivered,
     /// Audit records dropped from the collector buffer undelivered (they stay in the proxy log).
     AuditUndelivered,
+    /// Calls sent to the KMS (`datakey` and `decrypt`), or attempted.
+    KmsCalls,
+    /// KMS calls that failed: not sent, answered with an error, timed out, or never answered.
+    KmsCallFailures,
+    /// KMS calls sent again from the root context because the stream that sent them ended
+    /// before the answer (Envoy cancels them with it).
+    KmsCallsResent,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -52,6 +59,9 @@ impl Counter {
             Self::AuditRecords,
             Self::AuditDelivered,
             Self::AuditUndelivered,
+            Self::KmsCalls,
+            Self::KmsCallFailures,
+            Self::KmsCallsResent,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -72,6 +82,9 @@ impl Counter {
             Self::AuditRecords => "eventseal_audit_records".to_owned(),
             Self::AuditDelivered => "eventseal_audit_delivered".to_owned(),
             Self::AuditUndelivered => "eventseal_audit_undelivered".to_owned(),
+            Self::KmsCalls => "eventseal_kms_calls".to_owned(),
+            Self::KmsCallFailures => "eventseal_kms_call_failures".to_owned(),
+            Self::KmsCallsResent => "eventseal_kms_calls_resent".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -91,7 +104,10 @@ impl Counter {
             Self::AuditRecords => 9,
             Self::AuditDelivered => 10,
             Self::AuditUndelivered => 11,
-            Self::Refused(i) => 12 + i,
+            Self::KmsCalls => 12,
+            Self::KmsCallFailures => 13,
+            Self::KmsCallsResent => 14,
+            Self::Refused(i) => 15 + i,
         }
     }
 }

@@ -148,7 +148,7 @@ impl Root {
     }
 
     /// The engine, and the KMS key source with its token if the policy has one.
-    fn load(&self) -> Result<(Engine, Option<Kms>), ConfigError> {
+    fn load(&self, metrics: &Rc<Metrics>) -> Result<(Engine, Option<Kms>), ConfigError> {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         let text = String::from_utf8_lossy(&bytes);
         let policy = Policy::from_json(&text)?;
@@ -163,7 +163,7 @@ impl Root {
         let keyring = policy.load_keyring(|name| std::env::var(name).ok())?;
         let token = policy.load_kms_token(|name| std::env::var(name).ok())?;
         let kms = match (&policy.vault_transit, token) {
-            (Some(transit), Some(token)) => Some(Kms::new(transit.clone(), token, random_seed())),
+            (Some(transit), Some(token)) => Some(Kms::new(transit.clone(), token, random_seed(), Rc::clone(metrics))),
             _ => None,
         };
         Ok((Engine::new(policy, keyring), kms))
@@ -286,17 +286,21 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(kms) = self.shared.as_ref().and_then(|s| s.kms.clone()) {
-            // Refresh-ahead calls go from here, so they outlive the stream that asked; and
-            // paused streams are looked at again, in case their call was lost.
-            kms.borrow_mut().send_queued(now_ms());
-            let waiters = kms.borrow_mut().take_waiters();
+            // Queued calls go from here, so they outlive the stream that asked (module docs
+            // of kms.rs); and paused streams are looked at again, in case a call was lost.
+            let now = now_ms();
+            kms.borrow_mut().forget_lost(now);
+            let refused = kms.borrow_mut().send_queued(now, self.id);
+            let mut waiters = kms.borrow_mut().take_waiters();
+            waiters.extend(refused);
             wake(waiters, None, self.id);
         }
         self.flush();
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        match self.load() {
+        let metrics = Rc::new(Metrics::define());
+        match self.load(&metrics) {
             Ok((engine, kms)) => {
                 let rules = engine.policy().rules.len();
                 let outbox = engine.policy().audit.clone().map(|config| Outbox::new(config, now_ms()));
@@ -309,7 +313,7 @@ impl RootContext for Root {
                 }
                 self.shared = Some(Shared {
                     engine: Rc::new(engine),
-                    metrics: Rc::new(Metrics::define()),
+                    metrics,
                     audit: Rc::new(RefCell::new(Audit {
                         chain: AuditChain::new(instance_id()),
                         outbox,

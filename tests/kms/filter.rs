@@ -8,7 +8,9 @@
 use crate::started;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eventseal_harness::{HttpCallResponse, HttpExchange, HttpOutcome, Module, Plugin, PluginConfig, StreamState, Upstream};
+use eventseal_harness::{
+    HttpCallRequest, HttpCallResponse, HttpExchange, HttpOutcome, Module, Plugin, PluginConfig, StreamState, Upstream,
+};
 use eventseal_kms_tests::{OpenBao, decrypt_field, http, openbao_decrypt, orders_policy as policy, wrapped_of};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -81,6 +83,25 @@ const SEAL_HEADERS: [(&str, &str); 4] = [
     (":authority", "gateway.example"),
     ("content-type", "application/json"),
 ];
+
+/// Carries a call of a [`Upstream::manual`] cluster to OpenBao and its answer back: the
+/// test is the network between the filter and OpenBao.
+fn carry_to_openbao(bao: &OpenBao, plugin: &Plugin, call: &HttpCallRequest) {
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.starts_with(':'))
+        .map(|(name, value)| (name, std::str::from_utf8(value).unwrap()))
+        .collect();
+    let (status, body) = http(bao.addr(), call.method(), call.path(), &headers, &call.body).expect("OpenBao answers");
+    plugin
+        .respond_http_call(call.token, HttpCallResponse::new(status).with_body(body))
+        .unwrap();
+}
+
+fn metric(plugin: &Plugin, name: &str) -> u64 {
+    plugin.metric(name).map_or(0, |m| m.value())
+}
 
 const DATAKEY: &str = "/v1/transit/datakey/plaintext/orders";
 const DECRYPT: &str = "/v1/transit/decrypt/orders";
@@ -165,18 +186,7 @@ fn streams_paused_together_share_one_kms_call() {
     }
     let pending = sealer.pending_http_calls();
     assert_eq!(pending.len(), 1, "one datakey call for five streams: {pending:?}");
-    // The test is the network between the filter and OpenBao.
-    let call = &pending[0];
-    let headers: Vec<(&str, &str)> = call
-        .headers
-        .iter()
-        .filter(|(name, _)| !name.starts_with(':'))
-        .map(|(name, value)| (name, std::str::from_utf8(value).unwrap()))
-        .collect();
-    let (status, body) = http(bao.addr(), call.method(), call.path(), &headers, &call.body).expect("OpenBao answers");
-    sealer
-        .respond_http_call(call.token, HttpCallResponse::new(status).with_body(body))
-        .unwrap();
+    carry_to_openbao(&bao, &sealer, &pending[0]);
     let mut wrapped = std::collections::BTreeSet::new();
     for (n, mut stream) in streams.into_iter().enumerate() {
         assert_eq!(stream.request_state(), StreamState::Continued, "stream {n} resumed");
@@ -196,6 +206,47 @@ fn streams_paused_together_share_one_kms_call() {
     }
     assert_eq!(wrapped.len(), 1, "all sealed with the one data key");
     assert_eq!(sealer.http_calls().len(), 1);
+}
+
+#[test]
+fn a_call_whose_stream_ended_is_sent_again_for_the_streams_still_waiting() {
+    let bao = started();
+    let sealer = plugin_with(&policy(&bao, &json!({})), Upstream::manual());
+    let paused = |n| {
+        let mut stream = sealer.http_stream().unwrap();
+        stream.send_request_headers(SEAL_HEADERS, false).unwrap();
+        assert_eq!(stream.send_request_body(event(n).to_string(), true).unwrap(), StreamState::Paused);
+        stream
+    };
+    let (sender, waiter) = (paused(1), paused(2));
+    assert_eq!(sealer.pending_http_calls().len(), 1, "the two streams share one call");
+    // The client of the stream that sent the call goes away; Envoy cancels its call.
+    drop(sender);
+    assert!(sealer.pending_http_calls().is_empty());
+    let tick = sealer.tick_period().expect("a KMS sets a tick");
+    sealer.advance_time(tick).unwrap();
+    let pending = sealer.pending_http_calls();
+    assert_eq!(pending.len(), 1, "sent again from the root context on its tick: {pending:?}");
+    assert_eq!(pending[0].path(), DATAKEY);
+    assert_eq!(waiter.request_state(), StreamState::Paused, "still waiting, not refused");
+    carry_to_openbao(&bao, &sealer, &pending[0]);
+    assert_eq!(waiter.request_state(), StreamState::Continued);
+    let sealed: Value = serde_json::from_slice(&waiter.upstream_request().body).unwrap();
+    let card = envelope(&sealed);
+    assert_eq!(
+        decrypt_field(&openbao_decrypt(&bao, &wrapped_of(card)), card),
+        event(2)["data"]["card"]
+    );
+    assert_eq!(
+        [
+            metric(&sealer, "eventseal_kms_calls"),
+            metric(&sealer, "eventseal_kms_calls_resent"),
+            metric(&sealer, "eventseal_kms_call_failures"),
+        ],
+        [2, 1, 0],
+        "{}",
+        sealer.stats_text()
+    );
 }
 
 #[test]

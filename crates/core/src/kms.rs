@@ -389,6 +389,11 @@ impl DataKeyCache {
         usize::from(self.issuing.is_some()) + self.unwrapping.len()
     }
 
+    /// Whether call `id` is still awaited: neither completed nor expired as lost.
+    pub fn awaits(&self, id: CallId) -> bool {
+        self.issuing.is_some_and(|(issuing, _)| issuing == id) || self.unwrapping.values().any(|(call, _)| *call == id)
+    }
+
     fn remember(&mut self, now_ms: u64, wrapped: WrappedKey, value: Remembered) {
         self.unwrapped.retain(|_, e| e.expires_ms > now_ms);
         while self.unwrapped.len() >= self.limits.cache_keys.max(1) {
@@ -414,8 +419,9 @@ impl DataKeyCache {
     }
 
     /// A call the host never reported within twice the timeout counts as failed, so one lost
-    /// callback cannot pause every stream for ever.
-    fn expire_lost_calls(&mut self, now_ms: u64) {
+    /// callback cannot pause every stream for ever. Leases and unwrap requests run this
+    /// first; a host also runs it on its timer to learn which calls it may forget.
+    pub fn expire_lost_calls(&mut self, now_ms: u64) {
         let deadline = self.limits.timeout_ms.saturating_mul(2);
         let lost = |started: u64| now_ms.saturating_sub(started) > deadline;
         let mut failed = false;
@@ -637,6 +643,17 @@ mod tests {
         // Its late answer is ignored.
         assert_eq!(cache.complete(4_002, call.id, Outcome::Key(issued(1))), None);
         assert!(cache.current.is_none());
+    }
+
+    #[test]
+    fn a_lost_call_is_no_longer_awaited_once_expired() {
+        let mut cache = DataKeyCache::new(source(), limits(), 1);
+        let call = start(cache.lease(0, 1));
+        cache.expire_lost_calls(4_000);
+        assert!(cache.awaits(call.id), "within twice the timeout");
+        cache.expire_lost_calls(4_001);
+        assert!(!cache.awaits(call.id));
+        assert_eq!(cache.failures, 1, "a lost call counts as a failure");
     }
 
     #[test]
