@@ -5,6 +5,10 @@
 //!
 //! Every record is in the proxy log before it gets here, so a record dropped from this
 //! buffer is not lost: it is counted in `eventseal_audit_undelivered` and stays in the log.
+//!
+//! When the VM shuts down (Envoy removes the filter, e.g. on a configuration update), what
+//! is buffered is sent at once, a batch at a time, one attempt each: a collector that fails
+//! then gets no retry, and the rest is counted undelivered (still in the log).
 
 use eventseal_core::AuditDelivery;
 use std::collections::VecDeque;
@@ -92,12 +96,37 @@ impl Outbox {
         if !full && !interval_elapsed && self.failures == 0 {
             return None;
         }
+        Some(self.take_batch(now_ms))
+    }
+
+    /// At shutdown: the next batch, whatever the interval or backoff, if none is in flight.
+    pub fn final_batch(&mut self, now_ms: u64) -> Option<Batch> {
+        if self.in_flight.is_some() || self.waiting.is_empty() {
+            return None;
+        }
+        Some(self.take_batch(now_ms))
+    }
+
+    /// At shutdown, when the collector failed: everything buffered is dropped (it stays in
+    /// the proxy log), counted as undelivered.
+    pub fn give_up(&mut self) -> Effect {
+        let dropped = self.len();
+        self.waiting.clear();
+        self.in_flight = None;
+        Effect {
+            dropped,
+            ..Effect::default()
+        }
+    }
+
+    /// Moves the next batch in flight.
+    fn take_batch(&mut self, now_ms: u64) -> Batch {
         let take = self.waiting.len().min(self.config.batch_records);
         let batch: Vec<String> = self.waiting.drain(..take).collect();
         let body = batch.join("\n");
         self.last_sent = now_ms;
         self.in_flight = Some((batch, now_ms));
-        Some(Batch { body, records: take })
+        Batch { body, records: take }
     }
 
     /// Whether the answer to the batch in flight is overdue (the host lost it): then it is
@@ -190,6 +219,24 @@ mod tests {
         o.delivered();
         assert_eq!(o.len(), 0);
         assert_eq!(o.due(10_000), None, "nothing to send");
+    }
+
+    #[test]
+    fn at_shutdown_batches_go_at_once_and_a_failure_gives_up_on_the_rest() {
+        let mut o = outbox(2, 10);
+        push(&mut o, 0..5);
+        assert!(o.due(0).is_some());
+        o.failed(0, 0);
+        assert_eq!(o.due(1), None, "backing off");
+        let batch = o.final_batch(1).expect("no backoff at shutdown");
+        assert_eq!(batch.body, "r0\nr1");
+        assert_eq!(o.final_batch(1), None, "one batch in flight at a time");
+        assert_eq!(o.delivered().delivered, 2);
+        assert_eq!(o.final_batch(2).map(|b| b.body), Some("r2\nr3".to_owned()));
+        let effect = o.give_up();
+        assert_eq!((effect.dropped, effect.delivered), (3, 0), "the batch in flight and r4");
+        assert_eq!(o.len(), 0);
+        assert_eq!(o.final_batch(3), None);
     }
 
     #[test]

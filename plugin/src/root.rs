@@ -4,7 +4,7 @@
 use crate::filter::{Exchange, Unconfigured, kms_answered, wake};
 use crate::kms::Kms;
 use crate::metrics::Counter;
-use crate::outbox::{Effect, Outbox};
+use crate::outbox::{Batch, Effect, Outbox};
 use eventseal_core::{AuditChain, ConfigError, Engine, KeySource, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -139,6 +139,8 @@ pub struct Root {
     shared: Option<Shared>,
     /// The token of the collector call in flight.
     delivery: Option<u32>,
+    /// Envoy is removing this VM: the audit buffer is being drained.
+    closing: bool,
 }
 
 impl Root {
@@ -192,6 +194,9 @@ fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
 impl Root {
     /// Sends the next batch to the collector if one is due and none is in flight.
     fn flush(&mut self) {
+        if self.closing {
+            return;
+        }
         let Some(shared) = self.shared.clone() else { return };
         let mut audit = shared.audit.borrow_mut();
         let Some(outbox) = audit.outbox.as_mut() else { return };
@@ -206,34 +211,72 @@ impl Root {
             return;
         }
         let Some(batch) = outbox.due(now) else { return };
-        let config = outbox.config().clone();
+        if !self.deliver(outbox, &batch) {
+            let effect = outbox.failed(now, jitter_permille());
+            account(&shared.metrics, outbox, &effect);
+        }
+    }
+
+    /// At shutdown: sends the next batch of what the collector has not received yet.
+    /// Returns true when nothing is left to wait for (the VM may end).
+    fn drain(&mut self) -> bool {
+        let Some(shared) = self.shared.clone() else { return true };
+        let mut audit = shared.audit.borrow_mut();
+        let Some(outbox) = audit.outbox.as_mut() else { return true };
+        if self.delivery.is_some() {
+            return false;
+        }
+        let Some(batch) = outbox.final_batch(now_ms()) else { return true };
+        if self.deliver(outbox, &batch) {
+            return false;
+        }
+        give_up(&shared.metrics, outbox);
+        true
+    }
+
+    /// POSTs `batch` to the collector; false if the host refused to send it.
+    fn deliver(&mut self, outbox: &Outbox, batch: &Batch) -> bool {
+        let config = outbox.config();
         let headers = vec![
             (":method", "POST"),
             (":path", config.path.as_str()),
             (":authority", config.authority.as_str()),
             ("content-type", "application/x-ndjson"),
         ];
-        match self.dispatch_http_call(
+        let sent = self.dispatch_http_call(
             &config.cluster,
             headers,
             Some(batch.body.as_bytes()),
             Vec::new(),
             Duration::from_millis(config.timeout_ms),
-        ) {
+        );
+        match sent {
             Ok(token) => self.delivery = Some(token),
-            Err(status) => {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "eventseal: cannot call the audit collector (cluster {:?}): {status:?}",
-                        config.cluster
-                    ),
-                );
-                let effect = outbox.failed(now, jitter_permille());
-                account(&shared.metrics, outbox, &effect);
-            }
+            Err(status) => log(
+                LogLevel::Warn,
+                &format!(
+                    "eventseal: cannot call the audit collector (cluster {:?}): {status:?}",
+                    config.cluster
+                ),
+            ),
         }
+        sent.is_ok()
     }
+}
+
+/// At shutdown, after the collector failed: the rest of the buffer is dropped and counted.
+fn give_up(metrics: &Metrics, outbox: &mut Outbox) {
+    let effect = outbox.give_up();
+    account(metrics, outbox, &effect);
+    log(
+        LogLevel::Warn,
+        &format!(
+            "eventseal: shutting down with {} audit record(s) the collector (cluster {:?}) did not take \
+             (they stay in this log; counted in eventseal_audit_undelivered)",
+            effect.dropped,
+            outbox.config().cluster
+        ),
+    );
 }
 
 /// A random seed for the KMS backoff jitter, so that workers retrying the KMS spread out.
@@ -266,6 +309,12 @@ impl Context for Root {
             let Some(outbox) = audit.outbox.as_mut() else { return };
             let effect = match status {
                 Some(200..=299) => outbox.delivered(),
+                _ if self.closing => {
+                    give_up(&shared.metrics, outbox);
+                    drop(audit);
+                    self.done();
+                    return;
+                }
                 _ => {
                     let cluster = &outbox.config().cluster;
                     let what = status.map_or_else(|| "no response".to_owned(), |s| format!("status {s}"));
@@ -279,7 +328,18 @@ impl Context for Root {
             account(&shared.metrics, outbox, &effect);
         }
         // A backlog goes on at once, a batch at a time.
-        self.flush();
+        if !self.closing {
+            self.flush();
+        } else if self.drain() {
+            self.done();
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // Envoy is removing this VM: the records the collector has not received go now
+        // (answering false keeps the VM until `done`, after the last answer).
+        self.closing = true;
+        self.drain()
     }
 }
 

@@ -320,3 +320,56 @@ fn an_unreachable_cluster_and_an_erroring_collector_keep_the_records() {
     plugin.advance_time(Duration::from_secs(120)).expect("ticks");
     assert_eq!(metric(&plugin, "eventseal_audit_delivered"), 1);
 }
+
+#[test]
+fn at_shutdown_the_buffered_records_reach_the_collector_before_the_vm_ends() {
+    let collector = Collector::start();
+    let plugin = filter(Upstream::http(collector.address()), 2, 100);
+    for i in 0..5 {
+        send(&plugin, i);
+    }
+    assert!(collector.received().is_empty(), "no tick yet: everything is buffered");
+    assert!(plugin.shutdown().expect("no trap"), "the VM ends once the collector has everything");
+    let shipped: Vec<String> = collector.received().into_iter().map(|r| r.body).collect();
+    assert_eq!(shipped.len(), 3, "batches of at most 2: {shipped:#?}");
+    assert_eq!(shipped.join("\n"), records_in_log(&plugin).join("\n"));
+    assert_eq!(
+        verify_audit_log(&shipped.join("\n"), &ring(), true)
+            .expect("the collector's copy verifies")
+            .records,
+        5
+    );
+    assert_eq!(
+        [
+            metric(&plugin, "eventseal_audit_delivered"),
+            metric(&plugin, "eventseal_audit_undelivered")
+        ],
+        [5, 0]
+    );
+}
+
+#[test]
+fn at_shutdown_a_failing_collector_gets_one_attempt_and_the_rest_is_counted() {
+    let down = Collector::start().stop();
+    let plugin = filter(Upstream::http(down.0.to_string()), 2, 100);
+    for i in 0..3 {
+        send(&plugin, i);
+    }
+    assert!(plugin.shutdown().expect("no trap"), "a failing collector does not hold the VM");
+    assert_eq!(plugin.http_calls().len(), 1, "one attempt, no retry at shutdown");
+    assert_eq!(
+        [
+            metric(&plugin, "eventseal_audit_delivered"),
+            metric(&plugin, "eventseal_audit_undelivered")
+        ],
+        [0, 3]
+    );
+    let warning = plugin
+        .logs()
+        .into_iter()
+        .map(|l| l.message)
+        .find(|l| l.contains("shutting down"))
+        .expect("a warning says what the collector did not take");
+    assert!(warning.contains("3 audit record(s)"), "{warning}");
+    assert_eq!(records_in_log(&plugin).len(), 3, "every record stays in the proxy log");
+}
