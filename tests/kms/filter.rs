@@ -250,6 +250,49 @@ fn a_call_whose_stream_ended_is_sent_again_for_the_streams_still_waiting() {
 }
 
 #[test]
+fn a_body_with_more_data_keys_than_the_limit_is_refused_without_asking_the_kms() {
+    let bao = started();
+    let mut policy = policy(&bao, &json!({"max_unwraps_per_body": 2}));
+    policy["rules"][0]["seal"]["fields"] = json!(["/data/cards/*"]);
+    policy["rules"][1]["open"]["fields"] = json!(["/data/cards/*"]);
+    let cards: Vec<Value> = (0..3).map(|n| json!({"number": "4111111111111111", "n": n})).collect();
+    let event = json!({"type": "order.created", "id": "o-1", "data": {"cards": cards}});
+    // Three filters, three data keys: card i of the mixed event is sealed under key i.
+    let sealed: Vec<Value> = (0..3)
+        .map(|_| {
+            let sealer = plugin_with(&policy, Upstream::http(bao.addr().to_string()));
+            forwarded(&sealer.run_http(exchange("/events/orders", &event)).expect("no trap"))
+        })
+        .collect();
+    let mut mixed = sealed[0].clone();
+    for (i, other) in sealed.iter().enumerate() {
+        mixed["data"]["cards"][i] = other["data"]["cards"][i].clone();
+    }
+    let keys: std::collections::BTreeSet<String> = (0..3)
+        .map(|i| wrapped_of(mixed["data"]["cards"][i].as_str().expect("sealed")))
+        .collect();
+    assert_eq!(keys.len(), 3);
+
+    let opener = plugin_with(&policy, Upstream::http(bao.addr().to_string()));
+    let outcome = opener.run_http(exchange("/deliver/orders", &mixed)).expect("no trap");
+    let reply = outcome.local_reply().unwrap_or_else(|| panic!("opened: {outcome:?}"));
+    assert_eq!(reply.status, 422, "{}", reply.body_text());
+    let problem: Value = serde_json::from_slice(&reply.body).expect("problem+json");
+    assert_eq!(problem["type"], "urn:eventseal:problem:sealed-field-rejected");
+    let detail = problem["detail"].as_str().expect("a detail");
+    assert!(detail.contains("3 data keys") && detail.contains("at most 2"), "{detail}");
+    assert_eq!(calls_to(&opener, DECRYPT), 0, "the KMS is not asked for a refused body");
+
+    // Two data keys are within the limit.
+    mixed["data"]["cards"][2] = sealed[1]["data"]["cards"][2].clone();
+    assert_eq!(
+        forwarded(&opener.run_http(exchange("/deliver/orders", &mixed)).expect("no trap")),
+        event
+    );
+    assert_eq!(calls_to(&opener, DECRYPT), 2);
+}
+
+#[test]
 fn a_dead_kms_gives_503_with_retry_after_and_the_filter_recovers_when_it_returns() {
     let mut bao = started();
     // One seal per data key: every request needs the KMS.

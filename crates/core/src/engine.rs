@@ -219,21 +219,30 @@ impl Engine {
         if let Some(seal) = &rule.seal {
             needs.seals = u64::try_from(event.select(&seal.fields).0.len()).unwrap_or(u64::MAX);
         }
-        let source = transit.source();
-        for group in rule.open.iter().filter(|g| granted(&g.readers, job.principal)) {
-            for span in event.select(&group.fields.fields).0 {
-                let Ok(envelope) = serde_json::from_str::<std::borrow::Cow<'_, str>>(&event.text()[span.range]) else {
-                    continue;
-                };
-                if let Some((kid, wrapped)) = wrapped_key_of(&envelope)
-                    && kid == source.as_str()
-                    && !needs.unwrap.contains(&wrapped)
-                {
-                    needs.unwrap.push(wrapped);
-                }
-            }
+        let wrapped = wrapped_keys(rule, job.principal, &event, &transit.source());
+        // Over the limit the decision refuses the body (`too_many_unwraps`): ask for nothing.
+        if wrapped.len() <= transit.limits.max_unwraps_per_body {
+            needs.unwrap = wrapped;
         }
         needs
+    }
+
+    /// The refusal of a body that carries more distinct wrapped data keys to open than one
+    /// body may use: each may cost a KMS call, and anyone who can send envelopes chooses
+    /// them (FORMAT.md §11). Refused whether or not they are cached, so the outcome does not
+    /// depend on what this worker happens to hold.
+    fn too_many_unwraps(&self, job: &BodyJob<'_>, event: &Event<'_>) -> Option<Problem> {
+        let transit = self.policy.vault_transit.as_ref()?;
+        let source = transit.source();
+        let count = wrapped_keys(job.rule, job.principal, event, &source).len();
+        let limit = transit.limits.max_unwraps_per_body;
+        (count > limit).then(|| {
+            let detail = format!(
+                "the event carries {count} data keys of {} to unwrap; at most {limit} are unwrapped per body",
+                source.as_str()
+            );
+            Problem::new(ProblemKind::SealedFieldRejected, job.direction, detail)
+        })
     }
 
     /// Decides on one whole body like [`Engine::decide`], sealing with the KMS data key in
@@ -314,6 +323,11 @@ impl Engine {
                 let (sealed, outcomes) =
                     seal_spans(&event, &seal.fields, seal.required, sealer, context).map_err(|e| Problem::seal(&e, direction))?;
                 claim(&mut edits, sealed, outcomes, &mut report.fields);
+            }
+            if !rule.open.is_empty()
+                && let Some(problem) = self.too_many_unwraps(job, &event)
+            {
+                return Err(problem);
             }
             for group in &rule.open {
                 let (opened, outcomes) = if granted(&group.readers, job.principal) {
@@ -454,6 +468,26 @@ fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
 }
 
 /// Whether any grant admits the principal. No principal, or no grants, admits nobody.
+/// The distinct wrapped data keys of `source` carried by the fields `rule` lets
+/// `principal` open in `event`, in order of appearance.
+fn wrapped_keys(rule: &Rule, principal: Option<&Principal>, event: &Event<'_>, source: &KeyId) -> Vec<WrappedKey> {
+    let mut keys: Vec<WrappedKey> = Vec::new();
+    for group in rule.open.iter().filter(|g| granted(&g.readers, principal)) {
+        for span in event.select(&group.fields.fields).0 {
+            let Ok(envelope) = serde_json::from_str::<std::borrow::Cow<'_, str>>(&event.text()[span.range]) else {
+                continue;
+            };
+            if let Some((kid, wrapped)) = wrapped_key_of(&envelope)
+                && kid == source.as_str()
+                && !keys.contains(&wrapped)
+            {
+                keys.push(wrapped);
+            }
+        }
+    }
+    keys
+}
+
 fn granted(grants: &[Grant], principal: Option<&Principal>) -> bool {
     let Some(principal) = principal else { return false };
     grants.iter().any(|grant| match grant {

@@ -40,6 +40,9 @@ pub struct DataKeyLimits {
     pub backoff_max_ms: u64,
     /// A call not reported within this time counts as failed (default 2 s).
     pub timeout_ms: u64,
+    /// Distinct wrapped data keys one body may need unwrapped (default 8); a body with more
+    /// is refused before any call.
+    pub max_unwraps_per_body: usize,
 }
 
 impl Default for DataKeyLimits {
@@ -53,6 +56,7 @@ impl Default for DataKeyLimits {
             backoff_initial_ms: 250,
             backoff_max_ms: 30_000,
             timeout_ms: 2_000,
+            max_unwraps_per_body: 8,
         }
     }
 }

@@ -512,6 +512,7 @@ fn parse_vault_transit(n: Node<'_>) -> Result<VaultTransit, ConfigError> {
         "cache_ttl_ms",
         "backoff_initial_ms",
         "backoff_max_ms",
+        "max_unwraps_per_body",
     ])?;
     let text = |name: &str, expected: &str| -> Result<Option<String>, ConfigError> {
         let mut out = None;
@@ -560,6 +561,9 @@ fn parse_vault_transit(n: Node<'_>) -> Result<VaultTransit, ConfigError> {
     let mut cache_keys = limits.cache_keys as u64;
     number("cache_keys", 1, 1_000_000, &mut cache_keys)?;
     limits.cache_keys = usize::try_from(cache_keys).map_err(|_| invalid(&format!("{}/cache_keys", n.at), "a smaller integer"))?;
+    let mut max_unwraps = limits.max_unwraps_per_body as u64;
+    number("max_unwraps_per_body", 1, 1024, &mut max_unwraps)?;
+    limits.max_unwraps_per_body = usize::try_from(max_unwraps).unwrap_or(limits.max_unwraps_per_body);
     if limits.refresh_ahead_ms >= limits.max_key_age_ms {
         return Err(invalid(
             &format!("{}/refresh_ahead_ms", n.at),
@@ -1047,12 +1051,21 @@ mod tests {
         let full = json!({"env": "EVENTSEAL_KEYS", "vault_transit": {
             "cluster": "bao", "authority": "bao.internal", "mount": "kms/eu", "key": "orders", "token_env": "T",
             "timeout_ms": 500, "max_seals_per_key": 10, "max_key_age_ms": 60000, "refresh_ahead_ms": 5000,
-            "cache_keys": 8, "cache_ttl_ms": 120000, "backoff_initial_ms": 100, "backoff_max_ms": 5000
+            "cache_keys": 8, "cache_ttl_ms": 120000, "backoff_initial_ms": 100, "backoff_max_ms": 5000,
+            "max_unwraps_per_body": 3
         }});
         let policy = Policy::from_value(&with(full)).unwrap();
         assert_eq!(policy.keys, KeySource::Env("EVENTSEAL_KEYS".into()));
         let limits = policy.vault_transit.unwrap().limits;
-        assert_eq!((limits.max_seals_per_key, limits.cache_keys, limits.timeout_ms), (10, 8, 500));
+        assert_eq!(
+            (
+                limits.max_seals_per_key,
+                limits.cache_keys,
+                limits.timeout_ms,
+                limits.max_unwraps_per_body
+            ),
+            (10, 8, 500, 3)
+        );
         for (transit, at) in [
             (json!({"key": "k", "token_env": "T"}), "/keys/vault_transit/cluster"),
             (json!({"cluster": "c", "token_env": "T"}), "/keys/vault_transit/key"),
@@ -1069,6 +1082,10 @@ mod tests {
             (
                 json!({"cluster": "c", "key": "k", "token_env": "T", "max_seals_per_key": 0}),
                 "/keys/vault_transit/max_seals_per_key",
+            ),
+            (
+                json!({"cluster": "c", "key": "k", "token_env": "T", "max_unwraps_per_body": 0}),
+                "/keys/vault_transit/max_unwraps_per_body",
             ),
             (
                 json!({"cluster": "c", "key": "k", "token_env": "T", "max_key_age_ms": 5000, "refresh_ahead_ms": 5000}),
