@@ -3,7 +3,8 @@
 //! field sealed with an OpenBao data key (checked independently: OpenBao unwraps the
 //! encrypted key, and the test's own AES-GCM decrypts the field), an allowed reader gets
 //! it opened, and while OpenBao is down the client gets 503 with `Retry-After` and the
-//! upstream none of the body; after OpenBao is back, requests succeed again.
+//! upstream none of the body; after OpenBao is back, requests succeed again. Envoy's
+//! `/stats` counts the KMS calls and the failed ones.
 
 use crate::client::{self, Request};
 use crate::envoy::{self, Envoy, Listener};
@@ -128,6 +129,18 @@ fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
         decrypt_independently(&bao, sealed["data"]["card"].as_str().expect("sealed")),
         event(3)["data"]["card"]
     );
+    // Envoy shows the KMS counters: the call made while OpenBao was down is a failure.
+    let (_, stats) = envoy.get("/stats?filter=eventseal_kms").expect("the admin API answers");
+    let counter = |name: &str| {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("wasmcustom.{name}: ")))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in:\n{stats}"))
+    };
+    let (calls, failures) = (counter("eventseal_kms_calls"), counter("eventseal_kms_call_failures"));
+    assert!(failures >= 1 && calls >= failures + 2, "{stats}");
+    assert_eq!(counter("eventseal_kms_calls_resent"), 0, "{stats}");
     let log = envoy.stop();
     assert!(!log.contains(ROOT_TOKEN), "the token is in Envoy's log");
 }

@@ -194,9 +194,15 @@ fn respond(writer: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
     for (name, value) in answer.headers.iter().filter(|(n, _)| !n.starts_with(':')) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    if answer.body.is_none() {
-        // HTTP/1.1 frames an empty body explicitly (else it would run to the close).
-        head.push_str("content-length: 0\r\n");
+    // HTTP/1.1 frames a body explicitly, else it runs to the close, and Envoy would wait
+    // for the connection to end before answering the client.
+    let framed = answer
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding"));
+    if !framed {
+        let length = answer.body.as_ref().map_or(0, Vec::len);
+        head.push_str(&format!("content-length: {length}\r\n"));
     }
     head.push_str("\r\n");
     writer.write_all(head.as_bytes())?;
