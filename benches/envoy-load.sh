@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the filter costs in Envoy: requests/s and p50/p99 latency of seven setups, measured
+# What the filter costs in Envoy: requests/s and p50/p99 latency of eight setups, measured
 # interleaved in one run (A B C ..., A B C ..., ...) and reported as ratios to passthrough.
 #
 #   benches/envoy-load.sh            # ROUNDS=5 DURATION=7 CONNECTIONS=4 WARMUP=3 by default
@@ -10,6 +10,10 @@
 #   copy-body    the same filter configured to only buffer the request body and write it
 #                back unchanged: the floor of any filter that rewrites bodies
 #   no-match     the filter loaded, no rule matches (headers continue, nothing buffered)
+#   no-match-route  the filter loaded and disabled on the route of the request
+#                (route typed_per_filter_config, envoy.config.route.v3.FilterConfig
+#                `disabled`): what docs/OPERATIONS.md tells operators to do for routes that
+#                no rule can match
 #   verify       Standard Webhooks signature verified (a fresh webhook-id per request)
 #   seal-3f      3 fields of a 1 KiB CloudEvents-style event sealed
 #   open-3f      the same 3 fields opened (request direction)
@@ -73,17 +77,17 @@ for round in warmup $(seq 1 "$ROUNDS"); do
     "$BENCH" signed "$PER_RUN" "$NOW" "r$round-" >"$WORK/signed-$round.txt"
 done
 
-# Nine free loopback ports: the upstream, seven listeners, and Envoy's admin.
-read -r UPSTREAM P_PASS P_NOOP P_COPY P_NOMATCH P_VERIFY P_SEAL P_OPEN ADMIN < <(python3 -c '
+# Ten free loopback ports: the upstream, eight listeners, and Envoy's admin.
+read -r UPSTREAM P_PASS P_NOOP P_COPY P_NOMATCH P_NOROUTE P_VERIFY P_SEAL P_OPEN ADMIN < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(9)]
+socks = [socket.socket() for _ in range(10)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
-python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$ADMIN" <<'PY'
+python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$ADMIN" <<'PY'
 import json, sys
 work, wasm, noop_wasm = sys.argv[1:4]
-upstream, p_pass, p_noop, p_copy, p_nomatch, p_verify, p_seal, p_open, admin = map(int, sys.argv[4:])
+upstream, p_pass, p_noop, p_copy, p_nomatch, p_noroute, p_verify, p_seal, p_open, admin = map(int, sys.argv[4:])
 keyring = open(f"{work}/keyring.json").read().strip()
 router = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
@@ -112,12 +116,14 @@ def floor_filter(name, mode):
                    "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": noop_wasm}}}}}}
 
-def listener(name, port, filters, route):
+def listener(name, port, filters, route, routes=()):
+    """`routes`: more specific routes, tried before the catch-all `route`."""
     return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [dict({"match": {"prefix": "/"}}, **route)]}]},
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                                    "routes": list(routes) + [dict({"match": {"prefix": "/"}}, **route)]}]},
                 "http_filters": filters + [router]}}]}]}
 
 def bootstrap(listeners, clusters, admin_port):
@@ -140,6 +146,11 @@ proxy = bootstrap([
     listener("copy", p_copy, [floor_filter("copy", "copy-body")], to_upstream),
     # Seals POST /bench; the no-match setup posts to /other.
     listener("nomatch", p_nomatch, [wasm_filter("nomatch", "seal")], to_upstream),
+    # The same, with the filter disabled on the route /other takes (docs/OPERATIONS.md).
+    listener("noroute", p_noroute, [wasm_filter("noroute", "seal")], to_upstream, routes=[dict(
+        {"match": {"prefix": "/other"}, "typed_per_filter_config": {"envoy.filters.http.wasm": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}}},
+        **to_upstream)]),
     listener("verify", p_verify, [wasm_filter("verify", "verify")], to_upstream),
     listener("seal", p_seal, [wasm_filter("seal", "seal")], to_upstream),
     listener("open", p_open, [wasm_filter("open", "open")], to_upstream),
@@ -183,9 +194,9 @@ wait_ready() {
     exit 1
 }
 wait_ready "$ADMIN"
-for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_VERIFY" "$P_SEAL" "$P_OPEN"; do wait_ready "$port"; done
+for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN"; do wait_ready "$port"; done
 
-SETUPS=(passthrough noop-filter copy-body no-match verify seal-3f open-3f)
+SETUPS=(passthrough noop-filter copy-body no-match no-match-route verify seal-3f open-3f)
 run() { # setup round seconds
     local port path body signed=$WORK/signed-cycle.txt
     case $1 in
@@ -193,6 +204,7 @@ run() { # setup round seconds
         noop-filter) port=$P_NOOP path=/bench body=$WORK/event.json ;;
         copy-body) port=$P_COPY path=/bench body=$WORK/event.json ;;
         no-match) port=$P_NOMATCH path=/other body=$WORK/event.json ;;
+        no-match-route) port=$P_NOROUTE path=/other body=$WORK/event.json ;;
         verify) port=$P_VERIFY path=/bench body=$WORK/event.json signed=$WORK/signed-$2.txt ;;
         seal-3f) port=$P_SEAL path=/bench body=$WORK/event.json ;;
         open-3f) port=$P_OPEN path=/bench body=$WORK/sealed.json ;;
