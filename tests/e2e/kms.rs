@@ -4,14 +4,104 @@
 //! encrypted key, and the test's own AES-GCM decrypts the field), an allowed reader gets
 //! it opened, and while OpenBao is down the client gets 503 with `Retry-After` and the
 //! upstream none of the body; after OpenBao is back, requests succeed again. Envoy's
-//! `/stats` counts the KMS calls and the failed ones.
+//! `/stats` counts the KMS calls and the failed ones. With a slow relay in front of
+//! OpenBao: concurrent requests wait for one shared call (Envoy's own count of requests
+//! to the KMS cluster agrees), and when the client whose stream sent the call goes away,
+//! Envoy cancels the call and the filter sends it again for the request still waiting.
 
 use crate::client::{self, Request};
 use crate::envoy::{self, Envoy, Listener};
 use crate::upstream::{Answer, Upstream};
 use eventseal_kms_tests::{OpenBao, ROOT_TOKEN, decrypt_field, openbao_decrypt, orders_policy, wrapped_of};
 use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// The KMS counters and the KMS cluster's request count from Envoy's `/stats`.
+fn kms_stats(envoy: &Envoy) -> impl Fn(&str) -> u64 {
+    let (_, stats) = envoy
+        .get("/stats?filter=(eventseal_kms|cluster.openbao.upstream_rq_total)")
+        .expect("the admin API answers");
+    move |name: &str| {
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{stats}"))
+    }
+}
+
+/// A TCP relay in front of OpenBao that holds each chunk Envoy sends for `delay`, so
+/// that requests arriving meanwhile find the KMS call still out.
+struct SlowRelay {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowRelay {
+    fn start(to: SocketAddr, delay: Duration) -> SlowRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a local address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(to)) else {
+                    continue;
+                };
+                let (Ok(client_in), Ok(server_in)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || relay(client_in, server, delay));
+                std::thread::spawn(move || relay(server_in, client, Duration::ZERO));
+            }
+        });
+        SlowRelay { addr, stop }
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn relay(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let mut buffer = [0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buffer) {
+        std::thread::sleep(delay);
+        if to.write_all(&buffer[..n]).is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Envoy and the upstream for the `kms` listener, the KMS cluster going to `kms`.
+fn envoy_with_kms(bao: &OpenBao, limits: &Value, kms: SocketAddr) -> (Envoy, Upstream) {
+    let upstream = Upstream::start();
+    let listener = Listener {
+        name: "kms".to_owned(),
+        policy: orders_policy(bao, limits).to_string(),
+        keys: String::new(),
+        env: vec![("BAO_TOKEN".to_owned(), ROOT_TOKEN.to_owned())],
+        tls: None,
+        jwt: None,
+        cluster: "upstream".to_owned(),
+    };
+    let clusters = [("upstream".to_owned(), upstream.addr), ("openbao".to_owned(), kms)];
+    let envoy = Envoy::start(&envoy::bootstrap(&[listener], &clusters)).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));
+    upstream.reset(ok());
+    (envoy, upstream)
+}
 
 fn policy(bao: &OpenBao) -> Value {
     // Every seal needs the KMS, so a dead KMS shows at once; retry soon after.
@@ -24,6 +114,10 @@ fn event(n: u32) -> Value {
 }
 
 fn post(envoy: &Envoy, path: &str, body: &Value) -> client::Response {
+    post_to(envoy.listener("kms"), path, body)
+}
+
+fn post_to(listener: SocketAddr, path: &str, body: &Value) -> client::Response {
     let body = body.to_string();
     let length = body.len().to_string();
     let headers: Vec<(String, String)> = [
@@ -38,7 +132,7 @@ fn post(envoy: &Envoy, path: &str, body: &Value) -> client::Response {
     .map(|(n, v)| (n.to_owned(), v.to_owned()))
     .collect();
     client::send(
-        envoy.listener("kms"),
+        listener,
         None,
         &Request {
             headers: &headers,
@@ -143,4 +237,88 @@ fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
     assert_eq!(counter("eventseal_kms_calls_resent"), 0, "{stats}");
     let log = envoy.stop();
     assert!(!log.contains(ROOT_TOKEN), "the token is in Envoy's log");
+}
+
+#[test]
+fn concurrent_requests_in_envoy_share_one_kms_call() {
+    let mut bao = OpenBao::start();
+    bao.create_transit_key("transit", "orders");
+    let relay = SlowRelay::start(bao.addr(), Duration::from_millis(400));
+    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    let listener = envoy.listener("kms");
+    let clients: Vec<_> = (0..5)
+        .map(|n| std::thread::spawn(move || post_to(listener, "/events/orders", &event(n))))
+        .collect();
+    for client in clients {
+        let response = client.join().expect("the client thread");
+        assert_eq!(response.status, Some(200), "{}", String::from_utf8_lossy(&response.body));
+    }
+    let received = upstream.received(Duration::from_millis(30));
+    assert_eq!(received.len(), 5);
+    let mut wrapped = std::collections::BTreeSet::new();
+    for request in &received {
+        let sealed: Value = serde_json::from_slice(&request.body).expect("JSON at the upstream");
+        let card = sealed["data"]["card"].as_str().expect("sealed");
+        let n: u32 = sealed["id"]
+            .as_str()
+            .and_then(|id| id.strip_prefix("o-"))
+            .and_then(|n| n.parse().ok())
+            .expect("an event number");
+        assert_eq!(decrypt_independently(&bao, card), event(n)["data"]["card"]);
+        wrapped.insert(wrapped_of(card));
+    }
+    assert_eq!(wrapped.len(), 1, "all five sealed under one data key");
+    // Envoy's own count of requests to the KMS cluster agrees with the filter's.
+    let stat = kms_stats(&envoy);
+    assert_eq!(stat("cluster.openbao.upstream_rq_total"), 1);
+    assert_eq!(stat("wasmcustom.eventseal_kms_calls"), 1);
+}
+
+#[test]
+fn in_envoy_a_kms_call_whose_client_went_away_is_sent_again_for_the_others() {
+    let mut bao = OpenBao::start();
+    bao.create_transit_key("transit", "orders");
+    let relay = SlowRelay::start(bao.addr(), Duration::from_millis(600));
+    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    let listener = envoy.listener("kms");
+    // The first client sends its event, so its stream sends the datakey call, and goes
+    // away while the call is out: Envoy resets the stream and cancels the call.
+    let body = event(1).to_string();
+    let mut gone = TcpStream::connect(listener).expect("connect to Envoy");
+    let head = format!(
+        "POST /events/orders HTTP/1.1\r\nhost: gateway.example\r\ncontent-type: application/json\r\n\
+         x-client-id: billing\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    gone.write_all(head.as_bytes())
+        .and_then(|()| gone.write_all(body.as_bytes()))
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(100));
+    let waiting = std::thread::spawn(move || post_to(listener, "/events/orders", &event(2)));
+    std::thread::sleep(Duration::from_millis(100));
+    drop(gone);
+    let response = waiting.join().expect("the client thread");
+    assert_eq!(
+        response.status,
+        Some(200),
+        "{}\n{}",
+        String::from_utf8_lossy(&response.body),
+        envoy.log()
+    );
+    // The stream that went away reached the upstream as headers only (then a reset).
+    let received = upstream.received(Duration::from_millis(30));
+    let (complete, cut): (Vec<_>, Vec<_>) = received.iter().partition(|r| r.end_of_stream);
+    assert!(cut.iter().all(|r| r.body.is_empty()), "{received:?}");
+    assert_eq!(complete.len(), 1, "{received:?}");
+    let sealed: Value = serde_json::from_slice(&complete[0].body).expect("JSON at the upstream");
+    assert_eq!(sealed["id"], "o-2");
+    assert_eq!(
+        decrypt_independently(&bao, sealed["data"]["card"].as_str().expect("sealed")),
+        event(2)["data"]["card"]
+    );
+    let stat = kms_stats(&envoy);
+    assert_eq!(stat("wasmcustom.eventseal_kms_calls_resent"), 1);
+    assert_eq!(stat("wasmcustom.eventseal_kms_call_failures"), 0);
+    assert_eq!(stat("wasmcustom.eventseal_kms_calls"), 2);
+    assert_eq!(stat("cluster.openbao.upstream_rq_total"), 2);
 }
