@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The KMS counters and the KMS cluster's request count from Envoy's `/stats`.
-fn kms_stats(envoy: &Envoy) -> impl Fn(&str) -> u64 {
+fn kms_stats(envoy: &Envoy) -> impl Fn(&str) -> u64 + use<> {
     let (_, stats) = envoy
         .get("/stats?filter=(eventseal_kms|cluster.openbao.upstream_rq_total)")
         .expect("the admin API answers");
@@ -85,6 +85,15 @@ fn relay(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// OpenBao, a relay in front of it that holds requests for `delay`, and Envoy reaching the
+/// KMS through the relay, with the default data-key limits.
+fn behind_slow_relay(delay: Duration) -> (OpenBao, SlowRelay, Envoy, Upstream) {
+    let bao = started_bao();
+    let relay = SlowRelay::start(bao.addr(), delay);
+    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    (bao, relay, envoy, upstream)
+}
+
 /// Envoy and the upstream for the `kms` listener, the KMS cluster going to `kms`.
 fn envoy_with_kms(bao: &OpenBao, limits: &Value, kms: SocketAddr) -> (Envoy, Upstream) {
     let upstream = Upstream::start();
@@ -103,10 +112,11 @@ fn envoy_with_kms(bao: &OpenBao, limits: &Value, kms: SocketAddr) -> (Envoy, Ups
     (envoy, upstream)
 }
 
-fn policy(bao: &OpenBao) -> Value {
-    // Every seal needs the KMS, so a dead KMS shows at once; retry soon after.
-    let limits = json!({"max_seals_per_key": 1, "backoff_initial_ms": 500, "backoff_max_ms": 1000, "timeout_ms": 2000});
-    orders_policy(bao, &limits)
+/// OpenBao with the Transit key `transit/orders`.
+fn started_bao() -> OpenBao {
+    let mut bao = OpenBao::start();
+    bao.create_transit_key("transit", "orders");
+    bao
 }
 
 fn event(n: u32) -> Value {
@@ -159,30 +169,8 @@ fn ok() -> Answer {
     }
 }
 
-/// The test's own unwrap (OpenBao's decrypt) and AES-256-GCM open of a KMS envelope.
-fn decrypt_independently(bao: &OpenBao, envelope: &str) -> Value {
-    decrypt_field(&openbao_decrypt(bao, &wrapped_of(envelope)), envelope)
-}
-
-#[test]
-fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
-    let mut bao = OpenBao::start();
-    bao.create_transit_key("transit", "orders");
-    let upstream = Upstream::start();
-    let listener = Listener {
-        name: "kms".to_owned(),
-        policy: policy(&bao).to_string(),
-        keys: String::new(),
-        env: vec![("BAO_TOKEN".to_owned(), ROOT_TOKEN.to_owned())],
-        tls: None,
-        jwt: None,
-        cluster: "upstream".to_owned(),
-    };
-    let clusters = [("upstream".to_owned(), upstream.addr), ("openbao".to_owned(), bao.addr())];
-    let envoy = Envoy::start(&envoy::bootstrap(&[listener], &clusters)).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));
-
-    upstream.reset(ok());
-    let response = post(&envoy, "/events/orders", &event(1));
+/// The client got 200; else the test fails with the response and Envoy's log.
+fn assert_ok(response: &client::Response, envoy: &Envoy) {
     assert_eq!(
         response.status,
         Some(200),
@@ -190,6 +178,22 @@ fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
         String::from_utf8_lossy(&response.body),
         envoy.log()
     );
+}
+
+/// The test's own unwrap (OpenBao's decrypt) and AES-256-GCM open of a KMS envelope.
+fn decrypt_independently(bao: &OpenBao, envelope: &str) -> Value {
+    decrypt_field(&openbao_decrypt(bao, &wrapped_of(envelope)), envelope)
+}
+
+#[test]
+fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
+    let mut bao = started_bao();
+    // Every seal needs the KMS, so a dead KMS shows at once; retry soon after.
+    let limits = json!({"max_seals_per_key": 1, "backoff_initial_ms": 500, "backoff_max_ms": 1000, "timeout_ms": 2000});
+    let (envoy, upstream) = envoy_with_kms(&bao, &limits, bao.addr());
+
+    let response = post(&envoy, "/events/orders", &event(1));
+    assert_ok(&response, &envoy);
     let sealed = upstream_body(&upstream);
     let card = sealed["data"]["card"].as_str().expect("sealed into one string");
     assert_eq!(decrypt_independently(&bao, card), event(1)["data"]["card"]);
@@ -224,27 +228,20 @@ fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
         event(3)["data"]["card"]
     );
     // Envoy shows the KMS counters: the call made while OpenBao was down is a failure.
-    let (_, stats) = envoy.get("/stats?filter=eventseal_kms").expect("the admin API answers");
-    let counter = |name: &str| {
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("wasmcustom.{name}: ")))
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no counter {name} in:\n{stats}"))
-    };
-    let (calls, failures) = (counter("eventseal_kms_calls"), counter("eventseal_kms_call_failures"));
-    assert!(failures >= 1 && calls >= failures + 2, "{stats}");
-    assert_eq!(counter("eventseal_kms_calls_resent"), 0, "{stats}");
+    let stat = kms_stats(&envoy);
+    let (calls, failures) = (
+        stat("wasmcustom.eventseal_kms_calls"),
+        stat("wasmcustom.eventseal_kms_call_failures"),
+    );
+    assert!(failures >= 1 && calls >= failures + 2, "calls {calls}, failures {failures}");
+    assert_eq!(stat("wasmcustom.eventseal_kms_calls_resent"), 0);
     let log = envoy.stop();
     assert!(!log.contains(ROOT_TOKEN), "the token is in Envoy's log");
 }
 
 #[test]
 fn concurrent_requests_in_envoy_share_one_kms_call() {
-    let mut bao = OpenBao::start();
-    bao.create_transit_key("transit", "orders");
-    let relay = SlowRelay::start(bao.addr(), Duration::from_millis(400));
-    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    let (bao, _relay, envoy, upstream) = behind_slow_relay(Duration::from_millis(400));
     let listener = envoy.listener("kms");
     let clients: Vec<_> = (0..5)
         .map(|n| std::thread::spawn(move || post_to(listener, "/events/orders", &event(n))))
@@ -276,10 +273,7 @@ fn concurrent_requests_in_envoy_share_one_kms_call() {
 
 #[test]
 fn in_envoy_a_kms_call_whose_client_went_away_is_sent_again_for_the_others() {
-    let mut bao = OpenBao::start();
-    bao.create_transit_key("transit", "orders");
-    let relay = SlowRelay::start(bao.addr(), Duration::from_millis(600));
-    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    let (bao, _relay, envoy, upstream) = behind_slow_relay(Duration::from_millis(600));
     let listener = envoy.listener("kms");
     // The first client sends its event, so its stream sends the datakey call, and goes
     // away while the call is out: Envoy resets the stream and cancels the call.
@@ -298,13 +292,7 @@ fn in_envoy_a_kms_call_whose_client_went_away_is_sent_again_for_the_others() {
     std::thread::sleep(Duration::from_millis(100));
     drop(gone);
     let response = waiting.join().expect("the client thread");
-    assert_eq!(
-        response.status,
-        Some(200),
-        "{}\n{}",
-        String::from_utf8_lossy(&response.body),
-        envoy.log()
-    );
+    assert_ok(&response, &envoy);
     // The stream that went away reached the upstream as headers only (then a reset).
     let received = upstream.received(Duration::from_millis(30));
     let (complete, cut): (Vec<_>, Vec<_>) = received.iter().partition(|r| r.end_of_stream);
