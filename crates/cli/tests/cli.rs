@@ -143,19 +143,16 @@ fn demo_file(name: &str) -> String {
     format!("{}/../../examples/demo/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `eventseal seal` of the event file `event` with the demo policy and keyring, on
+/// `POST /events/orders`.
+fn seal_with_demo_policy(event: &str) -> Output {
+    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
+    eventseal(&["seal", "--policy", &policy, "--keyring", &keys, "--path", "/events/orders", event])
+}
+
 /// The demo order sealed by `eventseal seal` with the demo policy and keyring.
 fn sealed_demo_order() -> String {
-    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
-    stdout(&eventseal(&[
-        "seal",
-        "--policy",
-        &policy,
-        "--keyring",
-        &keys,
-        "--path",
-        "/events/orders",
-        &demo_file("order.json"),
-    ]))
+    stdout(&seal_with_demo_policy(&demo_file("order.json")))
 }
 
 fn fails_with_one_line(out: &Output) -> String {
@@ -244,7 +241,6 @@ fn seal_then_open_per_reader_through_the_filter() {
 #[test]
 fn a_refusal_prints_the_problem_and_never_the_plaintext() {
     let dir = temp_dir("refusal");
-    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
     let secret = "PLANTED-SECRET-5e0c";
     // No "type": the context value is missing, so the event is refused, not sealed.
     let event = dir.join("untyped.json");
@@ -253,16 +249,7 @@ fn a_refusal_prints_the_problem_and_never_the_plaintext() {
         format!(r#"{{"data":{{"card":"{secret}","customer":{{"email":"{secret}"}}}}}}"#),
     )
     .unwrap();
-    let out = eventseal(&[
-        "seal",
-        "--policy",
-        &policy,
-        "--keyring",
-        &keys,
-        "--path",
-        "/events/orders",
-        event.to_str().unwrap(),
-    ]);
+    let out = seal_with_demo_policy(event.to_str().unwrap());
     let err = fails_with_one_line(&out);
     let problem: serde_json::Value = serde_json::from_str(&err).expect("stderr is the problem+json");
     assert_eq!(problem["type"], "urn:eventseal:problem:context-missing");
@@ -271,6 +258,7 @@ fn a_refusal_prints_the_problem_and_never_the_plaintext() {
     assert!(!err.contains(secret), "{err}");
 
     // A tampered envelope in a response: Envoy would reset the stream; the CLI says why.
+    let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
     let sealed = sealed_demo_order();
     let mut tampered: serde_json::Value = serde_json::from_str(&sealed).unwrap();
     let card = tampered["data"]["card"].as_str().unwrap().to_owned();
