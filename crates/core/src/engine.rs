@@ -467,7 +467,6 @@ fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
     method_ok && path_ok && host_ok && headers_ok
 }
 
-/// Whether any grant admits the principal. No principal, or no grants, admits nobody.
 /// The distinct wrapped data keys of `source` carried by the fields `rule` lets
 /// `principal` open in `event`, in order of appearance.
 fn wrapped_keys(rule: &Rule, principal: Option<&Principal>, event: &Event<'_>, source: &KeyId) -> Vec<WrappedKey> {
@@ -488,6 +487,7 @@ fn wrapped_keys(rule: &Rule, principal: Option<&Principal>, event: &Event<'_>, s
     keys
 }
 
+/// Whether any grant admits the principal. No principal, or no grants, admits nobody.
 fn granted(grants: &[Grant], principal: Option<&Principal>) -> bool {
     let Some(principal) = principal else { return false };
     grants.iter().any(|grant| match grant {
