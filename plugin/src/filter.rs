@@ -6,10 +6,10 @@
 //! host turns `StopIteration` into `StopAllIterationAndWatermark`). So the producer is
 //! admitted and, if the rule may rewrite the body, `content-length` removed in the headers
 //! callback, which then continues; body callbacks pause (Envoy buffers) until the end of the
-//! stream, and the whole body is decided on then. A refused request body is answered with a problem+json local reply and
-//! never reaches the upstream (which has seen the headers only, then a reset); a refused
-//! response body cannot become a 502 any more, so Envoy resets the stream and the client
-//! gets nothing of it.
+//! stream, and the whole body is decided on then. A refused request body is answered with
+//! a problem+json local reply and never reaches the upstream (which has seen the headers
+//! only, then a reset); a refused response body cannot become a 502 any more, so Envoy
+//! resets the stream and the client gets nothing of it.
 
 use crate::kms::{Prepared, Waiter};
 use crate::metrics;
@@ -82,7 +82,6 @@ impl Exchange {
                 matched: None,
                 replied: false,
                 paused: None,
-                resumed_elsewhere: false,
             })
         });
         Self { stream }
@@ -102,9 +101,6 @@ pub struct Stream {
     replied: bool,
     /// A whole body (direction, size) paused until the KMS calls it waits for complete.
     paused: Option<(Direction, usize)>,
-    /// Resumed inside another context's callback: calls it needs go from the root's tick,
-    /// since the SDK delivers an answer to the context whose callback sent the call.
-    resumed_elsewhere: bool,
 }
 
 impl Stream {
@@ -217,9 +213,10 @@ impl Stream {
         Action::Pause
     }
 
-    /// Decides on a whole body and applies the decision. `headers_writable`: we are in the
-    /// headers callback (a stream without a body), the only time headers can still change.
-    fn finish(&mut self, direction: Direction, body: &[u8], body_size: usize, headers_writable: bool) -> Action {
+    /// Decides on a whole body and applies the decision, in the callback of context
+    /// `running`. `headers_writable`: we are in the headers callback (a stream without a
+    /// body), the only time headers can still change.
+    fn finish(&mut self, direction: Direction, body: &[u8], body_size: usize, headers_writable: bool, running: u32) -> Action {
         let engine = std::rc::Rc::clone(&self.shared.engine);
         let now = self.now();
         let Some(m) = self.matched.as_ref() else {
@@ -249,7 +246,9 @@ impl Stream {
                 let now_ms = now_ms();
                 let needs = engine.kms_needs(&job);
                 let mut kms = kms.borrow_mut();
-                let sender = (!self.resumed_elsewhere).then_some(self.id);
+                // Calls go from this stream only in its own callback: the SDK delivers an
+                // answer to the context whose callback sent the call.
+                let sender = (running == self.id).then_some(self.id);
                 match kms.prepare(now_ms, &needs, sender) {
                     Prepared::Ready(seal) => {
                         let keys = KmsKeys {
@@ -347,10 +346,7 @@ impl Stream {
                     Direction::Response => self.get_http_response_body(0, body_size),
                 }
                 .unwrap_or_default();
-                self.resumed_elsewhere = running != self.id;
-                let action = self.finish(direction, &body, body_size, false);
-                self.resumed_elsewhere = false;
-                action
+                self.finish(direction, &body, body_size, false, running)
             }
         };
         if matches!(action, Action::Continue) {
@@ -412,7 +408,7 @@ impl Stream {
             Direction::Response => self.get_http_response_body(0, body_size),
         }
         .unwrap_or_default();
-        self.finish(direction, &body, body_size, false)
+        self.finish(direction, &body, body_size, false, self.id)
     }
 }
 
@@ -470,7 +466,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         if end_of_stream {
-            return self.finish(Direction::Request, &[], 0, true);
+            return self.finish(Direction::Request, &[], 0, true, self.id);
         }
         // proxy-wasm ABI 0.2.1 forwards headers before any body callback (a paused headers
         // callback would hold the body back from the filter too), so this is the last
@@ -514,7 +510,7 @@ impl HttpContext for Stream {
             m.response_headers = headers;
         }
         if end_of_stream {
-            return self.finish(Direction::Response, &[], 0, true);
+            return self.finish(Direction::Response, &[], 0, true, self.id);
         }
         if rewrites {
             self.set_http_response_header("content-length", None);

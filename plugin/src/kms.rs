@@ -191,17 +191,12 @@ impl Kms {
     }
 
     /// Sends the queued calls (from the root context `root`, on its tick).
-    pub fn send_queued(&mut self, now_ms: u64, root: u32) -> Vec<Waiter> {
-        let mut refused = Vec::new();
+    pub fn send_queued(&mut self, now_ms: u64, root: u32) {
         for call in std::mem::take(&mut self.queued) {
-            let id = call.id;
-            // A call that cannot be sent was counted as failed: its waiters are looked at
-            // again (and refused); a refresh's current key goes on.
-            if self.send(now_ms, call, root).is_err() {
-                refused.extend(self.waiting.remove(&id).unwrap_or_default());
-            }
+            // A call that cannot be sent was counted as failed: its waiters, looked at
+            // again on this tick, are refused; a refresh's current key goes on.
+            let _ = self.send(now_ms, call, root);
         }
-        refused
     }
 
     /// Registers a paused stream for each of `calls`, once.

@@ -350,9 +350,8 @@ impl RootContext for Root {
             // of kms.rs); and paused streams are looked at again, in case a call was lost.
             let now = now_ms();
             kms.borrow_mut().forget_lost(now);
-            let refused = kms.borrow_mut().send_queued(now, self.id);
-            let mut waiters = kms.borrow_mut().take_waiters();
-            waiters.extend(refused);
+            kms.borrow_mut().send_queued(now, self.id);
+            let waiters = kms.borrow_mut().take_waiters();
             wake(waiters, None, self.id);
         }
         self.flush();
