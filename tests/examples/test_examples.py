@@ -222,3 +222,67 @@ def test_the_python_sealer_takes_and_returns_bytes_and_refuses_non_utf8_as_the_g
         assert (refused.value.kind, refused.value.status) == ("malformed-json", 400)
     finally:
         sealer.close()
+
+
+def read_keeping_every_member(text):
+    """Python's json, as a consumer downstream reads an event: lenient (it accepts lone
+    surrogates) and keeping every member of a repeated name, in order."""
+    return json.loads(text, object_pairs_hook=lambda pairs: ("object", pairs))
+
+
+def found(node, segments, prefix=""):
+    """(concrete pointer, value) of every match of a selector in a `read_keeping_every_member` tree."""
+    if not segments:
+        return [(prefix, node)]
+    first, rest = segments[0], segments[1:]
+    if isinstance(node, tuple):
+        children = [(name, value) for name, value in node[1]]
+    elif isinstance(node, list):
+        children = [(str(i), value) for i, value in enumerate(node)]
+    else:
+        return []
+    escape = lambda name: name.replace("~", "~0").replace("/", "~1")  # noqa: E731
+    return [m for name, value in children if first in ("*", name) for m in found(value, rest, f"{prefix}/{escape(name)}")]
+
+
+EVENT_VECTORS = sorted((ROOT / "tests" / "vectors" / "events").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", EVENT_VECTORS, ids=[p.stem for p in EVENT_VECTORS])
+def test_what_the_component_forwards_holds_every_selected_field_sealed_as_python_reads_it(path, python_example, component, keyring):
+    """The parser-differential oracle through the shipped component: an event vector is
+    either refused as malformed-json, or every value its selectors reach in Python's own
+    reading of the output (lone surrogates and repeated names included) is an envelope
+    bound to that pointer that jwcrypto opens with the keyring."""
+    from jwcrypto import jwe, jwk
+
+    vector = json.loads(path.read_text(encoding="utf-8"))
+    spec = importlib.util.spec_from_file_location("service", python_example / "service.py")
+    service = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(service)
+    policy = {
+        "rules": [{"name": "in", "match": {"path": "/in"}, "context": {"type": {"body": "/type"}}, "seal": {"fields": vector["fields"]}}]
+    }
+    sealer = service.Sealer(component, json.dumps(policy), json.dumps(keyring))
+    try:
+        try:
+            out = sealer.seal(vector["event"].encode(), "POST", "/in", {"content-type": "application/json"})
+        except service.Refused as refused:
+            assert vector["expected"] == "malformed", f"refused a valid event: {refused}"
+            assert (refused.kind, refused.status) == ("malformed-json", 400)
+            return
+        assert vector["expected"] == "sealed", f"forwarded an event that must be refused: {out.event!r}"
+        tree = read_keeping_every_member(out.event.decode("utf-8"))
+        (key,) = [jwk.JWK(kty="oct", k=k["k"]) for k in keyring["keys"] if k["alg"] == "A256GCM"]
+        pointers = []
+        for selector in vector["fields"]:
+            segments = [t.replace("~1", "/").replace("~0", "~") for t in selector[1:].split("/")]
+            for pointer, value in found(tree, segments):
+                assert isinstance(value, str) and value.count(".") == 4, f"{pointer} is not sealed: {value!r}"
+                assert json.loads(b64decode(value.split(".")[0]))["ptr"] == pointer
+                token = jwe.JWE()
+                token.deserialize(value, key=key)
+                pointers.append(pointer)
+        assert sorted(pointers) == sorted(vector["sealed"])
+    finally:
+        sealer.close()

@@ -9,7 +9,7 @@ Keys and IVs are FIXED (derived with SHA-256 from a label), so the output is
 deterministic: running this script again must reproduce the committed files byte
 for byte (tests/interop/test_jwcrypto.py checks it). Never reuse these keys.
 
-    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json and kms/*.json
+    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json, kms/*.json and events/*.json
     python3 tests/vectors/generate.py --out DIR  # write them somewhere else
 """
 
@@ -549,6 +549,35 @@ vector(
     keys=keyring(signing_jwk),
 )
 
+# --- lone surrogates (FORMAT.md §2.1): never valid Unicode, refused wherever they appear ---
+
+name = "074-plaintext-lone-surrogate"
+vector(
+    name,
+    "Authentic, correctly bound, but the plaintext is a JSON string whose only character is the "
+    "escape of a lone UTF-16 surrogate: not valid Unicode, so not a JSON text this format accepts.",
+    sealed(name, raw_plaintext=b'"\\ud800"'),
+    "malformed",
+)
+name = "075-header-ptr-lone-surrogate"
+lone_ptr = header(PRIMARY, POINTER, CONTEXT).replace(b'"ptr":"/data/customer/email"', b'"ptr":"/data/customer/email\\ud800"')
+vector(
+    name,
+    "ptr ends with the escape of a lone surrogate; a lenient parser would read it as some other "
+    "pointer. Authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), lone_ptr, plaintext_of("x")),
+    "malformed",
+)
+name = "076-unknown-header-member-lone-surrogate"
+lone_unknown = header(PRIMARY, POINTER, CONTEXT)[:-1] + b',"typ":"\\udc00"}'
+vector(
+    name,
+    "An unknown member (typ) whose value is a lone surrogate escape: refused though the member "
+    "itself is ignored. Authentic.",
+    compact(KEYS[PRIMARY], iv_for(name), lone_unknown, plaintext_of("x")),
+    "malformed",
+)
+
 
 # --- KMS-wrapped data keys (FORMAT.md §10), in tests/vectors/kms/ -------------------------
 #
@@ -721,6 +750,114 @@ kms_vector(
 )
 
 
+# --- events (FORMAT.md §2.1), in tests/vectors/events/ ------------------------------------
+#
+# Whole events and the selectors a sealing rule applies to them. The expected outcome comes
+# from this file's own reading, not from eventseal: Python's json reads the event keeping
+# every member (duplicates too) and accepting lone surrogates, so that this reading can tell
+# which events hold one; an event with a lone surrogate anywhere is "malformed", any other
+# lists the concrete pointers a sealer must replace by envelopes, in document order.
+
+EVENT_FIELDS = ["/data/card", "/data/email", "/data/items/*/price"]
+EVENT_VECTORS = []
+
+
+def has_lone_surrogate(node) -> bool:
+    def bad(text: str) -> bool:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    if isinstance(node, str):
+        return bad(node)
+    if isinstance(node, Members):
+        return any(bad(name) or has_lone_surrogate(value) for name, value in node)
+    if isinstance(node, list):
+        return any(has_lone_surrogate(item) for item in node)
+    return False
+
+
+class Members(list):
+    """An object's members in order, as (name, value) pairs."""
+
+
+def selected(node, fields, path=()):
+    """Concrete pointers of every value a selector matches, in document order, every member
+    of a repeated name included; a value inside a selected one travels inside it."""
+    selectors = [[t.replace("~1", "/").replace("~0", "~") for t in f[1:].split("/")] for f in fields]
+    if path and any(len(s) == len(path) and all(t in ("*", p) for t, p in zip(s, path)) for s in selectors):
+        return ["".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)]
+    if isinstance(node, Members):
+        children = node
+    elif isinstance(node, list):
+        children = [(str(i), v) for i, v in enumerate(node)]
+    else:
+        return []
+    return [p for name, value in children for p in selected(value, fields, path + (name,))]
+
+
+def event_vector(name, description, event: str, fields=None):
+    fields = fields or EVENT_FIELDS
+    tree = json.loads(event, object_pairs_hook=Members)
+    record = {"description": description, "fields": fields, "event": event}
+    if has_lone_surrogate(tree):
+        record["expected"] = "malformed"
+    else:
+        record["expected"] = "sealed"
+        record["sealed"] = selected(tree, fields)
+    EVENT_VECTORS.append((name, record))
+
+
+event_vector(
+    "200-lone-surrogate-nested-name",
+    "A lone surrogate in a member name one level down, beside selected fields (the reported "
+    "fail-open: the object was read as empty and its fields forwarded in plaintext).",
+    r'{"type":"t.created","data":{"car\ud800d":{"pan":"4000123412341234"},"email":"zed@example.test","items":[{"price":1}]}}',
+)
+event_vector(
+    "201-lone-surrogate-array-element-name",
+    "A lone surrogate in a member name of an array element whose sibling member is selected.",
+    r'{"type":"t.created","data":{"items":[{"p\ud800":1,"price":5}],"card":"4000123412341234"}}',
+)
+event_vector(
+    "202-lone-surrogate-context-value",
+    "A lone trailing surrogate in the event type, which rules bind into the context.",
+    r'{"type":"t.\udc00","data":{"card":"4000123412341234"}}',
+)
+event_vector(
+    "203-lone-surrogate-unselected-value",
+    "A lone surrogate in a string value no selector touches: refused all the same.",
+    r'{"type":"t.created","note":"\ud800","data":{"card":"4000123412341234"}}',
+)
+event_vector(
+    "204-lone-surrogate-selected-value",
+    "A lone surrogate inside the value of a selected field.",
+    r'{"type":"t.created","data":{"email":"zed\udbff@example.test"}}',
+)
+event_vector(
+    "205-high-surrogate-then-high",
+    "Two high surrogates in a row are no pair.",
+    r'{"type":"t.created","data":{"x":{"\ud800\ud800":1},"card":"4"}}',
+)
+event_vector(
+    "206-surrogate-pair",
+    "A surrogate pair (U+1F600) in names and values is valid Unicode: the selected fields are sealed.",
+    r'{"type":"t.created","data":{"\ud83d\ude00":"\ud83d\ude00","card":"4","items":[{"price":1},{"price":2}]}}',
+)
+event_vector(
+    "207-escaped-backslash-before-u",
+    "An escaped backslash followed by u and hex digits is text, not an escape: sealed.",
+    r'{"type":"t.created","data":{"p\\ud800":1,"email":"a\\udc00"}}',
+)
+event_vector(
+    "208-escaped-names-and-duplicates",
+    "Selected names spelled with escapes, and repeated: every occurrence is sealed.",
+    r'{"type":"t.created","data":{"c\u0061rd":"1","card":"2","items":[{"pr\u0069ce":3,"price":4}]}}',
+)
+
+
 def write(out: pathlib.Path, vectors) -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = [name for name, _ in vectors]
@@ -739,6 +876,7 @@ def main() -> None:
     out = parser.parse_args().out
     write(out, VECTORS)
     write(out / "kms", KMS_VECTORS)
+    write(out / "events", EVENT_VECTORS)
 
 
 if __name__ == "__main__":

@@ -284,6 +284,49 @@ fn a_refusal_prints_the_problem_and_never_the_plaintext() {
     assert!(!err.contains("4111"), "{err}");
 }
 
+/// The reported fail-open, as the user ran it: a lone surrogate escape in a nested member
+/// name made the filter forward the selected fields in plaintext. Now refused, 400.
+#[test]
+fn a_lone_surrogate_in_a_nested_member_name_is_refused_not_forwarded_in_plaintext() {
+    let dir = temp_dir("lone-surrogate");
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"keys":{"env":"EVENTSEAL_KEYS"},"rules":[{"name":"in","match":{"methods":["POST"],"path":"/in"},
+  "context":{"type":{"body":"/type"}},"seal":{"fields":["/data/card","/data/email","/data/items/*/price"]}}]}"#,
+    )
+    .unwrap();
+    let events = [
+        r#"{"type":"t.created","data":{"car\ud800d":{"pan":"4000123412341234"},"email":"zed@example.test","items":[{"price":1}]}}"#,
+        r#"{"type":"t.created","data":{"items":[{"p\ud800":1,"price":5}],"card":"4000123412341234"}}"#,
+    ];
+    for (i, event) in events.iter().enumerate() {
+        let path = dir.join(format!("{i}.json"));
+        std::fs::write(&path, event).unwrap();
+        let out = eventseal(&[
+            "seal",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--keyring",
+            &demo_file("keys.json"),
+            "--path",
+            "/in",
+            "-H",
+            "content-type: application/json",
+            path.to_str().unwrap(),
+        ]);
+        let err = fails_with_one_line(&out);
+        let problem: serde_json::Value = serde_json::from_str(&err).expect("stderr is the problem+json");
+        assert_eq!(
+            (problem["type"].as_str(), problem["status"].as_u64()),
+            (Some("urn:eventseal:problem:malformed-json"), Some(400)),
+            "{err}"
+        );
+        assert!(out.stdout.is_empty(), "nothing is forwarded");
+        assert!(!err.contains("4000123412341234") && !err.contains("zed@"), "{err}");
+    }
+}
+
 #[test]
 fn sign_then_verify_through_the_filter() {
     let dir = temp_dir("sign-verify");

@@ -138,11 +138,36 @@ pub(crate) enum Sealer<'a> {
     DataKey(&'a DataKey),
 }
 
+/// Why selecting fields failed: a required one is missing, or the body cannot be read on
+/// the way to one (never taken for "absent").
+enum Unselected {
+    Missing(String),
+    Unreadable(DocumentError),
+}
+
+impl From<Unselected> for SealError {
+    fn from(e: Unselected) -> Self {
+        match e {
+            Unselected::Missing(pointer) => Self::FieldMissing { pointer },
+            Unselected::Unreadable(e) => Self::Document(e),
+        }
+    }
+}
+
+impl From<Unselected> for OpenError {
+    fn from(e: Unselected) -> Self {
+        match e {
+            Unselected::Missing(pointer) => Self::FieldMissing { pointer },
+            Unselected::Unreadable(e) => Self::Document(e),
+        }
+    }
+}
+
 /// The selected spans, with `absent` outcomes for selectors that matched nothing.
-fn select(event: &Event<'_>, fields: &[FieldPath], required: bool, outcomes: &mut Vec<FieldOutcome>) -> Result<Vec<Span>, String> {
-    let (spans, absent) = event.select(fields);
+fn select(event: &Event<'_>, fields: &[FieldPath], required: bool, outcomes: &mut Vec<FieldOutcome>) -> Result<Vec<Span>, Unselected> {
+    let (spans, absent) = event.select(fields).map_err(Unselected::Unreadable)?;
     if let Some(missing) = absent.first().filter(|_| required) {
-        return Err(missing.as_str().to_owned());
+        return Err(Unselected::Missing(missing.as_str().to_owned()));
     }
     outcomes.extend(absent.into_iter().map(|f| FieldOutcome {
         pointer: f.as_str().to_owned(),
@@ -167,7 +192,7 @@ pub(crate) fn seal_spans(
     context: &Context,
 ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), SealError> {
     let mut outcomes = Vec::new();
-    let spans = select(event, fields, required, &mut outcomes).map_err(|pointer| SealError::FieldMissing { pointer })?;
+    let spans = select(event, fields, required, &mut outcomes)?;
     let mut edits = Vec::with_capacity(spans.len());
     for Span { pointer, range } in spans {
         let plaintext = &event.text().as_bytes()[range.clone()];
@@ -206,7 +231,7 @@ pub(crate) fn open_spans(
     context: &Context,
 ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), OpenError> {
     let mut outcomes = Vec::new();
-    let spans = select(event, fields, required, &mut outcomes).map_err(|pointer| OpenError::FieldMissing { pointer })?;
+    let spans = select(event, fields, required, &mut outcomes)?;
     let mut edits = Vec::with_capacity(spans.len());
     for Span { pointer, range } in spans {
         let rejected = |rejection| OpenError::Field {
@@ -228,9 +253,16 @@ pub(crate) fn open_spans(
 }
 
 /// Outcomes for selected fields that stay sealed (withheld), or edits that replace them by `mask`.
-pub(crate) fn withhold_spans(event: &Event<'_>, fields: &[FieldPath], mask: Option<&Value>) -> (Vec<Edit>, Vec<FieldOutcome>) {
+///
+/// # Errors
+/// [`OpenError::Document`] if the body cannot be read on the way to a field.
+pub(crate) fn withhold_spans(
+    event: &Event<'_>,
+    fields: &[FieldPath],
+    mask: Option<&Value>,
+) -> Result<(Vec<Edit>, Vec<FieldOutcome>), OpenError> {
     let mut outcomes = Vec::new();
-    let spans = select(event, fields, false, &mut outcomes).unwrap_or_default();
+    let spans = select(event, fields, false, &mut outcomes)?;
     let result = if mask.is_some() {
         FieldResult::Masked
     } else {
@@ -247,7 +279,7 @@ pub(crate) fn withhold_spans(event: &Event<'_>, fields: &[FieldPath], mask: Opti
             result,
         });
     }
-    (edits, outcomes)
+    Ok((edits, outcomes))
 }
 
 /// Seals the selected fields of a whole event and returns the new body.

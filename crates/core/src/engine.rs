@@ -5,6 +5,7 @@ use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, WrappedKey};
 use crate::document::{Edit, FieldOutcome, OpenError, SealError, Sealer, open_spans, seal_spans, withhold_spans};
 use crate::envelope::{Context, Rejection, wrapped_key_of};
 use crate::event::{Event, splice};
+use crate::json::DocumentError;
 use crate::keyring::{KeyId, Keyring};
 use crate::pointer::FieldPath;
 use crate::policy::{ContextSource, Denied, Grant, OnError, PathMatch, Policy, Rule};
@@ -216,10 +217,14 @@ impl Engine {
         let Ok(event) = Event::parse(job.body, &self.policy.limits) else {
             return needs;
         };
+        // A body that cannot be read on the way to a field needs nothing: the decision refuses it.
         if let Some(seal) = &rule.seal {
-            needs.seals = u64::try_from(event.select(&seal.fields).0.len()).unwrap_or(u64::MAX);
+            let Ok((spans, _)) = event.select(&seal.fields) else { return needs };
+            needs.seals = u64::try_from(spans.len()).unwrap_or(u64::MAX);
         }
-        let wrapped = wrapped_keys(rule, job.principal, &event, &transit.source());
+        let Ok(wrapped) = wrapped_keys(rule, job.principal, &event, &transit.source()) else {
+            return KmsNeeds::default();
+        };
         // Over the limit the decision refuses the body (`too_many_unwraps`): ask for nothing.
         if wrapped.len() <= transit.limits.max_unwraps_per_body {
             needs.unwrap = wrapped;
@@ -231,18 +236,23 @@ impl Engine {
     /// body may use: each may cost a KMS call, and anyone who can send envelopes chooses
     /// them (FORMAT.md §11). Refused whether or not they are cached, so the outcome does not
     /// depend on what this worker happens to hold.
-    fn too_many_unwraps(&self, job: &BodyJob<'_>, event: &Event<'_>) -> Option<Problem> {
-        let transit = self.policy.vault_transit.as_ref()?;
+    fn too_many_unwraps(&self, job: &BodyJob<'_>, event: &Event<'_>) -> Result<(), Problem> {
+        let Some(transit) = self.policy.vault_transit.as_ref() else {
+            return Ok(());
+        };
         let source = transit.source();
-        let count = wrapped_keys(job.rule, job.principal, event, &source).len();
+        let count = wrapped_keys(job.rule, job.principal, event, &source)
+            .map_err(|e| Problem::document(&e, job.direction))?
+            .len();
         let limit = transit.limits.max_unwraps_per_body;
-        (count > limit).then(|| {
-            let detail = format!(
-                "the event carries {count} data keys of {} to unwrap; at most {limit} are unwrapped per body",
-                source.as_str()
-            );
-            Problem::new(ProblemKind::SealedFieldRejected, job.direction, detail)
-        })
+        if count <= limit {
+            return Ok(());
+        }
+        let detail = format!(
+            "the event carries {count} data keys of {} to unwrap; at most {limit} are unwrapped per body",
+            source.as_str()
+        );
+        Err(Problem::new(ProblemKind::SealedFieldRejected, job.direction, detail))
     }
 
     /// Decides on one whole body like [`Engine::decide`], sealing with the KMS data key in
@@ -276,7 +286,7 @@ impl Engine {
         report.event_type = header(job.headers, "ce-type").map(str::to_owned);
         if job.body.len() > limits.max_body_bytes {
             return Err(Problem::document(
-                &crate::json::DocumentError::TooLarge {
+                &DocumentError::TooLarge {
                     limit: limits.max_body_bytes,
                 },
                 direction,
@@ -307,9 +317,11 @@ impl Engine {
                 ));
             }
             let event = Event::parse(job.body, limits).map_err(|e| Problem::document(&e, direction))?;
-            let (context, event_id, event_type) = self.context(rule, &job.request, &event);
-            report.event_id = event_id.or(report.event_id.take());
-            report.event_type = event_type.or(report.event_type.take());
+            let EventFacts { context, id, kind } = self
+                .context(rule, &job.request, &event)
+                .map_err(|e| Problem::document(&e, direction))?;
+            report.event_id = id.or(report.event_id.take());
+            report.event_type = kind.or(report.event_type.take());
             let mut edits: Vec<Edit> = Vec::new();
             if let Some(seal) = &rule.seal {
                 let context = context
@@ -324,10 +336,8 @@ impl Engine {
                     seal_spans(&event, &seal.fields, seal.required, sealer, context).map_err(|e| Problem::seal(&e, direction))?;
                 claim(&mut edits, sealed, outcomes, &mut report.fields);
             }
-            if !rule.open.is_empty()
-                && let Some(problem) = self.too_many_unwraps(job, &event)
-            {
-                return Err(problem);
+            if !rule.open.is_empty() {
+                self.too_many_unwraps(job, &event)?;
             }
             for group in &rule.open {
                 let (opened, outcomes) = if granted(&group.readers, job.principal) {
@@ -358,6 +368,7 @@ impl Engine {
                         Denied::Mask(mask) => withhold_spans(&event, &group.fields.fields, Some(mask)),
                         Denied::LeaveSealed => withhold_spans(&event, &group.fields.fields, None),
                     }
+                    .map_err(|e| Problem::open(&e, direction))?
                 };
                 claim(&mut edits, opened, outcomes, &mut report.fields);
             }
@@ -383,12 +394,11 @@ impl Engine {
 
     /// The rule's context for this event (or the name of the first value that is missing),
     /// and the event's CloudEvents `id` and `type`: read together in one pass over the event.
-    fn context(
-        &self,
-        rule: &Rule,
-        request: &RequestHead<'_>,
-        event: &Event<'_>,
-    ) -> (Result<Context, String>, Option<String>, Option<String>) {
+    ///
+    /// # Errors
+    /// A [`DocumentError`] if a value on the way to a context value cannot be read: a
+    /// context is never built from a body read in part.
+    fn context(&self, rule: &Rule, request: &RequestHead<'_>, event: &Event<'_>) -> Result<EventFacts, DocumentError> {
         let paths: Vec<&FieldPath> = rule
             .context
             .iter()
@@ -402,11 +412,11 @@ impl Engine {
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         };
-        let mut values = if paths.is_empty() { Vec::new() } else { event.values_at(&paths) }
+        let mut values = if paths.is_empty() { Vec::new() } else { event.values_at(&paths)? }
             .into_iter()
             .map(text);
         let shown = |v: Option<String>| v.map(|s| if s.len() > 256 { s.chars().take(256).collect() } else { s });
-        let (event_id, event_type) = (shown(text(event.member("id"))), shown(text(event.member("type"))));
+        let (event_id, event_type) = (shown(text(event.member("id")?)), shown(text(event.member("type")?)));
         let mut context = Context::new();
         for (name, source) in &rule.context {
             let value = match source {
@@ -416,11 +426,31 @@ impl Engine {
             };
             match value {
                 Some(value) => context.insert(name.clone(), value),
-                None => return (Err(name.clone()), event_id, event_type),
+                None => {
+                    return Ok(EventFacts {
+                        context: Err(name.clone()),
+                        id: event_id,
+                        kind: event_type,
+                    });
+                }
             }
         }
-        (Ok(context), event_id, event_type)
+        Ok(EventFacts {
+            context: Ok(context),
+            id: event_id,
+            kind: event_type,
+        })
     }
+}
+
+/// What a rule reads from an event besides its fields.
+struct EventFacts {
+    /// The rule's context, or the name of the first context value that is missing.
+    context: Result<Context, String>,
+    /// The CloudEvents `id`.
+    id: Option<String>,
+    /// The CloudEvents `type`.
+    kind: Option<String>,
 }
 
 /// Adds one action's edits, leaving out any field an earlier action already claimed (the
@@ -469,10 +499,14 @@ fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
 
 /// The distinct wrapped data keys of `source` carried by the fields `rule` lets
 /// `principal` open in `event`, in order of appearance.
-fn wrapped_keys(rule: &Rule, principal: Option<&Principal>, event: &Event<'_>, source: &KeyId) -> Vec<WrappedKey> {
+///
+/// # Errors
+/// A [`DocumentError`] if the body cannot be read on the way to a field.
+fn wrapped_keys(rule: &Rule, principal: Option<&Principal>, event: &Event<'_>, source: &KeyId) -> Result<Vec<WrappedKey>, DocumentError> {
     let mut keys: Vec<WrappedKey> = Vec::new();
     for group in rule.open.iter().filter(|g| granted(&g.readers, principal)) {
-        for span in event.select(&group.fields.fields).0 {
+        for span in event.select(&group.fields.fields)?.0 {
+            // A value that is not a string carries no data key; opening refuses it (not-sealed).
             let Ok(envelope) = serde_json::from_str::<std::borrow::Cow<'_, str>>(&event.text()[span.range]) else {
                 continue;
             };
@@ -484,7 +518,7 @@ fn wrapped_keys(rule: &Rule, principal: Option<&Principal>, event: &Event<'_>, s
             }
         }
     }
-    keys
+    Ok(keys)
 }
 
 /// Whether any grant admits the principal. No principal, or no grants, admits nobody.

@@ -151,12 +151,16 @@ struct Header {
 impl Header {
     /// Parses the header strictly: a repeated member name at any depth is refused (RFC 7516
     /// §4 lets a parser reject them, and accepting them lets two parsers disagree), and so is
-    /// any `crit` member, whatever its value.
+    /// any `crit` member, whatever its value, and a lone surrogate escape anywhere, even in a
+    /// member this version ignores (FORMAT.md §2.1).
     ///
     /// Two passes over the (short) header, neither building a JSON tree: one checks the
     /// whole text for repeated names, one reads the members this version knows.
     fn parse(json: &[u8]) -> Result<Self, Rejection> {
         let shape = || Rejection::Malformed("header is not the expected JSON object");
+        if !crate::json::is_strict_json(json) {
+            return Err(shape());
+        }
         serde_json::from_slice::<StrictObject>(json).map_err(|_| shape())?;
         let wire: WireHeader<'_> = serde_json::from_slice(json).map_err(|_| shape())?;
         if wire.crit {
@@ -568,8 +572,9 @@ pub fn open_bytes_with(
     if header.ctx != context.0 {
         return Err(Rejection::WrongContext);
     }
-    let is_json = std::str::from_utf8(&plaintext).is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
-    if !is_json {
+    // Held to the rule events are (FORMAT.md §2.1): an opened field never brings into a body
+    // what the body itself would have been refused for.
+    if !crate::json::is_strict_json(&plaintext) {
         return Err(Rejection::Malformed("plaintext is not JSON"));
     }
     Ok((plaintext, kid))

@@ -2,7 +2,7 @@
 //! in place: the rest of the event keeps its exact bytes (member order, number spelling,
 //! whitespace), and no JSON tree of the whole event is ever built.
 
-use crate::json::{DocumentError, Limits, nesting_depth};
+use crate::json::{DocumentError, Limits, location, scan};
 use crate::pointer::{FieldPath, Segment, array_index, escape_token};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -47,27 +47,32 @@ pub(crate) struct Span {
 }
 
 impl<'a> Event<'a> {
-    /// Checks size, nesting depth (without recursion), UTF-8 and JSON syntax.
+    /// Checks size, nesting depth (without recursion), UTF-8, Unicode escapes and JSON
+    /// syntax: everything any later step reads is known readable here (FORMAT.md §2.1).
     ///
     /// # Errors
-    /// [`DocumentError`] for a body that is too large, too deep or not JSON.
+    /// [`DocumentError`] for a body that is too large, too deep, not JSON, or that holds a
+    /// lone surrogate escape anywhere.
     pub fn parse(body: &'a [u8], limits: &Limits) -> Result<Self, DocumentError> {
         if body.len() > limits.max_body_bytes {
             return Err(DocumentError::TooLarge {
                 limit: limits.max_body_bytes,
             });
         }
-        if nesting_depth(body) > limits.max_json_depth {
+        let scanned = scan(body);
+        if scanned.depth > limits.max_json_depth {
             return Err(DocumentError::TooDeep {
                 limit: limits.max_json_depth,
             });
         }
         let text = std::str::from_utf8(body).map_err(|e| {
-            let before = &body[..e.valid_up_to()];
-            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-            let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+            let (line, column) = location(body, e.valid_up_to());
             DocumentError::NotJson { line, column }
         })?;
+        if let Some(offset) = scanned.lone_surrogate {
+            let (line, column) = location(body, offset);
+            return Err(DocumentError::LoneSurrogate { line, column });
+        }
         // Validates the whole text (children are borrowed RawValues: no tree is built).
         let root = Children::of(text).map_err(|e| DocumentError::NotJson {
             line: e.line(),
@@ -84,8 +89,11 @@ impl<'a> Event<'a> {
     /// Every field the selectors match, in document order, without fields that lie inside
     /// another selected field (they travel inside it). Selectors that match nothing are
     /// listed separately.
-    pub(crate) fn select<'f>(&self, fields: &'f [FieldPath]) -> (Vec<Span>, Vec<&'f FieldPath>) {
-        let (spans, matched) = self.find(fields.iter());
+    ///
+    /// # Errors
+    /// [`DocumentError::NotJson`] if a value on the way cannot be read: never "absent".
+    pub(crate) fn select<'f>(&self, fields: &'f [FieldPath]) -> Result<(Vec<Span>, Vec<&'f FieldPath>), DocumentError> {
+        let (spans, matched) = self.find(fields.iter())?;
         let mut kept: Vec<Span> = Vec::with_capacity(spans.len());
         for span in spans {
             if kept.last().is_none_or(|outer| span.range.start >= outer.range.end) {
@@ -93,42 +101,62 @@ impl<'a> Event<'a> {
             }
         }
         let absent = fields.iter().zip(matched).filter(|(_, m)| !m).map(|(f, _)| f).collect();
-        (kept, absent)
+        Ok((kept, absent))
     }
 
     /// Every match of every selector, sorted by position, nested ones included.
-    fn find<'f>(&self, fields: impl ExactSizeIterator<Item = &'f FieldPath>) -> (Vec<Span>, Vec<bool>) {
+    fn find<'f>(&self, fields: impl ExactSizeIterator<Item = &'f FieldPath>) -> Result<(Vec<Span>, Vec<bool>), DocumentError> {
         let mut spans = Vec::new();
         let mut matched = vec![false; fields.len()];
         // A selector has at least one segment, so the root itself is never selected.
         let active: Vec<(usize, &[Segment])> = fields.map(FieldPath::segments).enumerate().collect();
-        descend(self.text, &self.root, &active, &mut String::new(), &mut spans, &mut matched);
+        descend(self.text, &self.root, &active, &mut String::new(), &mut spans, &mut matched)?;
         spans.sort_by_key(|s| s.range.start);
-        (spans, matched)
+        Ok((spans, matched))
     }
 
     /// The values at exact pointers (no wildcards), parsed, in one pass: small members such
     /// as the event type bound into the context. A pointer that matches nothing is `None`.
-    pub fn values_at(&self, paths: &[&FieldPath]) -> Vec<Option<Value>> {
-        let (spans, _) = self.find(paths.iter().copied());
+    ///
+    /// # Errors
+    /// [`DocumentError::NotJson`] if a value on the way, or the value itself, cannot be read.
+    pub fn values_at(&self, paths: &[&FieldPath]) -> Result<Vec<Option<Value>>, DocumentError> {
+        let (spans, _) = self.find(paths.iter().copied())?;
         paths
             .iter()
             .map(|path| {
                 spans
                     .iter()
                     .find(|s| s.pointer == path.as_str())
-                    .and_then(|s| serde_json::from_str(&self.text[s.range.clone()]).ok())
+                    .map(|s| read_value(self.text, s.range.clone()))
+                    .transpose()
             })
             .collect()
     }
 
     /// The first top-level member called `name`, parsed: read from the top level kept by
     /// [`Event::parse`], without a pointer or a walk.
-    pub fn member(&self, name: &str) -> Option<Value> {
-        let Children::Members(members) = &self.root else { return None };
-        let (_, raw) = members.iter().find(|(n, _)| n == name)?;
-        serde_json::from_str(raw.get()).ok()
+    ///
+    /// # Errors
+    /// [`DocumentError::NotJson`] if the member's value cannot be read.
+    pub fn member(&self, name: &str) -> Result<Option<Value>, DocumentError> {
+        let Children::Members(members) = &self.root else { return Ok(None) };
+        let Some((_, raw)) = members.iter().find(|(n, _)| n == name) else {
+            return Ok(None);
+        };
+        read_value(self.text, offset(self.text, raw)).map(Some)
     }
+}
+
+/// Parses the value at `range` of `text`: unreadable is an error, never "absent".
+fn read_value(text: &str, range: Range<usize>) -> Result<Value, DocumentError> {
+    serde_json::from_str(&text[range.clone()]).map_err(|_| not_json_at(text, range.start))
+}
+
+/// The refusal of a body whose value at `offset` could not be read.
+fn not_json_at(text: &str, offset: usize) -> DocumentError {
+    let (line, column) = location(text.as_bytes(), offset);
+    DocumentError::NotJson { line, column }
 }
 
 /// Where `raw` lies in `text` (it borrows from it).
@@ -138,7 +166,17 @@ fn offset(text: &str, raw: &RawValue) -> Range<usize> {
 }
 
 /// Descends only where a selector still has segments; a finished selector captures the span.
-fn walk(text: &str, node: &RawValue, active: &[(usize, &[Segment])], pointer: &mut String, spans: &mut Vec<Span>, matched: &mut [bool]) {
+///
+/// A node whose children cannot be read is an error: reading it as childless would report
+/// every field below it absent and forward them as they came (a fail-open).
+fn walk(
+    text: &str,
+    node: &RawValue,
+    active: &[(usize, &[Segment])],
+    pointer: &mut String,
+    spans: &mut Vec<Span>,
+    matched: &mut [bool],
+) -> Result<(), DocumentError> {
     let mut pending: Vec<(usize, &[Segment])> = Vec::new();
     for &(i, segments) in active {
         if segments.is_empty() {
@@ -151,12 +189,11 @@ fn walk(text: &str, node: &RawValue, active: &[(usize, &[Segment])], pointer: &m
             pending.push((i, segments));
         }
     }
-    if !pending.is_empty() {
-        // The node was validated with the body; parsing its children cannot fail.
-        if let Ok(children) = Children::of(node.get()) {
-            descend(text, &children, &pending, pointer, spans, matched);
-        }
+    if pending.is_empty() {
+        return Ok(());
     }
+    let children = Children::of(node.get()).map_err(|_| not_json_at(text, offset(text, node).start))?;
+    descend(text, &children, &pending, pointer, spans, matched)
 }
 
 /// Walks into the children that a pending selector's next segment names.
@@ -167,7 +204,7 @@ fn descend(
     pointer: &mut String,
     spans: &mut Vec<Span>,
     matched: &mut [bool],
-) {
+) -> Result<(), DocumentError> {
     let mut visit = |token: &str, index: Option<usize>, child: &RawValue, pointer: &mut String| {
         let next: Vec<(usize, &[Segment])> = pending
             .iter()
@@ -180,27 +217,30 @@ fn descend(
             })
             .map(|&(i, segments)| (i, &segments[1..]))
             .collect();
-        if !next.is_empty() {
-            let len = pointer.len();
-            pointer.push('/');
-            pointer.push_str(&escape_token(token));
-            walk(text, child, &next, pointer, spans, matched);
-            pointer.truncate(len);
+        if next.is_empty() {
+            return Ok(());
         }
+        let len = pointer.len();
+        pointer.push('/');
+        pointer.push_str(&escape_token(token));
+        let walked = walk(text, child, &next, pointer, spans, matched);
+        pointer.truncate(len);
+        walked
     };
     match children {
         Children::Members(members) => {
             for (name, child) in members {
-                visit(name, None, child, pointer);
+                visit(name, None, child, pointer)?;
             }
         }
         Children::Items(items) => {
             for (i, child) in items.iter().enumerate() {
-                visit(&i.to_string(), Some(i), child, pointer);
+                visit(&i.to_string(), Some(i), child, pointer)?;
             }
         }
         Children::None => {}
     }
+    Ok(())
 }
 
 /// An object's members in order, repeated names included: a selector matches every member
@@ -274,7 +314,7 @@ mod tests {
     fn select(body: &str, selectors: &[&str]) -> Vec<(String, String)> {
         let event = Event::parse(body.as_bytes(), &Limits::default()).unwrap();
         let fields: Vec<FieldPath> = selectors.iter().map(|s| FieldPath::parse(s).unwrap()).collect();
-        let (spans, _) = event.select(&fields);
+        let (spans, _) = event.select(&fields).unwrap();
         spans.into_iter().map(|s| (s.pointer, body[s.range].to_owned())).collect()
     }
 
@@ -314,6 +354,44 @@ mod tests {
             select(body, &["/ssn"]),
             [("/ssn".into(), "\"1\"".into()), ("/ssn".into(), "\"2\"".into())]
         );
+    }
+
+    #[test]
+    fn a_lone_surrogate_anywhere_refuses_the_body() {
+        for body in [
+            r#"{"data": {"car\ud800d": {"pan": "4"}, "email": "e"}}"#,
+            r#"{"data": {"items": [{"p\ud800": 1, "price": 5}]}}"#,
+            r#"{"type": "\udc00", "data": {}}"#,
+            r#"["a", ["\ud800\u0041"]]"#,
+        ] {
+            assert!(
+                matches!(
+                    Event::parse(body.as_bytes(), &Limits::default()),
+                    Err(DocumentError::LoneSurrogate { line: 1, .. })
+                ),
+                "{body}"
+            );
+        }
+        assert!(Event::parse(r#"{"\ud83d\ude00": "\ud83d\ude00"}"#.as_bytes(), &Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_on_the_way_is_an_error_not_an_absence() {
+        // Built without `Event::parse`, whose scan would refuse this text first: the walk
+        // itself must refuse a child list it cannot read, not call the fields below absent.
+        let text = r#"{"data": {"car\ud800d": {}, "email": "e"}, "items": [{"p\udc00": 1, "price": 5}]}"#;
+        let event = Event {
+            text,
+            root: Children::of(text).expect("the top level reads"),
+        };
+        for selector in ["/data/email", "/items/*/price"] {
+            let fields = [FieldPath::parse(selector).unwrap()];
+            assert!(
+                matches!(event.select(&fields), Err(DocumentError::NotJson { line: 1, .. })),
+                "{selector}"
+            );
+        }
+        assert_eq!(event.values_at(&[&FieldPath::parse("/data/email").unwrap()]).ok(), None);
     }
 
     #[test]

@@ -220,7 +220,7 @@ impl Problem {
         let kind = match error {
             DocumentError::TooLarge { .. } => ProblemKind::PayloadTooLarge,
             DocumentError::TooDeep { .. } => ProblemKind::JsonTooDeep,
-            DocumentError::NotJson { .. } => ProblemKind::MalformedJson,
+            DocumentError::NotJson { .. } | DocumentError::LoneSurrogate { .. } => ProblemKind::MalformedJson,
         };
         Self::new(kind, direction, error.to_string())
     }

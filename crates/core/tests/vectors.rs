@@ -447,3 +447,72 @@ mod kms {
         assert!(tried > 500, "only {tried} modified KMS vectors");
     }
 }
+
+/// The event vectors of `tests/vectors/events/` (docs/FORMAT.md §2.1): whole events and the
+/// selectors a sealing rule applies. `malformed` events must be refused whole; for the others
+/// the vector lists, from the generator's own reading, every pointer that must be sealed.
+mod events {
+    use eventseal_core::{Context, DocumentError, FieldPath, FieldResult, Keyring, Limits, SealError, open_fields, seal_fields};
+    use serde_json::Value;
+    use std::path::{Path, PathBuf};
+
+    fn all() -> Vec<(String, Value)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/events");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("tests/vectors/events exists")
+            .map(|entry| entry.expect("readable directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).expect("readable vector");
+                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                (name, serde_json::from_str(&text).expect("vector is JSON"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_vector_is_refused_or_sealed_as_it_expects() {
+        let keyring = Keyring::from_jwks(
+            r#"{"keys":[{"kty":"oct","kid":"ev","alg":"A256GCM","k":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8","status":"primary"}]}"#,
+        )
+        .expect("keyring");
+        let vectors = all();
+        assert!(vectors.iter().any(|(_, v)| v["expected"] == "malformed") && vectors.iter().any(|(_, v)| v["expected"] == "sealed"));
+        let mut failures = Vec::new();
+        for (name, v) in &vectors {
+            let fields: Vec<FieldPath> = v["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .map(|f| FieldPath::parse(f.as_str().expect("a selector")).expect("a valid selector"))
+                .collect();
+            let event = v["event"].as_str().expect("event").as_bytes();
+            let (context, limits) = (Context::new(), Limits::default());
+            let result = seal_fields(event, &fields, false, &keyring, &context, &limits);
+            match (v["expected"].as_str(), result) {
+                (Some("malformed"), Err(SealError::Document(DocumentError::LoneSurrogate { .. }))) => {}
+                (Some("sealed"), Ok((sealed, outcomes))) => {
+                    let pointers: Vec<&str> = outcomes
+                        .iter()
+                        .filter(|o| o.result == FieldResult::Sealed)
+                        .map(|o| o.pointer.as_str())
+                        .collect();
+                    let expected: Vec<&str> = v["sealed"].as_array().expect("sealed").iter().filter_map(Value::as_str).collect();
+                    let opened = open_fields(&sealed, &fields, false, &keyring, &context, &limits).map(|(o, _)| o);
+                    if pointers != expected || opened.as_deref().ok() != Some(event) {
+                        failures.push(format!(
+                            "{name}: sealed {pointers:?}, expected {expected:?}; opened back: {}",
+                            opened.is_ok()
+                        ));
+                    }
+                }
+                (expected, got) => failures.push(format!("{name}: expected {expected:?}, got {got:?}")),
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}
