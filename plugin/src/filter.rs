@@ -18,7 +18,7 @@ use crate::replay::SharedReplayCache;
 use crate::root::{Shared, log, now_ms};
 use eventseal_core::{
     AuditFacts, BodyJob, Decision, Direction, DocumentError, KmsKeys, PROBLEM_CONTENT_TYPE, Principal, PrincipalSource, Problem,
-    ProblemKind, Report, RequestHead, Rule,
+    ProblemKind, Report, RequestHead, Rule, RuleId,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -33,8 +33,8 @@ const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
 
 /// The request a rule matched, kept for the body decisions of both directions.
 struct Matched {
-    /// Index of the rule in the policy.
-    rule: usize,
+    /// The rule that matched.
+    rule: RuleId,
     method: String,
     path: String,
     authority: String,
@@ -106,7 +106,7 @@ pub struct Stream {
 impl Stream {
     fn rule(&self) -> Option<&Rule> {
         let m = self.matched.as_ref()?;
-        self.shared.engine.policy().rules.get(m.rule)
+        Some(self.shared.engine.rule(m.rule))
     }
 
     fn now(&self) -> i64 {
@@ -222,9 +222,7 @@ impl Stream {
         let Some(m) = self.matched.as_ref() else {
             return Action::Continue;
         };
-        let Some(rule) = engine.policy().rules.get(m.rule) else {
-            return Action::Continue;
-        };
+        let rule = engine.rule(m.rule);
         let headers = match direction {
             Direction::Request => &m.request_headers,
             Direction::Response => &m.response_headers,
@@ -426,16 +424,12 @@ impl HttpContext for Stream {
             authority: &authority,
             headers: &headers,
         };
-        let Some(rule) = engine.route(&head) else {
+        let Some(id) = engine.route(&head) else {
             // No rule: nothing is buffered, parsed or changed.
             return Action::Continue;
         };
-        let index = engine
-            .policy()
-            .rules
-            .iter()
-            .position(|r| core::ptr::eq(r, rule))
-            .unwrap_or_default();
+        let rule = engine.rule(id);
+        let index = id;
         let principal = self.principal(&headers);
         let request_id = header(&headers, "x-request-id").map(str::to_owned);
         let buffer_request = rule.request && rule.has_body_actions();

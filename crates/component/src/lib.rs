@@ -15,8 +15,8 @@ mod bindings {
 
 use bindings::exports::eventseal::seal::sealing as wit;
 use eventseal_core::{
-    BodyJob, ConfigError, Decision, Direction, Engine, FieldOutcome, FieldResult, KeySource, KeyringError, MemoryReplayCache, Policy,
-    Principal, Problem, ProblemKind, Report, RequestHead, Rule,
+    BodyJob, ConfigError, Decision, Direction, Engine, FieldOutcome, FieldResult, KeySource, KeyringError, MemoryReplayCache, Operation,
+    Policy, Principal, Problem, ProblemKind, Report, RequestHead,
 };
 use serde_json::Value;
 use std::cell::RefCell;
@@ -32,35 +32,6 @@ impl wit::Guest for Component {
 pub struct Sealer {
     engine: Engine,
     replay: RefCell<MemoryReplayCache>,
-}
-
-/// The four operations; each names the action the routed rule must carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operation {
-    Seal,
-    Open,
-    Sign,
-    Verify,
-}
-
-impl Operation {
-    fn in_rule(self, rule: &Rule) -> bool {
-        match self {
-            Self::Seal => rule.seal.is_some(),
-            Self::Open => !rule.open.is_empty(),
-            Self::Sign => rule.sign,
-            Self::Verify => rule.verify,
-        }
-    }
-
-    fn verb(self) -> &'static str {
-        match self {
-            Self::Seal => "seal",
-            Self::Open => "open",
-            Self::Sign => "sign",
-            Self::Verify => "verify",
-        }
-    }
 }
 
 impl wit::GuestSealer for Sealer {
@@ -184,23 +155,20 @@ impl Sealer {
         let rule = self
             .engine
             .route(&request)
+            .map(|id| self.engine.rule(id))
             .ok_or_else(|| no_rule("no rule of the policy matches this exchange".to_owned()))?;
         // The filter admits producers when the request headers arrive, whatever the rule
         // does to bodies: no body of a refused exchange is processed, in either direction.
         self.engine.admit(rule, principal.as_ref()).map_err(|p| problem(&p))?;
-        let applies = match direction {
-            Direction::Request => rule.request,
-            Direction::Response => rule.response,
-        };
-        if !applies {
+        if !rule.applies_to(direction) {
             return Err(no_rule(format!(
                 "rule {:?} does not apply to {} bodies",
                 rule.name,
                 direction.as_str()
             )));
         }
-        if !operation.in_rule(rule) {
-            return Err(no_rule(format!("rule {:?} does not {}", rule.name, operation.verb())));
+        if !rule.carries(operation) {
+            return Err(no_rule(format!("rule {:?} does not {}", rule.name, operation.as_str())));
         }
         let job = BodyJob {
             rule,
@@ -234,7 +202,7 @@ impl Sealer {
             kind: wit::ProblemKind::SealFailed,
             status: 500,
             title: ProblemKind::SealFailed.title().to_owned(),
-            detail: format!("the event eventseal would {} is not UTF-8 text", operation.verb()),
+            detail: format!("the event eventseal would {} is not UTF-8 text", operation.as_str()),
             retry: None,
         })?;
         Ok(wit::TextOutcome {

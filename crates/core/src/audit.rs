@@ -7,8 +7,10 @@
 //! `seq` counts records per `instance` (one filter instance, for example one Envoy worker).
 
 use crate::document::FieldOutcome;
+use crate::engine::Report;
 use crate::keyring::{KeyUse, Keyring};
-use crate::problem::Direction;
+use crate::policy::{Operation, Rule};
+use crate::problem::{Direction, ProblemKind};
 use core::fmt;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -43,6 +45,35 @@ pub struct AuditFacts<'a> {
     pub outcome: &'static str,
     /// The problem slug for a refusal.
     pub reason: Option<&'static str>,
+}
+
+impl<'a> AuditFacts<'a> {
+    /// What core knows of one decision on `rule`: `stage` is `None` for the admission on the
+    /// request headers, else the body's direction; `refused` is the refusal, if it was one.
+    /// The host adds only what it alone knows: the time, the request id and the principal.
+    pub fn decision(rule: &'a Rule, stage: Option<Direction>, report: &'a Report, refused: Option<ProblemKind>) -> Self {
+        let operations = match stage {
+            None => vec![Operation::Admit.as_str()],
+            Some(_) => rule.body_operations().map(Operation::as_str).collect(),
+        };
+        let (outcome, reason) = match (refused, report.forwarded_despite) {
+            (Some(kind), _) => ("refused", Some(kind)),
+            (None, Some(kind)) => ("forwarded_unchanged", Some(kind)),
+            (None, None) => ("allowed", None),
+        };
+        Self {
+            rule: Some(&rule.name),
+            direction: stage,
+            event_id: report.event_id.as_deref(),
+            event_type: report.event_type.as_deref(),
+            operations,
+            fields: &report.fields,
+            other_kids: report.verified_by.iter().map(|k| k.as_str().to_owned()).collect(),
+            outcome,
+            reason: reason.map(ProblemKind::slug),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -8,7 +8,7 @@ use crate::event::{Event, splice};
 use crate::json::DocumentError;
 use crate::keyring::{KeyId, Keyring};
 use crate::pointer::FieldPath;
-use crate::policy::{ContextSource, Denied, Grant, OnError, PathMatch, Policy, Rule};
+use crate::policy::{ContextSource, Denied, FieldSet, Grant, OnError, OpenGroup, PathMatch, Policy, Rule};
 use crate::problem::{Direction, Problem, ProblemKind};
 use crate::webhook::{self, VerifyError, WebhookHeaders};
 use serde_json::Value;
@@ -155,6 +155,11 @@ pub struct KmsNeeds {
 /// A body to forward (`None`: the original bytes) and the headers to set on it.
 type Forwarded = (Option<Vec<u8>>, Vec<(String, String)>);
 
+/// Names one rule of an engine's policy, as [`Engine::route`] found it: hosts keep this
+/// between the callbacks of one exchange instead of a reference or an index of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleId(usize);
+
 /// A policy with its keyring: the only thing a host needs to decide.
 #[derive(Debug)]
 pub struct Engine {
@@ -179,8 +184,13 @@ impl Engine {
     }
 
     /// The first rule whose match fits the request, if any.
-    pub fn route(&self, request: &RequestHead<'_>) -> Option<&Rule> {
-        self.policy.rules.iter().find(|rule| matches(rule, request))
+    pub fn route(&self, request: &RequestHead<'_>) -> Option<RuleId> {
+        self.policy.rules.iter().position(|rule| matches(rule, request)).map(RuleId)
+    }
+
+    /// The rule [`Engine::route`] named. An id is only meaningful to the engine that gave it.
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.policy.rules[id.0]
     }
 
     /// Whether the principal may send on this rule's route (403 before anything is forwarded).
@@ -279,117 +289,151 @@ impl Engine {
         }
     }
 
+    /// The stages in order: verify, then the JSON stages (seal, open), then sign.
     fn apply(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache, keys: KmsKeys<'_>, report: &mut Report) -> Result<Forwarded, Problem> {
-        let (rule, direction) = (job.rule, job.direction);
         let limits = &self.policy.limits;
         report.event_id = header(job.headers, "ce-id").map(str::to_owned);
         report.event_type = header(job.headers, "ce-type").map(str::to_owned);
         if job.body.len() > limits.max_body_bytes {
-            return Err(Problem::document(
-                &DocumentError::TooLarge {
-                    limit: limits.max_body_bytes,
-                },
-                direction,
-            ));
-        }
-        if rule.verify {
-            let headers = WebhookHeaders {
-                id: header(job.headers, webhook::ID_HEADER),
-                timestamp: header(job.headers, webhook::TIMESTAMP_HEADER),
-                signature: header(job.headers, webhook::SIGNATURE_HEADER),
+            let too_large = DocumentError::TooLarge {
+                limit: limits.max_body_bytes,
             };
-            let tolerance = self.policy.tolerance_secs;
-            let verified =
-                webhook::verify(&self.keyring, headers, job.body, job.now, tolerance).map_err(|e| Problem::verify(&e, direction))?;
-            let expires_at = verified.timestamp.saturating_add(i64::try_from(tolerance).unwrap_or(i64::MAX));
-            if !replay.insert_if_new(&verified.id, expires_at, job.now) {
-                return Err(Problem::verify(&VerifyError::Replayed, direction));
-            }
-            report.verified_by = Some(verified.kid);
+            return Err(Problem::document(&too_large, job.direction));
         }
-        let mut new_body = None;
-        if rule.needs_json() && !job.body.iter().all(u8::is_ascii_whitespace) {
-            if !is_json_media_type(header(job.headers, "content-type")) {
-                return Err(Problem::new(
-                    ProblemKind::UnsupportedMediaType,
-                    direction,
-                    "content-type must be application/json or application/*+json",
-                ));
-            }
-            let event = Event::parse(job.body, limits).map_err(|e| Problem::document(&e, direction))?;
-            let EventFacts { context, id, kind } = self
-                .context(rule, &job.request, &event)
-                .map_err(|e| Problem::document(&e, direction))?;
-            report.event_id = id.or(report.event_id.take());
-            report.event_type = kind.or(report.event_type.take());
-            let mut edits: Vec<Edit> = Vec::new();
-            if let Some(seal) = &rule.seal {
-                let context = context
-                    .as_ref()
-                    .map_err(|name| Problem::seal(&SealError::ContextMissing { name: name.clone() }, direction))?;
-                let sealer = match (&self.policy.vault_transit, keys.seal) {
-                    (None, _) => Sealer::Keyring(&self.keyring),
-                    (Some(_), Some(key)) => Sealer::DataKey(key),
-                    (Some(transit), None) => return Err(Problem::kms_unavailable(&transit.source(), direction, 1)),
-                };
-                let (sealed, outcomes) =
-                    seal_spans(&event, &seal.fields, seal.required, sealer, context).map_err(|e| Problem::seal(&e, direction))?;
-                claim(&mut edits, sealed, outcomes, &mut report.fields);
-            }
-            if !rule.open.is_empty() {
-                self.too_many_unwraps(job, &event)?;
-            }
-            for group in &rule.open {
-                let (opened, outcomes) = if granted(&group.readers, job.principal) {
-                    let context = context
-                        .as_ref()
-                        .map_err(|name| Problem::open(&OpenError::ContextMissing { name: name.clone() }, direction))?;
-                    open_spans(
-                        &event,
-                        &group.fields.fields,
-                        group.fields.required,
-                        &self.keyring,
-                        keys.open,
-                        context,
-                    )
-                    .map_err(|e| match &e {
-                        OpenError::Field {
-                            rejection: Rejection::NeedsDataKey { source, .. },
-                            ..
-                        } => Problem::kms_unavailable(source, direction, 1),
-                        _ => Problem::open(&e, direction),
-                    })?
-                } else {
-                    match &group.denied {
-                        Denied::Refuse => {
-                            let detail = format!("principal {} may not open {}", shown(job.principal), group.fields.fields[0]);
-                            return Err(Problem::new(ProblemKind::ReaderForbidden, Direction::Request, detail));
-                        }
-                        Denied::Mask(mask) => withhold_spans(&event, &group.fields.fields, Some(mask)),
-                        Denied::LeaveSealed => withhold_spans(&event, &group.fields.fields, None),
-                    }
-                    .map_err(|e| Problem::open(&e, direction))?
-                };
-                claim(&mut edits, opened, outcomes, &mut report.fields);
-            }
-            if !edits.is_empty() {
-                edits.sort_by_key(|(range, _)| range.start);
-                new_body = Some(splice(event.text(), &edits));
-            }
+        if job.rule.verify {
+            report.verified_by = Some(self.verify_stage(job, replay)?);
         }
+        let new_body = if job.rule.needs_json() && !job.body.iter().all(u8::is_ascii_whitespace) {
+            self.field_stages(job, keys, report)?
+        } else {
+            None
+        };
         let mut set_headers = Vec::new();
-        if rule.sign {
-            let id = header(job.headers, webhook::ID_HEADER)
-                .map(str::to_owned)
-                .unwrap_or_else(new_message_id);
-            let body = new_body.as_deref().unwrap_or(job.body);
-            let signature = webhook::sign(&self.keyring, &id, job.now, body).map_err(|e| Problem::sign(&e, direction))?;
-            set_headers.push((webhook::ID_HEADER.to_owned(), id));
-            set_headers.push((webhook::TIMESTAMP_HEADER.to_owned(), job.now.to_string()));
-            set_headers.push((webhook::SIGNATURE_HEADER.to_owned(), signature));
+        if job.rule.sign {
+            set_headers = self.sign_stage(job, new_body.as_deref().unwrap_or(job.body))?;
             report.signed = true;
         }
         Ok((new_body, set_headers))
+    }
+
+    /// Verifies the Standard Webhooks signature and records its id against replays; the key
+    /// that verified.
+    fn verify_stage(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache) -> Result<KeyId, Problem> {
+        let headers = WebhookHeaders {
+            id: header(job.headers, webhook::ID_HEADER),
+            timestamp: header(job.headers, webhook::TIMESTAMP_HEADER),
+            signature: header(job.headers, webhook::SIGNATURE_HEADER),
+        };
+        let tolerance = self.policy.tolerance_secs;
+        let verified =
+            webhook::verify(&self.keyring, headers, job.body, job.now, tolerance).map_err(|e| Problem::verify(&e, job.direction))?;
+        let expires_at = verified.timestamp.saturating_add(i64::try_from(tolerance).unwrap_or(i64::MAX));
+        if !replay.insert_if_new(&verified.id, expires_at, job.now) {
+            return Err(Problem::verify(&VerifyError::Replayed, job.direction));
+        }
+        Ok(verified.kid)
+    }
+
+    /// Reads the event once, then seals and opens its fields: the new body, or `None` when
+    /// no field changed.
+    fn field_stages(&self, job: &BodyJob<'_>, keys: KmsKeys<'_>, report: &mut Report) -> Result<Option<Vec<u8>>, Problem> {
+        let direction = job.direction;
+        if !is_json_media_type(header(job.headers, "content-type")) {
+            return Err(Problem::new(
+                ProblemKind::UnsupportedMediaType,
+                direction,
+                "content-type must be application/json or application/*+json",
+            ));
+        }
+        let event = Event::parse(job.body, &self.policy.limits).map_err(|e| Problem::document(&e, direction))?;
+        let EventFacts { context, id, kind } = self
+            .context(job.rule, &job.request, &event)
+            .map_err(|e| Problem::document(&e, direction))?;
+        report.event_id = id.or(report.event_id.take());
+        report.event_type = kind.or(report.event_type.take());
+        let mut edits: Vec<Edit> = Vec::new();
+        if let Some(seal) = &job.rule.seal {
+            let context = context
+                .as_ref()
+                .map_err(|name| Problem::seal(&SealError::ContextMissing { name: name.clone() }, direction))?;
+            let (sealed, outcomes) = self.seal_stage(job, &event, seal, context, keys)?;
+            claim(&mut edits, sealed, outcomes, &mut report.fields);
+        }
+        if !job.rule.open.is_empty() {
+            self.too_many_unwraps(job, &event)?;
+        }
+        for group in &job.rule.open {
+            let (opened, outcomes) = self.open_stage(job, &event, group, context.as_ref(), keys)?;
+            claim(&mut edits, opened, outcomes, &mut report.fields);
+        }
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        edits.sort_by_key(|(range, _)| range.start);
+        Ok(Some(splice(event.text(), &edits)))
+    }
+
+    /// Seals the rule's fields with the keyring's primary key or the KMS data key.
+    fn seal_stage(
+        &self,
+        job: &BodyJob<'_>,
+        event: &Event<'_>,
+        seal: &FieldSet,
+        context: &Context,
+        keys: KmsKeys<'_>,
+    ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), Problem> {
+        let sealer = match (&self.policy.vault_transit, keys.seal) {
+            (None, _) => Sealer::Keyring(&self.keyring),
+            (Some(_), Some(key)) => Sealer::DataKey(key),
+            (Some(transit), None) => return Err(Problem::kms_unavailable(&transit.source(), job.direction, 1)),
+        };
+        seal_spans(event, &seal.fields, seal.required, sealer, context).map_err(|e| Problem::seal(&e, job.direction))
+    }
+
+    /// Opens one group's fields for a granted reader; for anyone else, leaves them sealed,
+    /// masks them, or refuses, as the group says.
+    fn open_stage(
+        &self,
+        job: &BodyJob<'_>,
+        event: &Event<'_>,
+        group: &OpenGroup,
+        context: Result<&Context, &String>,
+        keys: KmsKeys<'_>,
+    ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), Problem> {
+        let direction = job.direction;
+        if !granted(&group.readers, job.principal) {
+            let withheld = match &group.denied {
+                Denied::Refuse => {
+                    let detail = format!("principal {} may not open {}", shown(job.principal), group.fields.fields[0]);
+                    return Err(Problem::new(ProblemKind::ReaderForbidden, Direction::Request, detail));
+                }
+                Denied::Mask(mask) => withhold_spans(event, &group.fields.fields, Some(mask)),
+                Denied::LeaveSealed => withhold_spans(event, &group.fields.fields, None),
+            };
+            return withheld.map_err(|e| Problem::open(&e, direction));
+        }
+        let context = context.map_err(|name| Problem::open(&OpenError::ContextMissing { name: name.clone() }, direction))?;
+        let fields = &group.fields;
+        open_spans(event, &fields.fields, fields.required, &self.keyring, keys.open, context).map_err(|e| match &e {
+            OpenError::Field {
+                rejection: Rejection::NeedsDataKey { source, .. },
+                ..
+            } => Problem::kms_unavailable(source, direction, 1),
+            _ => Problem::open(&e, direction),
+        })
+    }
+
+    /// Signs the body that is forwarded: the Standard Webhooks headers to set.
+    fn sign_stage(&self, job: &BodyJob<'_>, body: &[u8]) -> Result<Vec<(String, String)>, Problem> {
+        let id = header(job.headers, webhook::ID_HEADER)
+            .map(str::to_owned)
+            .unwrap_or_else(new_message_id);
+        let signature = webhook::sign(&self.keyring, &id, job.now, body).map_err(|e| Problem::sign(&e, job.direction))?;
+        Ok(vec![
+            (webhook::ID_HEADER.to_owned(), id),
+            (webhook::TIMESTAMP_HEADER.to_owned(), job.now.to_string()),
+            (webhook::SIGNATURE_HEADER.to_owned(), signature),
+        ])
     }
 
     /// The rule's context for this event (or the name of the first value that is missing),

@@ -9,7 +9,7 @@
 //! herd), and backs off with jitter after a failure, during which callers get a
 //! `Retry-After`.
 
-use crate::datakey::{DataKey, DataKeyLookup, Unwrap, WrappedKey};
+use crate::datakey::{DataKey, DataKeyLookup, Unwrap, VAULT_TRANSIT_KID_PREFIX, WrappedKey};
 use crate::keyring::KeyId;
 use crate::secret::SecretBytes;
 use base64::Engine as _;
@@ -146,6 +146,89 @@ impl VaultTransit {
             Err(_) if matches!(need, Need::Unwrap(_)) => Outcome::Refused,
             Err(_) => Outcome::Failed,
         }
+    }
+}
+
+/// A Transit key named by an envelope's kid, for rewrapping its data keys under the key's
+/// latest version (`rewrap`, FORMAT.md §10.4). Like [`VaultTransit`], it builds the request
+/// and reads the reply; the host only moves bytes. `rewrap` never returns a data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitRewrap {
+    mount: String,
+    key: String,
+}
+
+/// Why Transit's answer to a rewrap gave no new wrapped key. Never holds key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RewrapError {
+    /// Transit answered with this status; `errors` is its `errors` list, as JSON text.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Transit's `errors` member, or empty.
+        errors: String,
+    },
+    /// A 200 whose body holds no Transit ciphertext.
+    NoCiphertext,
+}
+
+impl fmt::Display for RewrapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Status { status, errors } => write!(f, "the KMS answered {status} to rewrap {errors}"),
+            Self::NoCiphertext => f.write_str("the KMS's rewrap answer has no Transit ciphertext"),
+        }
+    }
+}
+
+impl std::error::Error for RewrapError {}
+
+impl TransitRewrap {
+    /// The Transit key of a `transit:<mount>/<key>` kid; `None` for any other kid.
+    pub fn for_kid(kid: &str) -> Option<Self> {
+        let (mount, key) = kid.strip_prefix(VAULT_TRANSIT_KID_PREFIX)?.rsplit_once('/')?;
+        KeyId::vault_transit(mount, key).ok()?;
+        Some(Self {
+            mount: mount.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// The Transit key as `<mount>/<key>`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.mount, self.key)
+    }
+
+    /// `POST /v1/<mount>/rewrap/<key>`: the same data key, wrapped under the latest version.
+    pub fn call(&self, authority: &str, wrapped: &WrappedKey, token: &SecretBytes) -> TransitCall {
+        TransitCall {
+            path: format!("/v1/{}/rewrap/{}", self.mount, self.key),
+            authority: authority.to_owned(),
+            token: SecretBytes::new(token.expose().to_vec()),
+            body: serde_json::json!({ "ciphertext": wrapped.as_str() }).to_string().into_bytes(),
+        }
+    }
+
+    /// Reads Transit's answer to [`TransitRewrap::call`].
+    ///
+    /// # Errors
+    /// [`RewrapError`] for any status but 200, or a reply without a Transit ciphertext.
+    pub fn outcome(status: u16, body: &[u8]) -> Result<WrappedKey, RewrapError> {
+        let reply = serde_json::from_slice::<serde_json::Value>(body).ok();
+        if status != 200 {
+            let errors = reply
+                .as_ref()
+                .and_then(|v| v.get("errors"))
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(RewrapError::Status { status, errors });
+        }
+        reply
+            .as_ref()
+            .and_then(|v| v["data"]["ciphertext"].as_str())
+            .and_then(|c| WrappedKey::parse(c).ok())
+            .ok_or(RewrapError::NoCiphertext)
     }
 }
 
@@ -505,6 +588,30 @@ mod tests {
     fn issued(n: u8) -> DataKey {
         let wrapped = WrappedKey::parse(&format!("vault:v1:{}", STANDARD.encode([n; 60]))).unwrap();
         DataKey::new(source(), &SecretBytes::new(vec![n; 32]), wrapped).unwrap()
+    }
+
+    #[test]
+    fn rewrap_names_the_key_of_the_kid_and_reads_only_a_transit_ciphertext() {
+        let rewrap = TransitRewrap::for_kid("transit:kv/transit/orders").unwrap();
+        assert_eq!(rewrap.name(), "kv/transit/orders");
+        assert_eq!(TransitRewrap::for_kid("orders-2026"), None);
+        assert_eq!(TransitRewrap::for_kid("transit:orders"), None);
+        let wrapped = issued(1).wrapped().clone();
+        let call = rewrap.call("bao:8200", &wrapped, &SecretBytes::new(b"t0ken".to_vec()));
+        assert_eq!(call.path, "/v1/kv/transit/rewrap/orders");
+        let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(body, serde_json::json!({"ciphertext": wrapped.as_str()}));
+        let newer = format!("vault:v2:{}", STANDARD.encode([2; 60]));
+        let reply = serde_json::json!({"data": {"ciphertext": newer}}).to_string();
+        assert_eq!(TransitRewrap::outcome(200, reply.as_bytes()).unwrap().as_str(), newer);
+        assert_eq!(TransitRewrap::outcome(200, b"{}"), Err(RewrapError::NoCiphertext));
+        assert_eq!(
+            TransitRewrap::outcome(403, br#"{"errors":["permission denied"]}"#),
+            Err(RewrapError::Status {
+                status: 403,
+                errors: r#"["permission denied"]"#.into()
+            })
+        );
     }
 
     fn limits() -> DataKeyLimits {

@@ -22,7 +22,7 @@ pub use datakey::{
 };
 pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields};
 pub use engine::{
-    BodyJob, Decision, Engine, KmsKeys, KmsNeeds, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, glob_matches,
+    BodyJob, Decision, Engine, KmsKeys, KmsNeeds, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, RuleId, glob_matches,
 };
 pub use envelope::{
     Context, Rejection, SealFailure, open_bytes, open_bytes_with, open_value, open_value_with, seal_bytes, seal_bytes_with, seal_value,
@@ -31,10 +31,10 @@ pub use envelope::{
 pub use event::Event;
 pub use json::{DocumentError, Limits};
 pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY};
-pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, TransitCall, VaultTransit};
+pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, RewrapError, TransitCall, TransitRewrap, VaultTransit};
 pub use pointer::{FieldPath, PointerError};
 pub use policy::{
-    AuditDelivery, ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch, Policy,
+    AuditDelivery, ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, Operation, PathMatch, Policy,
     PrincipalSource, Rule,
 };
 pub use problem::{Direction, PROBLEM_CONTENT_TYPE, Problem, ProblemKind};

@@ -7,6 +7,7 @@ use crate::json::Limits;
 use crate::keyring::{KeyId, Keyring, KeyringError};
 use crate::kms::{DataKeyLimits, VaultTransit};
 use crate::pointer::FieldPath;
+use crate::problem::Direction;
 use crate::secret::SecretBytes;
 use crate::webhook::DEFAULT_TOLERANCE_SECS;
 use core::fmt;
@@ -167,10 +168,72 @@ pub struct Rule {
     pub on_error: OnError,
 }
 
+/// One thing a rule does to an exchange, in the order it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Admit the producer (`producers`), on the request headers.
+    Admit,
+    /// Verify a Standard Webhooks signature.
+    Verify,
+    /// Seal fields.
+    Seal,
+    /// Open fields for their readers.
+    Open,
+    /// Sign the body.
+    Sign,
+}
+
+impl Operation {
+    /// The body operations, in the order the engine applies them.
+    pub const ON_BODIES: [Operation; 4] = [Self::Verify, Self::Seal, Self::Open, Self::Sign];
+
+    /// Stable lowercase name, for audit records and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admit => "admit",
+            Self::Verify => "verify",
+            Self::Seal => "seal",
+            Self::Open => "open",
+            Self::Sign => "sign",
+        }
+    }
+}
+
 impl Rule {
+    /// Whether the rule carries `operation`.
+    pub fn carries(&self, operation: Operation) -> bool {
+        match operation {
+            Operation::Admit => self.producers.is_some(),
+            Operation::Verify => self.verify,
+            Operation::Seal => self.seal.is_some(),
+            Operation::Open => !self.open.is_empty(),
+            Operation::Sign => self.sign,
+        }
+    }
+
+    /// The operations the rule applies to a body, in order.
+    pub fn body_operations(&self) -> impl Iterator<Item = Operation> + '_ {
+        Operation::ON_BODIES.into_iter().filter(|op| self.carries(*op))
+    }
+
+    /// Whether the rule's `request` / `response` setting covers bodies travelling in `direction`.
+    pub fn applies_to(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Request => self.request,
+            Direction::Response => self.response,
+        }
+    }
+
+    /// Whether the rule decides on the bodies travelling in `direction`: a host buffers them
+    /// whole and hands them to the engine; others pass untouched.
+    pub fn decides(&self, direction: Direction) -> bool {
+        self.applies_to(direction) && self.has_body_actions()
+    }
+
     /// Whether the rule touches bodies in this direction at all.
     pub fn has_body_actions(&self) -> bool {
-        self.verify || self.sign || self.seal.is_some() || !self.open.is_empty()
+        self.body_operations().next().is_some()
     }
 
     /// Whether a body it forwards may differ from the one received (sealed, opened or

@@ -216,7 +216,9 @@ impl Problem {
         }
     }
 
-    pub(crate) fn document(error: &DocumentError, direction: Direction) -> Self {
+    /// The refusal of a body that is not an event core can work on: too large, too deep,
+    /// or not JSON (a host that sees the size first refuses with this too).
+    pub fn document(error: &DocumentError, direction: Direction) -> Self {
         let kind = match error {
             DocumentError::TooLarge { .. } => ProblemKind::PayloadTooLarge,
             DocumentError::TooDeep { .. } => ProblemKind::JsonTooDeep,

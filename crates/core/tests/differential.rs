@@ -371,7 +371,7 @@ fn judge(engine: &Engine, body: &str) -> Result<(), String> {
         headers: &headers,
     };
     let job = BodyJob {
-        rule: engine.route(&request).expect("the rule matches"),
+        rule: engine.rule(engine.route(&request).expect("the rule matches")),
         direction: Direction::Request,
         request,
         headers: &headers,
