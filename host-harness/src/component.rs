@@ -33,7 +33,9 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::{Error, LogLevel, LogLine};
+use crate::abi::LogLevel;
+use crate::error::Error;
+use crate::log::LogLine;
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::LogLine;
+use crate::log::LogLine;
 
 /// Why the harness could not do what a test asked.
 ///

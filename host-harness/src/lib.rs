@@ -2,30 +2,49 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod build;
-
-#[cfg(feature = "runtime")]
-mod abi;
+// The public API.
 #[cfg(feature = "runtime")]
 pub mod component;
 #[cfg(feature = "runtime")]
 mod error;
 #[cfg(feature = "runtime")]
-mod headers;
+mod plugin;
 #[cfg(feature = "runtime")]
-mod host;
+mod upstream;
+
+// Streams: public values, per-side state, drivers, handles.
 #[cfg(feature = "runtime")]
 mod http;
 #[cfg(feature = "runtime")]
-mod plugin;
+mod tcp;
+
+// The VM and Envoy's event loop.
+#[cfg(feature = "runtime")]
+mod dispatcher;
+#[cfg(feature = "runtime")]
+mod vm;
+
+// The host side of the ABI: store state, guest memory, imports.
+#[cfg(feature = "runtime")]
+mod hostcalls;
+#[cfg(feature = "runtime")]
+mod memory;
+#[cfg(feature = "runtime")]
+mod store;
+#[cfg(feature = "runtime")]
+mod wasi;
+
+// Vocabulary and values shared by all of the above.
+#[cfg(feature = "runtime")]
+mod abi;
+#[cfg(feature = "runtime")]
+mod headers;
+#[cfg(feature = "runtime")]
+mod log;
 #[cfg(feature = "runtime")]
 mod property;
 #[cfg(feature = "runtime")]
 mod shared;
-#[cfg(feature = "runtime")]
-mod tcp;
-#[cfg(feature = "runtime")]
-mod upstream;
 
 #[cfg(feature = "runtime")]
 pub use crate::{
@@ -33,7 +52,8 @@ pub use crate::{
     error::Error,
     headers::Headers,
     http::{HttpExchange, HttpOutcome, HttpStream, LocalReply, Message, StreamState},
-    plugin::{LogLine, Module, Plugin, PluginConfig},
+    log::LogLine,
+    plugin::{Module, Plugin, PluginConfig},
     property::{PropertyPath, PropertyValue},
     shared::{MetricKind, MetricValue, SharedState},
     tcp::{PeerType, TcpSide, TcpStream},

@@ -1,31 +1,28 @@
-//! Modules, plugins, and the event loop that stands in for Envoy's dispatcher.
+//! The public entry points: a compiled [`Module`], a [`PluginConfig`], and a running
+//! [`Plugin`] that opens streams and exposes what the plugin did.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use wasmtime::{Engine, Extern, Func, Instance, Linker, Store, Val};
+use wasmtime::{Engine, Extern, Linker, Store};
 
-use crate::abi::stream;
-use crate::host::{Context, Deferred, HostState, PendingCall, Setup, add_to_linker};
-use crate::http::{Dir, HttpExchange, HttpOutcome, HttpState, HttpStream};
+use crate::abi::LogLevel;
+use crate::dispatcher;
+use crate::error::Error;
+use crate::http::message::{HttpExchange, HttpOutcome};
+use crate::http::state::HttpState;
+use crate::http::stream::HttpStream;
+use crate::log::LogLine;
 use crate::property::{PropertyPath, PropertyStore, PropertyValue};
 use crate::shared::{MetricValue, SharedState};
-use crate::tcp::{TcpSide, TcpState, TcpStream};
-use crate::upstream::{HttpCallReply, Upstream, UpstreamKind, send_http};
-use crate::{Error, HttpCallRequest, LogLevel};
-
-/// A line the plugin logged (`proxy_log`, or WASI stdout/stderr).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    /// Its level (stdout is `Info`, stderr `Error`, as in proxy-wasm-cpp-host).
-    pub level: LogLevel,
-    /// The message (one trailing newline of a WASI write removed).
-    pub message: String,
-    /// The context that was active when it was logged (0 outside any callback).
-    pub context_id: u32,
-}
+use crate::store::{ContextState, HostState, Setup};
+use crate::tcp::state::TcpState;
+use crate::tcp::stream::TcpStream;
+use crate::upstream::{HttpCallReply, HttpCallRequest, Upstream};
+use crate::vm::{Vm, chain, lock};
+use crate::{hostcalls, wasi};
 
 /// A compiled proxy-wasm module. Compile once and share: cloning is cheap, and one module
 /// can create any number of independent plugins, in parallel.
@@ -64,7 +61,8 @@ impl Module {
         let engine = Engine::default();
         let module = wasmtime::Module::new(&engine, bytes).map_err(|e| Error::Compile(chain(&e)))?;
         let mut linker = Linker::new(&engine);
-        add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;
+        hostcalls::add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;
+        wasi::add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;
         linker
             .define_unknown_imports_as_traps(&module)
             .map_err(|e| Error::Link(chain(&e)))?;
@@ -123,42 +121,37 @@ impl Module {
             .iter()
             .find_map(|name| instance.get_typed_func::<u32, u32>(&mut store, name).ok());
         store.data_mut().allocate = allocate;
-        let mut inner = PluginInner {
-            store,
-            instance,
-            failed: false,
-            exports: HashMap::new(),
-        };
+        let mut vm = Vm::new(store, instance);
         for init in ["_initialize", "_start"] {
-            if inner.instance.get_func(&mut inner.store, init).is_some() {
-                inner.call(init, 0, &[])?;
+            if vm.exports(init) {
+                vm.call(init, 0, &[])?;
                 break;
             }
         }
-        let root = inner.new_context_id();
-        inner.host_mut().root_id = root;
-        inner.host_mut().contexts.insert(root, Context::Root);
-        inner.host_mut().configuring = true;
-        inner.call("proxy_on_context_create", root, &[root, 0])?;
-        inner.host_mut().configuring = false;
-        let vm_size = u32::try_from(inner.host().setup.vm_configuration.len()).unwrap_or(u32::MAX);
-        if inner.call("proxy_on_vm_start", root, &[root, vm_size])? == Some(0) {
+        let root = vm.new_context_id();
+        vm.host_mut().root_id = root;
+        vm.host_mut().contexts.insert(root, ContextState::Root);
+        vm.host_mut().configuring = true;
+        vm.call("proxy_on_context_create", root, &[root, 0])?;
+        vm.host_mut().configuring = false;
+        let vm_size = u32::try_from(vm.host().setup.vm_configuration.len()).unwrap_or(u32::MAX);
+        if vm.call("proxy_on_vm_start", root, &[root, vm_size])? == Some(0) {
             return Err(Error::VmStartRefused {
-                logs: inner.host().logs.clone(),
+                logs: vm.host().logs.clone(),
             });
         }
-        let size = u32::try_from(inner.host().setup.configuration.len()).unwrap_or(u32::MAX);
-        inner.host_mut().configuring = true;
-        let configured = inner.call("proxy_on_configure", root, &[root, size]);
-        inner.host_mut().configuring = false;
+        let size = u32::try_from(vm.host().setup.configuration.len()).unwrap_or(u32::MAX);
+        vm.host_mut().configuring = true;
+        let configured = vm.call("proxy_on_configure", root, &[root, size]);
+        vm.host_mut().configuring = false;
         if configured? == Some(0) {
             return Err(Error::ConfigurationRefused {
-                logs: inner.host().logs.clone(),
+                logs: vm.host().logs.clone(),
             });
         }
-        inner.settle()?;
+        dispatcher::settle(&mut vm)?;
         Ok(Plugin {
-            inner: Arc::new(Mutex::new(inner)),
+            vm: Arc::new(Mutex::new(vm)),
             shared,
             vm_id: config.vm_id,
         })
@@ -169,10 +162,6 @@ impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Module").finish_non_exhaustive()
     }
-}
-
-fn chain(error: &wasmtime::Error) -> String {
-    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
 
 /// How to load a plugin: what Envoy's `envoy.filters.http.wasm` (or network filter)
@@ -302,23 +291,19 @@ impl std::fmt::Debug for PluginConfig {
 /// All methods take `&self`; streams hold a handle to the plugin, so several streams can be
 /// open at once. Upstream handlers run while the plugin is busy and must not call it.
 pub struct Plugin {
-    inner: Arc<Mutex<PluginInner>>,
+    vm: Arc<Mutex<Vm>>,
     shared: SharedState,
     vm_id: String,
 }
 
-pub(crate) fn lock(inner: &Mutex<PluginInner>) -> MutexGuard<'_, PluginInner> {
-    inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Plugin {
-    fn with<T>(&self, f: impl FnOnce(&mut PluginInner) -> Result<T, Error>) -> Result<T, Error> {
-        let mut inner = lock(&self.inner);
-        f(&mut inner)
+    fn with<T>(&self, f: impl FnOnce(&mut Vm) -> Result<T, Error>) -> Result<T, Error> {
+        let mut vm = lock(&self.vm);
+        f(&mut vm)
     }
 
     fn read<T>(&self, f: impl FnOnce(&HostState) -> T) -> T {
-        f(lock(&self.inner).host())
+        f(lock(&self.vm).host())
     }
 
     /// Opens an HTTP stream (`proxy_on_context_create(id, root)`).
@@ -327,9 +312,9 @@ impl Plugin {
     ///
     /// A trap, or a VM that failed earlier.
     pub fn http_stream(&self) -> Result<HttpStream, Error> {
-        let id = self.with(|inner| inner.new_context(Context::Http(Box::new(HttpState::new(PropertyStore::default())))))?;
+        let id = self.with(|vm| dispatcher::new_context(vm, ContextState::Http(Box::new(HttpState::new(PropertyStore::default())))))?;
         Ok(HttpStream {
-            inner: Arc::clone(&self.inner),
+            vm: Arc::clone(&self.vm),
             id,
             finished: false,
         })
@@ -341,14 +326,14 @@ impl Plugin {
     ///
     /// A trap, or a VM that failed earlier.
     pub fn tcp_stream(&self) -> Result<TcpStream, Error> {
-        let id = self.with(|inner| {
-            let id = inner.new_context(Context::Tcp(Box::new(TcpState::new(PropertyStore::default()))))?;
-            inner.call("proxy_on_new_connection", id, &[id])?;
-            inner.settle()?;
+        let id = self.with(|vm| {
+            let id = dispatcher::new_context(vm, ContextState::Tcp(Box::new(TcpState::new(PropertyStore::default()))))?;
+            vm.call("proxy_on_new_connection", id, &[id])?;
+            dispatcher::settle(vm)?;
             Ok(id)
         })?;
         Ok(TcpStream {
-            inner: Arc::clone(&self.inner),
+            vm: Arc::clone(&self.vm),
             id,
             finished: false,
         })
@@ -395,7 +380,7 @@ impl Plugin {
 
     /// Returns the lines logged so far and forgets them.
     pub fn take_logs(&self) -> Vec<LogLine> {
-        std::mem::take(&mut lock(&self.inner).host_mut().logs)
+        std::mem::take(&mut lock(&self.vm).host_mut().logs)
     }
 
     /// Whether any logged line contains `needle`.
@@ -440,7 +425,7 @@ impl Plugin {
     ///
     /// A trap in the guest.
     pub fn advance_time(&self, by: Duration) -> Result<(), Error> {
-        self.with(|inner| inner.advance(by))
+        self.with(|vm| dispatcher::advance(vm, by))
     }
 
     /// Every HTTP call the plugin made so far, answered or not, in order.
@@ -461,16 +446,16 @@ impl Plugin {
     /// [`Error::Usage`] if no call with this token is pending; a trap in the guest.
     pub fn respond_http_call(&self, token: u32, reply: impl Into<HttpCallReply>) -> Result<(), Error> {
         let reply = reply.into();
-        self.with(|inner| {
-            let host = inner.host_mut();
+        self.with(|vm| {
+            let host = vm.host_mut();
             let index = host
                 .calls_pending
                 .iter()
                 .position(|p| p.request.token == token)
                 .ok_or_else(|| Error::Usage(format!("no HTTP call with token {token} is pending")))?;
             let pending = host.calls_pending.remove(index);
-            inner.deliver_call(&pending, reply)?;
-            inner.settle()
+            dispatcher::deliver_call(vm, &pending, reply)?;
+            dispatcher::settle(vm)
         })
     }
 
@@ -481,7 +466,7 @@ impl Plugin {
     ///
     /// A trap in the guest.
     pub fn run_pending(&self) -> Result<(), Error> {
-        self.with(PluginInner::settle)
+        self.with(dispatcher::settle)
     }
 
     /// Shuts the plugin down as Envoy does when it removes it: `proxy_on_done` on the root
@@ -492,18 +477,18 @@ impl Plugin {
     ///
     /// A trap in the guest.
     pub fn shutdown(&self) -> Result<bool, Error> {
-        self.with(|inner| {
-            let root = inner.host().root_id;
-            let done = inner.call("proxy_on_done", root, &[root])?;
+        self.with(|vm| {
+            let root = vm.host().root_id;
+            let done = vm.call("proxy_on_done", root, &[root])?;
             if done == Some(0) {
-                inner.host_mut().done_pending = true;
-                inner.settle()?;
-                if !inner.host().done_called {
+                vm.host_mut().done_pending = true;
+                dispatcher::settle(vm)?;
+                if !vm.host().done_called {
                     return Ok(false);
                 }
             }
-            inner.call("proxy_on_delete", root, &[root])?;
-            inner.host_mut().contexts.remove(&root);
+            vm.call("proxy_on_delete", root, &[root])?;
+            vm.host_mut().contexts.remove(&root);
             Ok(true)
         })
     }
@@ -512,250 +497,5 @@ impl Plugin {
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin").field("vm_id", &self.vm_id).finish_non_exhaustive()
-    }
-}
-
-/// The VM and its store, behind the plugin's mutex.
-pub(crate) struct PluginInner {
-    store: Store<HostState>,
-    instance: Instance,
-    failed: bool,
-    /// Exports looked up once, with their number of results (`None`: not exported). A
-    /// lookup by name and a type query per callback were a sixth of a stream's host time.
-    exports: HashMap<&'static str, Option<(Func, usize)>>,
-}
-
-impl PluginInner {
-    pub(crate) fn host(&self) -> &HostState {
-        self.store.data()
-    }
-
-    pub(crate) fn host_mut(&mut self) -> &mut HostState {
-        self.store.data_mut()
-    }
-
-    fn new_context_id(&mut self) -> u32 {
-        let host = self.host_mut();
-        let id = host.next_context_id;
-        host.next_context_id += 1;
-        id
-    }
-
-    /// Calls an export with `context` as the current context. A missing export is skipped
-    /// (`Ok(None)`), as cpp-host skips callbacks a module does not define.
-    pub(crate) fn call(&mut self, name: &'static str, context: u32, args: &[u32]) -> Result<Option<u32>, Error> {
-        if self.failed {
-            return Err(Error::Failed);
-        }
-        let export = match self.exports.get(name) {
-            Some(export) => *export,
-            None => {
-                let export = self
-                    .instance
-                    .get_func(&mut self.store, name)
-                    .map(|func| (func, func.ty(&self.store).results().len()));
-                self.exports.insert(name, export);
-                export
-            }
-        };
-        let Some((func, result_count)) = export else {
-            return Ok(None);
-        };
-        let params: Vec<Val> = args.iter().map(|a| Val::I32(i32::from_ne_bytes(a.to_ne_bytes()))).collect();
-        let mut results = vec![Val::I32(0); result_count];
-        {
-            let host = self.host_mut();
-            host.current = context;
-            host.effective = 0;
-            host.stop_iteration = false;
-        }
-        let outcome = func.call(&mut self.store, &params, &mut results);
-        {
-            let host = self.host_mut();
-            host.current = 0;
-            host.effective = 0;
-        }
-        match outcome {
-            Ok(()) => Ok(results.first().and_then(Val::i32).map(|v| u32::from_ne_bytes(v.to_ne_bytes()))),
-            Err(error) => {
-                self.failed = true;
-                Err(Error::Trap {
-                    function: name.to_owned(),
-                    message: chain(&error),
-                    logs: self.host().logs.clone(),
-                })
-            }
-        }
-    }
-
-    pub(crate) fn new_context(&mut self, context: Context) -> Result<u32, Error> {
-        if self.failed {
-            return Err(Error::Failed);
-        }
-        let id = self.new_context_id();
-        let root = self.host().root_id;
-        self.host_mut().contexts.insert(id, context);
-        self.call("proxy_on_context_create", id, &[id, root])?;
-        self.settle()?;
-        Ok(id)
-    }
-
-    /// Ends a stream context: `proxy_on_done`, `proxy_on_log` (with `set_log_phase` telling
-    /// the context it is in the access-log phase), `proxy_on_delete`.
-    pub(crate) fn finish_context(&mut self, id: u32, set_log_phase: impl Fn(&mut HostState, u32, bool)) -> Result<(), Error> {
-        if !self.host().contexts.contains_key(&id) {
-            return Ok(());
-        }
-        let result = (|| {
-            self.call("proxy_on_done", id, &[id])?;
-            set_log_phase(self.host_mut(), id, true);
-            self.call("proxy_on_log", id, &[id])?;
-            set_log_phase(self.host_mut(), id, false);
-            self.call("proxy_on_delete", id, &[id])?;
-            Ok(())
-        })();
-        let host = self.host_mut();
-        host.contexts.remove(&id);
-        // Envoy's `~Context` cancels the HTTP calls the context made.
-        host.calls_pending.retain(|call| call.context != id);
-        host.calls_to_dispatch.retain(|call| call.context != id);
-        result?;
-        self.settle()
-    }
-
-    /// Runs Envoy's event loop until nothing is left to do now: deferred continues, closes
-    /// and local replies; answers from automatic upstreams; queue-ready notifications.
-    pub(crate) fn settle(&mut self) -> Result<(), Error> {
-        loop {
-            if self.failed {
-                return Err(Error::Failed);
-            }
-            if !self.host().deferred.is_empty() {
-                let deferred = self.host_mut().deferred.remove(0);
-                self.apply(deferred)?;
-                continue;
-            }
-            if !self.host().calls_to_dispatch.is_empty() {
-                let pending = self.host_mut().calls_to_dispatch.remove(0);
-                let upstream = self.host().setup.upstreams.get(&pending.request.upstream).cloned();
-                let reply = match upstream.map(|u| u.0) {
-                    Some(UpstreamKind::Handler(handler)) => handler(&pending.request),
-                    Some(UpstreamKind::Http(address)) => send_http(&address, &pending.request),
-                    Some(UpstreamKind::Manual) | None => {
-                        self.host_mut().calls_pending.push(pending);
-                        continue;
-                    }
-                };
-                self.deliver_call(&pending, reply)?;
-                continue;
-            }
-            let ready = {
-                let host = self.host();
-                host.shared.take_ready(host.instance_id)
-            };
-            if ready.is_empty() {
-                return Ok(());
-            }
-            for (root, queue) in ready {
-                self.call("proxy_on_queue_ready", root, &[root, queue])?;
-            }
-        }
-    }
-
-    fn apply(&mut self, deferred: Deferred) -> Result<(), Error> {
-        let is_tcp = |inner: &Self, id: u32| matches!(inner.host().contexts.get(&id), Some(Context::Tcp(_)));
-        let exists = |inner: &Self, id: u32| inner.host().contexts.contains_key(&id);
-        match deferred {
-            Deferred::Continue { context, .. } if !exists(self, context) => Ok(()),
-            Deferred::Continue {
-                context,
-                stream: stream::HTTP_REQUEST,
-            } => self.http_resume(context, Dir::Request),
-            Deferred::Continue {
-                context,
-                stream: stream::HTTP_RESPONSE,
-            } => self.http_resume(context, Dir::Response),
-            Deferred::Continue { context, .. } => self.tcp_resume(context),
-            Deferred::Close { context, .. } if !exists(self, context) => Ok(()),
-            Deferred::Close { context, stream } if is_tcp(self, context) => self.tcp_close(
-                context,
-                if stream == stream::UPSTREAM {
-                    TcpSide::Upstream
-                } else {
-                    TcpSide::Downstream
-                },
-            ),
-            Deferred::Close {
-                context,
-                stream: stream::HTTP_REQUEST | stream::HTTP_RESPONSE,
-            } => self.http_reset(context),
-            Deferred::Close { .. } => Ok(()),
-            Deferred::LocalResponse { context, .. } if !exists(self, context) => Ok(()),
-            Deferred::LocalResponse { context, reply } => self.http_local_reply(context, reply),
-        }
-    }
-
-    /// Delivers a call's answer: `proxy_on_http_call_response` on the root context, with
-    /// the response readable through the HTTP-call-response map and buffer.
-    pub(crate) fn deliver_call(&mut self, pending: &PendingCall, reply: HttpCallReply) -> Result<(), Error> {
-        let delivered = reply.deliver();
-        let counts = [
-            u32::try_from(delivered.headers.len()).unwrap_or(u32::MAX),
-            u32::try_from(delivered.body.len()).unwrap_or(u32::MAX),
-            u32::try_from(delivered.trailers.len()).unwrap_or(u32::MAX),
-        ];
-        let root = self.host().root_id;
-        {
-            let host = self.host_mut();
-            host.status = delivered.status.clone();
-            host.call_response = Some(delivered);
-        }
-        let result = self.call(
-            "proxy_on_http_call_response",
-            root,
-            &[root, pending.request.token, counts[0], counts[1], counts[2]],
-        );
-        let host = self.host_mut();
-        host.call_response = None;
-        host.status = (0, String::new());
-        result.map(|_| ())
-    }
-
-    pub(crate) fn advance(&mut self, by: Duration) -> Result<(), Error> {
-        let target = self.host().elapsed + by;
-        loop {
-            let host = self.host();
-            let tick = host.next_tick.filter(|t| *t <= target);
-            let timeout = host
-                .calls_pending
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.deadline.map(|d| (d, i)))
-                .filter(|(d, _)| *d <= target)
-                .min();
-            match (tick, timeout) {
-                (Some(t), Some((d, i))) if d < t => self.time_out(d, i)?,
-                (Some(t), _) => {
-                    let host = self.host_mut();
-                    host.elapsed = t;
-                    host.next_tick = host.tick_period.map(|p| t + p);
-                    let root = host.root_id;
-                    self.call("proxy_on_tick", root, &[root])?;
-                    self.settle()?;
-                }
-                (None, Some((d, i))) => self.time_out(d, i)?,
-                (None, None) => break,
-            }
-        }
-        self.host_mut().elapsed = target;
-        Ok(())
-    }
-
-    fn time_out(&mut self, at: Duration, index: usize) -> Result<(), Error> {
-        let host = self.host_mut();
-        host.elapsed = at;
-        let pending = host.calls_pending.remove(index);
-        self.deliver_call(&pending, HttpCallReply::Timeout)?;
-        self.settle()
     }
 }

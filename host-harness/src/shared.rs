@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::Status;
+use crate::abi::Status;
 
 /// Shared data, shared queues and metrics, shared by every plugin created with the same
 /// handle (as Envoy shares them between the worker threads' VMs of one `vm_id`).

@@ -7,7 +7,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::Headers;
+use crate::abi::Status;
+use crate::headers::Headers;
 
 type Handler = dyn Fn(&HttpCallRequest) -> HttpCallReply + Send + Sync;
 
@@ -211,7 +212,7 @@ impl HttpCallReply {
                 headers: Headers::new(),
                 body: Vec::new(),
                 trailers: Headers::new(),
-                status: (crate::Status::BrokenConnection.code(), "reset".to_owned()),
+                status: (Status::BrokenConnection.code(), "reset".to_owned()),
             },
         }
     }
