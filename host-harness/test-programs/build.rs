@@ -1,10 +1,10 @@
-//! Builds the guest programs in `guests/` for wasm32-wasip1 with the harness's own build
-//! helper, hands their paths to the tests as constants, and fails the build when a guest
+//! Builds the guest programs in `guests/` for wasm32-wasip1 with the workspace's wasm
+//! build helper, hands their paths to the tests as constants, and fails the build when a guest
 //! has no test that names its constant.
 
 use std::path::Path;
 
-use eventseal_harness::build::WasmBuild;
+use eventseal_wasm_build::WasmBuild;
 
 const GUESTS: &[&str] = &["probe", "filter", "tcp"];
 

@@ -1,4 +1,4 @@
-//! Building cdylib packages for wasm from a build script (feature `build`, std only).
+//! Building cdylib packages for wasm from a build script (std only).
 //!
 //! A test that loads the `.wasm` a package ships must build that package for its wasm
 //! target first. Doing it from a build script with a nested `cargo build` needs care: the
@@ -6,21 +6,20 @@
 //! scripts run) and must not inherit the outer build's flags. [`wasm_package`] does that
 //! and returns the artifact's path; [`WasmBuild`] is the configurable form.
 //!
+//! Most build scripts want one of the two artifacts eventseal ships, and hand its path to
+//! the crate as an environment variable; each is one call:
+//!
 //! ```no_run
-//! // build.rs of a crate whose tests load plugin/'s wasm
-//! // ([build-dependencies] eventseal-harness = { path = "...", default-features = false, features = ["build"] })
-//! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-//! let wasm = eventseal_harness::build::wasm_package(&root, "eventseal-proxy-wasm", "wasm32-wasip1")
-//!     .unwrap_or_else(|e| panic!("{e}"));
-//! println!("cargo:rustc-env=EVENTSEAL_PROXY_WASM={}", wasm.display());
+//! // in main() of the build.rs of a crate whose tests load plugin/'s wasm
+//! // ([build-dependencies] eventseal-wasm-build = { path = "..." })
+//! eventseal_wasm_build::shipped_filter(); // env!("EVENTSEAL_PROXY_WASM") in the crate
 //! ```
 //!
 //! The build also prints `cargo:rerun-if-changed` for every source file that went into
 //! the artifact (read from cargo's dep-info file) and for the manifest, so the outer build
 //! script reruns exactly when the wasm would change.
 //!
-//! This file is also compiled into the harness's own test-program build script with
-//! `#[path]`, so it depends on nothing but `std`.
+//! This crate depends on nothing but `std`, so a build dependency on it costs nothing.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -43,6 +42,44 @@ impl std::error::Error for BuildError {}
 
 fn error(message: impl Into<String>) -> BuildError {
     BuildError { message: message.into() }
+}
+
+/// The eventseal workspace (where this crate lives: `crates/wasm-build`).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// What a build script says when it cannot build a shipped artifact.
+const SETUP_HINT: &str = "The wasm targets may be missing: run scripts/setup (it runs `rustup target add wasm32-wasip1 wasm32-wasip2`).";
+
+/// Builds one shipped artifact and hands its path to the crate being built as `variable`.
+fn shipped(package: &str, target: &str, variable: &str) -> PathBuf {
+    let wasm = wasm_package(workspace(), package, target).unwrap_or_else(|e| panic!("{e}\n{SETUP_HINT}"));
+    println!("cargo:rustc-env={variable}={}", wasm.display());
+    wasm
+}
+
+/// Builds the filter exactly as it ships (`eventseal-proxy-wasm`, release, wasm32-wasip1)
+/// and hands its path to the crate being built as `EVENTSEAL_PROXY_WASM`
+/// (`env!("EVENTSEAL_PROXY_WASM")`). For build scripts only.
+///
+/// # Panics
+///
+/// When the build fails: a build script reports its failure by panicking, and the message
+/// has cargo's output.
+pub fn shipped_filter() -> PathBuf {
+    shipped("eventseal-proxy-wasm", "wasm32-wasip1", "EVENTSEAL_PROXY_WASM")
+}
+
+/// Builds the component exactly as it ships (`eventseal-component`, release,
+/// wasm32-wasip2) and hands its path to the crate being built as
+/// `EVENTSEAL_COMPONENT_WASM`. For build scripts only.
+///
+/// # Panics
+///
+/// When the build fails, with cargo's output.
+pub fn shipped_component() -> PathBuf {
+    shipped("eventseal-component", "wasm32-wasip2", "EVENTSEAL_COMPONENT_WASM")
 }
 
 /// Builds one cdylib `package` of the workspace (or package) at `manifest_dir` for
