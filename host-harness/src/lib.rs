@@ -3,7 +3,7 @@
 #![warn(missing_docs)]
 
 // The public API.
-#[cfg(feature = "runtime")]
+#[cfg(feature = "component")]
 pub mod component;
 #[cfg(feature = "runtime")]
 mod error;

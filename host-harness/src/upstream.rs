@@ -2,10 +2,11 @@
 //! calls that stay pending until the test answers them.
 
 use std::fmt;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ureq::config::AutoHeaderValue;
 
 use crate::abi::Status;
 use crate::headers::Headers;
@@ -221,73 +222,55 @@ impl HttpCallReply {
 /// The default connect timeout of an Envoy cluster.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends `request` to a real HTTP/1.1 server and reads the whole response.
+/// Sends `request` to a real HTTP/1.1 server (with `ureq`) and reads the whole response,
+/// within the call's timeout. A connection that cannot be made or breaks is Envoy's 503, a
+/// call whose timeout elapses its 504.
 pub(crate) fn send_http(address: &str, request: &HttpCallRequest) -> HttpCallReply {
     let started = Instant::now();
-    let deadline = request.timeout.map(|t| started + t);
-    let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    let Ok(addresses) = address.to_socket_addrs() else {
-        return HttpCallReply::ConnectionFailure;
-    };
-    let mut connection = None;
-    for addr in addresses {
-        let connect_timeout = remaining().map_or(CONNECT_TIMEOUT, |r| r.min(CONNECT_TIMEOUT));
-        if connect_timeout.is_zero() {
-            return HttpCallReply::Timeout;
-        }
-        if let Ok(stream) = TcpStream::connect_timeout(&addr, connect_timeout) {
-            connection = Some(stream);
-            break;
-        }
-    }
-    let Some(mut stream) = connection else {
-        return match remaining() {
-            Some(r) if r.is_zero() => HttpCallReply::Timeout,
-            _ => HttpCallReply::ConnectionFailure,
-        };
-    };
-    match exchange(&mut stream, request, &remaining) {
-        Ok(response) => HttpCallReply::Response(response),
-        Err(ExchangeError::Timeout) => HttpCallReply::Timeout,
-        Err(ExchangeError::Broken) => HttpCallReply::ConnectionFailure,
-    }
-}
-
-enum ExchangeError {
-    Timeout,
-    Broken,
-}
-
-impl From<std::io::Error> for ExchangeError {
-    fn from(e: std::io::Error) -> ExchangeError {
-        match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ExchangeError::Timeout,
-            _ => ExchangeError::Broken,
-        }
+    let timed_out = || request.timeout.is_some_and(|t| started.elapsed() >= t);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        // An Envoy cluster talks to its endpoint directly, follows no redirect, and hands
+        // every status to the plugin; it adds no headers of its own.
+        .proxy(None)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .http_status_as_error(false)
+        .user_agent(AutoHeaderValue::None)
+        .accept(AutoHeaderValue::None)
+        .accept_encoding(AutoHeaderValue::None)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(request.timeout)
+        .build()
+        .into();
+    let result = call(&agent, address, request).and_then(|mut response| {
+        let body = response.body_mut().with_config().limit(u64::MAX).read_to_vec()?;
+        Ok((response, body))
+    });
+    match result {
+        Ok((response, body)) => HttpCallReply::Response(HttpCallResponse {
+            status: response.status().as_u16(),
+            headers: response_headers(response.headers()),
+            body,
+            trailers: Headers::new(),
+        }),
+        // Envoy's connect timeout is a connection failure, unless the call's own timeout
+        // elapsed meanwhile.
+        Err(ureq::Error::Timeout(ureq::Timeout::Connect)) if !timed_out() => HttpCallReply::ConnectionFailure,
+        Err(ureq::Error::Timeout(_)) => HttpCallReply::Timeout,
+        Err(ureq::Error::Io(e)) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => HttpCallReply::Timeout,
+        Err(_) if timed_out() => HttpCallReply::Timeout,
+        Err(_) => HttpCallReply::ConnectionFailure,
     }
 }
 
-fn exchange(
-    stream: &mut TcpStream,
-    request: &HttpCallRequest,
-    remaining: &dyn Fn() -> Option<Duration>,
-) -> Result<HttpCallResponse, ExchangeError> {
-    let set_timeouts = |stream: &TcpStream| -> Result<(), ExchangeError> {
-        let timeout = remaining();
-        if timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ExchangeError::Timeout);
-        }
-        stream.set_read_timeout(timeout)?;
-        stream.set_write_timeout(timeout)?;
-        Ok(())
-    };
-    set_timeouts(stream)?;
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nhost: {}\r\n",
-        request.method(),
-        request.path(),
-        request.authority()
-    );
+/// Sends the request as Envoy's router would: `:authority` as `host`, the other pseudo
+/// headers and hop-by-hop `connection` dropped, a `content-length` for a body (or for a
+/// method that carries one), one connection per call.
+fn call(agent: &ureq::Agent, address: &str, request: &HttpCallRequest) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let mut builder = ureq::http::Request::builder()
+        .method(request.method())
+        .uri(format!("http://{address}{}", request.path()))
+        .header("host", request.authority());
     let mut has_length = false;
     for (name, value) in request.headers.iter() {
         let lower = name.to_ascii_lowercase();
@@ -295,126 +278,36 @@ fn exchange(
             continue;
         }
         has_length |= lower == "content-length";
-        head.push_str(&format!("{}: {}\r\n", lower, String::from_utf8_lossy(value)));
+        builder = builder.header(lower, value);
     }
-    if !has_length && (!request.body.is_empty() || matches!(request.method(), "POST" | "PUT" | "PATCH")) {
-        head.push_str(&format!("content-length: {}\r\n", request.body.len()));
+    let with_body = !request.body.is_empty() || matches!(request.method(), "POST" | "PUT" | "PATCH");
+    if with_body && !has_length {
+        builder = builder.header("content-length", request.body.len());
     }
-    head.push_str("connection: close\r\n\r\n");
-    let mut wire = head.into_bytes();
-    wire.extend_from_slice(&request.body);
-    stream.write_all(&wire)?;
-    stream.flush()?;
-
-    let mut buffer = Vec::new();
-    let header_end = loop {
-        if let Some(end) = find(&buffer, b"\r\n\r\n") {
-            break end;
-        }
-        set_timeouts(stream)?;
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(ExchangeError::Broken);
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
-    let mut rest = buffer[header_end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(ExchangeError::Broken)?;
-    let mut headers = Headers::new();
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            headers.add(name.trim().to_ascii_lowercase(), value.trim());
-        }
-    }
-    let chunked = headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length: Option<usize> = headers.get("content-length").and_then(|v| v.parse().ok());
-    let no_body = request.method() == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
-    let mut read_more = |rest: &mut Vec<u8>| -> Result<bool, ExchangeError> {
-        set_timeouts(stream)?;
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk)?;
-        rest.extend_from_slice(&chunk[..n]);
-        Ok(n > 0)
-    };
-    let body = if no_body {
-        Vec::new()
-    } else if chunked {
-        headers.remove("transfer-encoding");
-        loop {
-            if let Some(body) = dechunk(&rest)? {
-                break body;
-            }
-            if !read_more(&mut rest)? {
-                return Err(ExchangeError::Broken);
-            }
-        }
-    } else if let Some(length) = length {
-        while rest.len() < length {
-            if !read_more(&mut rest)? {
-                return Err(ExchangeError::Broken);
-            }
-        }
-        rest.truncate(length);
-        rest
+    builder = builder.header("connection", "close");
+    if with_body {
+        agent.run(builder.body(request.body.as_slice())?)
     } else {
-        while read_more(&mut rest)? {}
-        rest
-    };
-    Ok(HttpCallResponse {
-        status,
-        headers,
-        body,
-        trailers: Headers::new(),
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Decodes a complete chunked body; `Ok(None)` when more bytes are needed.
-fn dechunk(data: &[u8]) -> Result<Option<Vec<u8>>, ExchangeError> {
-    let mut body = Vec::new();
-    let mut at = 0;
-    loop {
-        let Some(line_end) = find(&data[at..], b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text = String::from_utf8_lossy(&data[at..at + line_end]).into_owned();
-        let size_text = size_text.split(';').next().unwrap_or_default().trim().to_owned();
-        let size = usize::from_str_radix(&size_text, 16).map_err(|_| ExchangeError::Broken)?;
-        at += line_end + 2;
-        if size == 0 {
-            return Ok(if find(&data[at..], b"\r\n").is_some() { Some(body) } else { None });
-        }
-        if data.len() < at + size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&data[at..at + size]);
-        at += size + 2;
+        agent.run(builder.body(())?)
     }
+}
+
+/// The response headers as the plugin sees them: lower-cased, without the
+/// `transfer-encoding: chunked` the body was framed with (ureq de-chunks it).
+fn response_headers(received: &ureq::http::HeaderMap) -> Headers {
+    let mut headers = Headers::new();
+    for (name, value) in received {
+        if name == ureq::http::header::TRANSFER_ENCODING && value.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            continue;
+        }
+        headers.add(name.as_str(), value.as_bytes());
+    }
+    headers
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_bodies_decode_only_when_complete() {
-        assert!(matches!(dechunk(b"3\r\nabc\r\n0\r\n\r\n"), Ok(Some(ref b)) if b == b"abc"));
-        assert!(matches!(dechunk(b"3\r\nab"), Ok(None)));
-        assert!(matches!(dechunk(b"zz\r\n"), Err(ExchangeError::Broken)));
-    }
 
     #[test]
     fn failures_become_envoys_local_replies() {
