@@ -86,7 +86,7 @@ pub fn decide(engine: &Engine, headers: &[(String, String)], body: &[u8], now: i
         authority: AUTHORITY,
         headers,
     };
-    let rule = engine.route(&request).expect("the bench rule matches");
+    let rule = engine.rule(engine.route(&request).expect("the bench rule matches"));
     let principal = Principal {
         id: PRINCIPAL.1.into(),
         claims: serde_json::Value::Null,
