@@ -2,95 +2,17 @@
 //! turn into panics. The `x-probe` request header names a scenario; the results are logged
 //! as one line, `probe <scenario>: key=value ...`, for the test to check.
 
-#![allow(unsafe_code)]
+#![deny(unsafe_code)]
 
-use std::ptr::{null, null_mut};
+#[allow(unsafe_code)]
+mod raw;
+
 use std::time::Duration;
 
 use log::info;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-
-#[link(wasm_import_module = "env")]
-unsafe extern "C" {
-    fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
-    fn proxy_get_buffer_bytes(kind: u32, start: usize, max: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-    fn proxy_set_buffer_bytes(kind: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
-    fn proxy_get_header_map_value(kind: u32, key: *const u8, key_size: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-    fn proxy_add_header_map_value(kind: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
-    fn proxy_replace_header_map_value(kind: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
-    fn proxy_remove_header_map_value(kind: u32, key: *const u8, key_size: usize) -> u32;
-    fn proxy_get_property(path: *const u8, path_size: usize, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
-    fn proxy_get_shared_data(key: *const u8, key_size: usize, ret: *mut *mut u8, ret_size: *mut usize, cas: *mut u32) -> u32;
-    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
-    fn proxy_resolve_shared_queue(vm: *const u8, vm_size: usize, name: *const u8, name_size: usize, ret: *mut u32) -> u32;
-    fn proxy_dequeue_shared_queue(queue: u32, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-    fn proxy_enqueue_shared_queue(queue: u32, value: *const u8, value_size: usize) -> u32;
-    fn proxy_continue_stream(kind: u32) -> u32;
-    fn proxy_close_stream(kind: u32) -> u32;
-    fn proxy_http_call(
-        upstream: *const u8,
-        upstream_size: usize,
-        headers: *const u8,
-        headers_size: usize,
-        body: *const u8,
-        body_size: usize,
-        trailers: *const u8,
-        trailers_size: usize,
-        timeout: u32,
-        ret: *mut u32,
-    ) -> u32;
-    fn proxy_grpc_call(
-        service: *const u8,
-        service_size: usize,
-        name: *const u8,
-        name_size: usize,
-        method: *const u8,
-        method_size: usize,
-        metadata: *const u8,
-        metadata_size: usize,
-        message: *const u8,
-        message_size: usize,
-        timeout: u32,
-        ret: *mut u32,
-    ) -> u32;
-    fn proxy_grpc_stream(
-        service: *const u8,
-        service_size: usize,
-        name: *const u8,
-        name_size: usize,
-        method: *const u8,
-        method_size: usize,
-        metadata: *const u8,
-        metadata_size: usize,
-        ret: *mut u32,
-    ) -> u32;
-    fn proxy_grpc_send(token: u32, message: *const u8, message_size: usize, end: u32) -> u32;
-    fn proxy_grpc_cancel(token: u32) -> u32;
-    fn proxy_grpc_close(token: u32) -> u32;
-    fn proxy_set_effective_context(id: u32) -> u32;
-    fn proxy_done() -> u32;
-    fn proxy_call_foreign_function(
-        name: *const u8,
-        name_size: usize,
-        args: *const u8,
-        args_size: usize,
-        ret: *mut *mut u8,
-        ret_size: *mut usize,
-    ) -> u32;
-    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret: *mut u32) -> u32;
-    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
-    fn proxy_record_metric(id: u32, value: u64) -> u32;
-    fn proxy_get_metric(id: u32, ret: *mut u64) -> u32;
-    fn proxy_get_status(code: *mut u32, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
-}
-
-#[link(wasm_import_module = "wasi_snapshot_preview1")]
-unsafe extern "C" {
-    fn random_get(buf: *mut u8, len: usize) -> i32;
-}
 
 fn name(status: u32) -> &'static str {
     match status {
@@ -109,15 +31,6 @@ fn name(status: u32) -> &'static str {
     }
 }
 
-/// Takes ownership of memory the host allocated for a returned value.
-fn take(ptr: *mut u8, size: usize) -> Option<Vec<u8>> {
-    if ptr.is_null() {
-        None
-    } else {
-        Some(unsafe { Vec::from_raw_parts(ptr, size, size) })
-    }
-}
-
 fn shown(value: Option<Vec<u8>>) -> String {
     match value {
         None => "null".to_owned(),
@@ -126,41 +39,34 @@ fn shown(value: Option<Vec<u8>>) -> String {
 }
 
 fn get_buffer(kind: u32, start: usize, max: usize) -> (u32, String) {
-    let (mut ptr, mut size) = (null_mut(), 0);
-    let status = unsafe { proxy_get_buffer_bytes(kind, start, max, &mut ptr, &mut size) };
-    (status, shown(take(ptr, size)))
+    let (status, value) = raw::get_buffer_bytes(kind, start, max);
+    (status, shown(value))
 }
 
 fn set_buffer(kind: u32, start: usize, size: usize, data: &[u8]) -> u32 {
-    unsafe { proxy_set_buffer_bytes(kind, start, size, data.as_ptr(), data.len()) }
+    raw::set_buffer_bytes(kind, start, size, data)
 }
 
 fn get_header(kind: u32, key: &str) -> (u32, String) {
-    let (mut ptr, mut size) = (null_mut(), 0);
-    let status = unsafe { proxy_get_header_map_value(kind, key.as_ptr(), key.len(), &mut ptr, &mut size) };
-    (status, shown(take(ptr, size)))
+    let (status, value) = raw::get_header_map_value(kind, key);
+    (status, shown(value))
 }
 
 fn get_property(path: &[&str]) -> (u32, Option<Vec<u8>>) {
-    let path = path.join("\0");
-    let (mut ptr, mut size) = (null_mut(), 0);
-    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut size) };
-    (status, take(ptr, size))
+    raw::get_property(path.join("\0").as_bytes())
 }
 
 fn set_property(path: &[&str], value: &[u8]) -> u32 {
-    let path = path.join("\0");
-    unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) }
+    raw::set_property(path.join("\0").as_bytes(), value)
 }
 
 fn get_shared(key: &str) -> (u32, String, u32) {
-    let (mut ptr, mut size, mut cas) = (null_mut(), 0, 0);
-    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut ptr, &mut size, &mut cas) };
-    (status, shown(take(ptr, size)), cas)
+    let (status, value, cas) = raw::get_shared_data(key);
+    (status, shown(value), cas)
 }
 
 fn set_shared(key: &str, value: &str, cas: u32) -> u32 {
-    unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) }
+    raw::set_shared_data(key, value, cas)
 }
 
 fn pairs(entries: &[(&str, &str)]) -> Vec<u8> {
@@ -179,73 +85,15 @@ fn pairs(entries: &[(&str, &str)]) -> Vec<u8> {
 }
 
 fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> (u32, u32) {
-    let headers = pairs(headers);
-    let trailers = pairs(&[]);
-    let mut token = 0;
-    let status = unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            headers.as_ptr(),
-            headers.len(),
-            b"ping".as_ptr(),
-            4,
-            trailers.as_ptr(),
-            trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    };
-    (status, token)
+    raw::http_call(cluster, &pairs(headers), b"ping", &pairs(&[]), timeout_ms)
 }
 
 fn grpc_call(service: &str) -> u32 {
-    let mut token = 0;
-    unsafe {
-        proxy_grpc_call(
-            service.as_ptr(),
-            service.len(),
-            b"s".as_ptr(),
-            1,
-            b"m".as_ptr(),
-            1,
-            null(),
-            0,
-            null(),
-            0,
-            1000,
-            &mut token,
-        )
-    }
+    raw::grpc_call(service, "s", "m", &[], &[], 1000).0
 }
 
 fn grpc_stream(service: &str) -> u32 {
-    let mut token = 0;
-    unsafe {
-        proxy_grpc_stream(
-            service.as_ptr(),
-            service.len(),
-            b"s".as_ptr(),
-            1,
-            b"m".as_ptr(),
-            1,
-            null(),
-            0,
-            &mut token,
-        )
-    }
-}
-
-fn define(kind: u32, metric: &str) -> (u32, u32) {
-    let mut id = 0;
-    let status = unsafe { proxy_define_metric(kind, metric.as_ptr(), metric.len(), &mut id) };
-    (status, id)
-}
-
-fn get_metric(id: u32) -> (u32, u64) {
-    let mut value = 0;
-    let status = unsafe { proxy_get_metric(id, &mut value) };
-    (status, value)
+    raw::grpc_stream(service, "s", "m", &[]).0
 }
 
 proxy_wasm::main! {{
@@ -314,8 +162,8 @@ impl Probe {
         let mut r: Vec<String> = Vec::new();
         match self.scenario.as_str() {
             "log" => {
-                r.push(format!("bad_level={}", name(unsafe { proxy_log(9, b"x".as_ptr(), 1) })));
-                r.push(format!("info={}", name(unsafe { proxy_log(2, b"probe info line".as_ptr(), 15) })));
+                r.push(format!("bad_level={}", name(raw::log(9, b"x"))));
+                r.push(format!("info={}", name(raw::log(2, b"probe info line"))));
                 r.push(format!("level={:?}", hostcalls::get_log_level().ok()));
             }
             "time" => {
@@ -343,8 +191,7 @@ impl Probe {
             }
             "random" => {
                 let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
-                let sa = unsafe { random_get(a.as_mut_ptr(), 16) };
-                let sb = unsafe { random_get(b.as_mut_ptr(), 16) };
+                let (sa, sb) = (raw::random(&mut a), raw::random(&mut b));
                 r.push(format!("errno={sa}/{sb} differ={}", a != b));
             }
             "panic" => panic!("probe panicked on purpose"),
@@ -369,11 +216,11 @@ impl Probe {
                 r.push(format!("bad_type={}", name(get_header(99, "a").0)));
                 r.push(format!("response_value={}", name(get_header(2, "a").0)));
                 r.push(format!("call_value={}", name(get_header(6, ":status").0)));
-                let add =
-                    |kind: u32, k: &str, v: &str| unsafe { proxy_add_header_map_value(kind, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
-                let replace =
-                    |kind: u32, k: &str, v: &str| unsafe { proxy_replace_header_map_value(kind, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
-                let remove = |kind: u32, k: &str| unsafe { proxy_remove_header_map_value(kind, k.as_ptr(), k.len()) };
+                let (add, replace, remove) = (
+                    raw::add_header_map_value,
+                    raw::replace_header_map_value,
+                    raw::remove_header_map_value,
+                );
                 r.push(format!("add_response={}", name(add(2, "x", "y"))));
                 r.push(format!("replace_response={}", name(replace(2, "x", "y"))));
                 r.push(format!("remove_response={}", name(remove(2, "x"))));
@@ -419,76 +266,57 @@ impl Probe {
                 r.push(format!("final={}", get_shared("probe-key").1));
             }
             "queue" => {
-                let resolve = |n: &str| {
-                    let mut id = 0;
-                    let status = unsafe { proxy_resolve_shared_queue(null(), 0, n.as_ptr(), n.len(), &mut id) };
-                    (status, id)
-                };
+                let resolve = |n: &str| raw::resolve_shared_queue("", n);
                 let (status, id) = resolve("probe-queue");
                 r.push(format!("resolve={}:{}", name(status), id == self.shared.queue));
                 r.push(format!("resolve_missing={}", name(resolve("nope").0)));
-                let dequeue = |q: u32| {
-                    let (mut ptr, mut size) = (null_mut(), 0);
-                    let status = unsafe { proxy_dequeue_shared_queue(q, &mut ptr, &mut size) };
-                    (status, shown(take(ptr, size)))
-                };
+                let dequeue = raw::dequeue_shared_queue;
                 r.push(format!("dequeue_empty={}", name(dequeue(id).0)));
-                r.push(format!(
-                    "enqueue={}",
-                    name(unsafe { proxy_enqueue_shared_queue(id, b"item".as_ptr(), 4) })
-                ));
+                r.push(format!("enqueue={}", name(raw::enqueue_shared_queue(id, b"item"))));
                 r.push(format!("dequeue_missing={}", name(dequeue(9999).0)));
-                r.push(format!(
-                    "enqueue_missing={}",
-                    name(unsafe { proxy_enqueue_shared_queue(9999, b"x".as_ptr(), 1) })
-                ));
+                r.push(format!("enqueue_missing={}", name(raw::enqueue_shared_queue(9999, b"x"))));
             }
             "metrics" => {
-                r.push(format!("bad_type={}", name(define(7, "x").0)));
-                let (_, counter) = define(0, "probe_counter");
-                let (_, gauge) = define(1, "probe_gauge");
-                let (_, histogram) = define(2, "probe_histogram");
-                r.push(format!("inc_counter={}", name(unsafe { proxy_increment_metric(counter, 5) })));
-                r.push(format!("dec_counter={}", name(unsafe { proxy_increment_metric(counter, -1) })));
-                r.push(format!("record_gauge={}", name(unsafe { proxy_record_metric(gauge, 20) })));
-                r.push(format!("dec_gauge={}", name(unsafe { proxy_increment_metric(gauge, -3) })));
-                r.push(format!("inc_histogram={}", name(unsafe { proxy_increment_metric(histogram, 1) })));
-                r.push(format!("record_histogram={}", name(unsafe { proxy_record_metric(histogram, 42) })));
-                let (status, value) = get_metric(counter);
+                r.push(format!("bad_type={}", name(raw::define_metric(7, "x").0)));
+                let (_, counter) = raw::define_metric(0, "probe_counter");
+                let (_, gauge) = raw::define_metric(1, "probe_gauge");
+                let (_, histogram) = raw::define_metric(2, "probe_histogram");
+                r.push(format!("inc_counter={}", name(raw::increment_metric(counter, 5))));
+                r.push(format!("dec_counter={}", name(raw::increment_metric(counter, -1))));
+                r.push(format!("record_gauge={}", name(raw::record_metric(gauge, 20))));
+                r.push(format!("dec_gauge={}", name(raw::increment_metric(gauge, -3))));
+                r.push(format!("inc_histogram={}", name(raw::increment_metric(histogram, 1))));
+                r.push(format!("record_histogram={}", name(raw::record_metric(histogram, 42))));
+                let (status, value) = raw::get_metric(counter);
                 r.push(format!("get_counter={}:{value}", name(status)));
-                let (status, value) = get_metric(gauge);
+                let (status, value) = raw::get_metric(gauge);
                 r.push(format!("get_gauge={}:{value}", name(status)));
-                r.push(format!("get_histogram={}", name(get_metric(histogram).0)));
-                r.push(format!("get_missing={}", name(get_metric(99999).0)));
-                r.push(format!("record_missing={}", name(unsafe { proxy_record_metric(99999, 1) })));
-                r.push(format!("inc_missing={}", name(unsafe { proxy_increment_metric(99999, 1) })));
+                r.push(format!("get_histogram={}", name(raw::get_metric(histogram).0)));
+                r.push(format!("get_missing={}", name(raw::get_metric(99999).0)));
+                r.push(format!("record_missing={}", name(raw::record_metric(99999, 1))));
+                r.push(format!("inc_missing={}", name(raw::increment_metric(99999, 1))));
             }
             "contexts" => {
-                r.push(format!("effective_self={}", name(unsafe { proxy_set_effective_context(self.id) })));
-                r.push(format!("effective_missing={}", name(unsafe { proxy_set_effective_context(9999) })));
-                r.push(format!("done={}", name(unsafe { proxy_done() })));
-                let (mut ptr, mut size) = (null_mut(), 0);
-                r.push(format!(
-                    "foreign={}",
-                    name(unsafe { proxy_call_foreign_function(b"nope".as_ptr(), 4, null(), 0, &mut ptr, &mut size) })
-                ));
-                let mut code = 99;
-                let status = unsafe { proxy_get_status(&mut code, &mut ptr, &mut size) };
+                r.push(format!("effective_self={}", name(raw::set_effective_context(self.id))));
+                r.push(format!("effective_missing={}", name(raw::set_effective_context(9999))));
+                r.push(format!("done={}", name(raw::done())));
+                r.push(format!("foreign={}", name(raw::call_foreign_function("nope", &[]).0)));
+                let (status, code, _message) = raw::get_status();
                 r.push(format!("get_status={}:{code}", name(status)));
             }
             "streams" => {
-                r.push(format!("continue_bad={}", name(unsafe { proxy_continue_stream(99) })));
-                r.push(format!("continue_upstream={}", name(unsafe { proxy_continue_stream(3) })));
-                r.push(format!("continue_downstream={}", name(unsafe { proxy_continue_stream(2) })));
-                r.push(format!("close_bad={}", name(unsafe { proxy_close_stream(99) })));
+                r.push(format!("continue_bad={}", name(raw::continue_stream(99))));
+                r.push(format!("continue_upstream={}", name(raw::continue_stream(3))));
+                r.push(format!("continue_downstream={}", name(raw::continue_stream(2))));
+                r.push(format!("close_bad={}", name(raw::close_stream(99))));
             }
             "grpc" => {
                 r.push(format!("call_unknown={}", name(grpc_call("nope"))));
                 r.push(format!("call_known={}", name(grpc_call("grpc-cluster"))));
                 r.push(format!("stream_unknown={}", name(grpc_stream("nope"))));
-                r.push(format!("send={}", name(unsafe { proxy_grpc_send(1, null(), 0, 1) })));
-                r.push(format!("cancel={}", name(unsafe { proxy_grpc_cancel(1) })));
-                r.push(format!("close={}", name(unsafe { proxy_grpc_close(1) })));
+                r.push(format!("send={}", name(raw::grpc_send(1, &[], true))));
+                r.push(format!("cancel={}", name(raw::grpc_cancel(1))));
+                r.push(format!("close={}", name(raw::grpc_close(1))));
             }
             "http-call" => {
                 let valid = [(":method", "POST"), (":path", "/echo"), (":authority", "echo.local")];
@@ -605,7 +433,7 @@ impl HttpContext for Probe {
     fn on_log(&mut self) {
         let (status, value) = get_header(0, "x-probe");
         let (missing, _) = get_header(0, "not-there");
-        let (add, _) = (unsafe { proxy_add_header_map_value(0, b"k".as_ptr(), 1, b"v".as_ptr(), 1) }, ());
+        let add = raw::add_header_map_value(0, "k", "v");
         let (response_status, code) = get_header(2, ":status");
         info!(
             "probe access-log: request_header={}:{value} missing={} add={} response_status={}:{code}",
