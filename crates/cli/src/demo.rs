@@ -1,7 +1,7 @@
 //! `eventseal demo`: the main job in one command, with no external service.
 
-use crate::Failure;
 use crate::filter::{Filter, Request};
+use eventseal::Failure;
 use serde_json::Value;
 
 /// The demo policy, keyring and event (`examples/demo/`). The key is public: demo only.

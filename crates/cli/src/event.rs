@@ -1,8 +1,8 @@
 //! `eventseal seal|open|verify`: one event file through the embedded filter, exactly as
 //! Envoy would run it, and `eventseal sign`, which signs with core (the filter cannot).
 
-use crate::Failure;
 use crate::filter::{Filter, Request};
+use eventseal::Failure;
 use eventseal_core::{Engine, KeyUse, Keyring, Policy, PrincipalSource, RequestHead};
 use eventseal_harness::{HttpOutcome, PropertyPath, PropertyValue};
 use serde_json::{Map, Value, json};
@@ -22,6 +22,15 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The operation the matched rule must carry.
+    fn of_rule(self) -> eventseal_core::Operation {
+        match self {
+            Self::Seal => eventseal_core::Operation::Seal,
+            Self::Open => eventseal_core::Operation::Open,
+            Self::Verify => eventseal_core::Operation::Verify,
+        }
+    }
+
     fn verb(self) -> &'static str {
         match self {
             Self::Seal => "seals",
@@ -126,13 +135,9 @@ pub fn run(operation: Operation, policy_text: &str, keyring_text: &str, exchange
     let route = format!("{} {}", exchange.method, exchange.path);
     let rule = engine
         .route(&head)
+        .map(|id| engine.rule(id))
         .ok_or_else(|| Failure::new(format!("no rule of the policy matches {route} (set --method, --path, -H)")))?;
-    let does = match operation {
-        Operation::Seal => rule.seal.is_some(),
-        Operation::Open => !rule.open.is_empty(),
-        Operation::Verify => rule.verify,
-    };
-    if !does {
+    if !rule.carries(operation.of_rule()) {
         return Err(Failure::new(format!(
             "rule {:?} (matching {route}) never {} anything",
             rule.name,
@@ -142,15 +147,15 @@ pub fn run(operation: Operation, policy_text: &str, keyring_text: &str, exchange
     let direction = exchange
         .direction
         .unwrap_or(if rule.request { Direction::Request } else { Direction::Response });
-    let applies = match direction {
-        Direction::Request => rule.request,
-        Direction::Response => rule.response,
+    let on = match direction {
+        Direction::Request => eventseal_core::Direction::Request,
+        Direction::Response => eventseal_core::Direction::Response,
     };
-    if !applies {
+    if !rule.applies_to(on) {
         return Err(Failure::new(format!(
             "rule {:?} does not apply to {} bodies (see --direction)",
             rule.name,
-            if direction == Direction::Request { "request" } else { "response" }
+            on.as_str()
         )));
     }
 

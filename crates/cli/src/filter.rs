@@ -1,6 +1,6 @@
 //! Runs events through the embedded filter in the wasmtime harness, as Envoy would.
 
-use crate::Failure;
+use eventseal::Failure;
 use eventseal_harness::{HttpExchange, HttpOutcome, Module, Plugin, PluginConfig, PropertyPath, PropertyValue};
 
 /// The filter module, compiled into this binary at build time.

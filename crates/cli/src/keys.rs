@@ -1,8 +1,8 @@
 //! `eventseal keys`: new random keys and rotation of a keyring file.
 
-use crate::Failure;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use eventseal::Failure;
 use eventseal_core::{KeyStatus, KeyUse, Keyring};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;

@@ -5,9 +5,9 @@ mod demo;
 mod event;
 mod filter;
 mod keys;
-mod rewrap;
 
 use clap::{Parser, Subcommand};
+use eventseal::{Failure, rewrap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -161,32 +161,6 @@ enum AuditCommand {
     },
 }
 
-/// A one-line error for the user; never contains key material.
-#[derive(Debug)]
-pub struct Failure {
-    message: String,
-    /// The message is the filter's problem+json, printed as it is.
-    problem: bool,
-}
-
-impl Failure {
-    /// A failure with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            problem: false,
-        }
-    }
-
-    /// The filter refused: its problem+json body.
-    pub fn problem(body: impl Into<String>) -> Self {
-        Self {
-            message: body.into(),
-            problem: true,
-        }
-    }
-}
-
 fn read_bytes(path: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))
 }
@@ -315,12 +289,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { message, problem: true }) => {
-            eprintln!("{message}");
+        // The filter's problem+json, printed as it is.
+        Err(failure) if failure.is_problem() => {
+            eprintln!("{}", failure.message());
             ExitCode::FAILURE
         }
-        Err(Failure { message, .. }) => {
-            eprintln!("eventseal: {message}");
+        Err(failure) => {
+            eprintln!("eventseal: {}", failure.message());
             ExitCode::FAILURE
         }
     }

@@ -7,10 +7,8 @@
 //! plaintext are never seen here: `rewrap` returns a ciphertext only.
 
 use crate::Failure;
-use eventseal_core::{VAULT_TRANSIT_KID_PREFIX, WrappedKey, with_wrapped_key, wrapped_key_of};
+use eventseal_core::{SecretBytes, TransitRewrap, with_wrapped_key, wrapped_key_of};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -36,6 +34,13 @@ pub fn run(event: &[u8], kms: &str, token: &Zeroizing<String>) -> Result<(Vec<u8
                 "--kms {kms:?}: expected http://host:port (for TLS, point it at a local `bao proxy` or Vault Agent listener)"
             ))
         })?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        // Transit's own answer (its status and `errors`) says more than a generic error.
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let token = SecretBytes::new(token.as_bytes().to_vec());
     let mut envelopes = Vec::new();
     collect(&value, &mut envelopes);
     let mut out = text.to_owned();
@@ -44,11 +49,11 @@ pub fn run(event: &[u8], kms: &str, token: &Zeroizing<String>) -> Result<(Vec<u8
         let Some((kid, wrapped)) = wrapped_key_of(&envelope) else {
             continue;
         };
-        let (mount, key) = kid
-            .strip_prefix(VAULT_TRANSIT_KID_PREFIX)
-            .and_then(|source| source.rsplit_once('/'))
-            .ok_or_else(|| Failure::new(format!("kid {kid:?} is not transit:<mount>/<key>")))?;
-        let rewrapped = rewrap(authority, mount, key, &wrapped, token)?;
+        let transit = TransitRewrap::for_kid(&kid).ok_or_else(|| Failure::new(format!("kid {kid:?} is not transit:<mount>/<key>")))?;
+        let call = transit.call(authority, &wrapped, &token);
+        let (status, reply) = post(&agent, &call).map_err(|e| Failure::new(format!("cannot reach the KMS at {authority}: {e}")))?;
+        let rewrapped =
+            TransitRewrap::outcome(status, &reply).map_err(|e| Failure::new(format!("{e} on {} ({wrapped})", transit.name())))?;
         let new = with_wrapped_key(&envelope, &rewrapped).ok_or_else(|| Failure::new("an envelope changed under us"))?;
         // Envelopes are base64url and dots: their JSON string is the text itself.
         let (old, new) = (format!("\"{envelope}\""), format!("\"{new}\""));
@@ -73,69 +78,13 @@ fn collect(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// `POST /v1/<mount>/rewrap/<key>`: the same data key, wrapped under the latest version.
-fn rewrap(authority: &str, mount: &str, key: &str, wrapped: &WrappedKey, token: &Zeroizing<String>) -> Result<WrappedKey, Failure> {
-    let path = format!("/v1/{mount}/rewrap/{key}");
-    let body = serde_json::json!({ "ciphertext": wrapped.as_str() }).to_string();
-    let (status, reply) =
-        post(authority, &path, token, body.as_bytes()).map_err(|e| Failure::new(format!("cannot reach the KMS at {authority}: {e}")))?;
-    if status != 200 {
-        let errors = serde_json::from_slice::<Value>(&reply)
-            .ok()
-            .and_then(|v| v.get("errors").map(Value::to_string))
-            .unwrap_or_default();
-        return Err(Failure::new(format!(
-            "the KMS answered {status} to rewrap on {mount}/{key} ({wrapped}) {errors}"
-        )));
+/// Sends one call to the KMS: the status and the body.
+fn post(agent: &ureq::Agent, call: &eventseal_core::TransitCall) -> Result<(u16, Vec<u8>), ureq::Error> {
+    let mut request = agent.post(format!("http://{}{}", call.authority, call.path));
+    for (name, value) in call.headers().into_iter().filter(|(name, _)| !name.starts_with(':')) {
+        request = request.header(name, value);
     }
-    serde_json::from_slice::<Value>(&reply)
-        .ok()
-        .and_then(|v| v["data"]["ciphertext"].as_str().map(str::to_owned))
-        .and_then(|c| WrappedKey::parse(&c).ok())
-        .ok_or_else(|| Failure::new(format!("the KMS's rewrap answer on {mount}/{key} has no Transit ciphertext")))
-}
-
-/// One HTTP/1.1 request (`Connection: close`): the status and the body.
-fn post(authority: &str, path: &str, token: &Zeroizing<String>, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(authority)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
-    let head = Zeroizing::new(format!(
-        "POST {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-type: application/json\r\n\
-         x-vault-token: {}\r\ncontent-length: {}\r\n\r\n",
-        token.as_str(),
-        body.len()
-    ));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/1.1 response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let payload = &raw[split + 4..];
-    let chunked = head.lines().any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
-    Ok((
-        status,
-        if chunked {
-            dechunk(payload).ok_or_else(bad)?
-        } else {
-            payload.to_vec()
-        },
-    ))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+    let mut response = request.send(&call.body[..])?;
+    let status = response.status().as_u16();
+    Ok((status, response.body_mut().read_to_vec()?))
 }
