@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::abi::stream;
 use crate::error::Error;
-use crate::http::driver as http;
+use crate::http::driver as http_driver;
 use crate::http::state::Direction;
 use crate::store::{ContextState, Deferred, PendingCall};
-use crate::tcp::driver as tcp;
+use crate::tcp::driver as tcp_driver;
 use crate::tcp::state::TcpSide;
 use crate::upstream::{HttpCallReply, UpstreamKind, send_http};
 use crate::vm::Vm;
@@ -97,14 +97,14 @@ fn apply(vm: &mut Vm, deferred: Deferred) -> Result<(), Error> {
         Deferred::Continue {
             context,
             stream: stream::HTTP_REQUEST,
-        } => http::resume(vm, context, Direction::Request),
+        } => http_driver::resume(vm, context, Direction::Request),
         Deferred::Continue {
             context,
             stream: stream::HTTP_RESPONSE,
-        } => http::resume(vm, context, Direction::Response),
-        Deferred::Continue { context, .. } => tcp::resume(vm, context),
+        } => http_driver::resume(vm, context, Direction::Response),
+        Deferred::Continue { context, .. } => tcp_driver::resume(vm, context),
         Deferred::Close { context, .. } if !exists(vm, context) => Ok(()),
-        Deferred::Close { context, stream } if is_tcp(vm, context) => tcp::close(
+        Deferred::Close { context, stream } if is_tcp(vm, context) => tcp_driver::close(
             vm,
             context,
             if stream == stream::UPSTREAM {
@@ -116,10 +116,10 @@ fn apply(vm: &mut Vm, deferred: Deferred) -> Result<(), Error> {
         Deferred::Close {
             context,
             stream: stream::HTTP_REQUEST | stream::HTTP_RESPONSE,
-        } => http::reset(vm, context),
+        } => http_driver::reset(vm, context),
         Deferred::Close { .. } => Ok(()),
         Deferred::LocalResponse { context, .. } if !exists(vm, context) => Ok(()),
-        Deferred::LocalResponse { context, reply } => http::local_reply(vm, context, reply),
+        Deferred::LocalResponse { context, reply } => http_driver::local_reply(vm, context, reply),
     }
 }
 

@@ -123,7 +123,7 @@ impl Module {
         store.data_mut().allocate = allocate;
         let mut vm = Vm::new(store, instance);
         for init in ["_initialize", "_start"] {
-            if vm.exports(init) {
+            if vm.has_export(init) {
                 vm.call(init, 0, &[])?;
                 break;
             }

@@ -54,7 +54,7 @@ impl Vm {
     }
 
     /// Whether the module exports a function by this name.
-    pub(crate) fn exports(&mut self, name: &str) -> bool {
+    pub(crate) fn has_export(&mut self, name: &str) -> bool {
         self.instance.get_func(&mut self.store, name).is_some()
     }
 

@@ -9,18 +9,18 @@ use crate::http::state::{Direction, Flow, HttpState, LocalReplySpec, StreamEnd, 
 use crate::vm::Vm;
 
 /// The state of HTTP stream `id`.
-pub(crate) fn stream_state(vm: &mut Vm, id: u32) -> Result<&mut HttpState, Error> {
+pub(crate) fn http_state(vm: &mut Vm, id: u32) -> Result<&mut HttpState, Error> {
     vm.host_mut().http_state(id)
 }
 
 /// Where one direction of the stream stands.
 pub(crate) fn state(vm: &mut Vm, id: u32, direction: Direction) -> Result<StreamState, Error> {
-    Ok(stream_state(vm, id)?.state(direction))
+    Ok(http_state(vm, id)?.state(direction))
 }
 
 /// Whether the stream ended early (local reply or reset), or is gone.
 pub(crate) fn ended(vm: &mut Vm, id: u32) -> bool {
-    stream_state(vm, id).map_or(true, |http| http.end.is_some())
+    http_state(vm, id).map_or(true, |http| http.end.is_some())
 }
 
 /// The client (request) or the upstream (response) sends headers: the headers callback
@@ -29,7 +29,7 @@ pub(crate) fn send_headers(vm: &mut Vm, id: u32, direction: Direction, headers: 
     let headers = headers.lowercased();
     let n = count(headers.len());
     {
-        let d = stream_state(vm, id)?.message(direction);
+        let d = http_state(vm, id)?.message(direction);
         if d.headers_received {
             return Err(Error::Usage(format!("{direction:?} headers were already sent")));
         }
@@ -41,7 +41,7 @@ pub(crate) fn send_headers(vm: &mut Vm, id: u32, direction: Direction, headers: 
     let result = vm.call(direction.callbacks().0, id, &[id, n, u32::from(end_of_stream)])?;
     let stop = vm.host().stop_iteration || result.unwrap_or(0) != 0;
     if !ended(vm, id) {
-        let d = stream_state(vm, id)?.message(direction);
+        let d = http_state(vm, id)?.message(direction);
         if stop {
             d.flow = Flow::HeadersStopped;
         } else {
@@ -59,7 +59,7 @@ pub(crate) fn send_headers(vm: &mut Vm, id: u32, direction: Direction, headers: 
 /// A body chunk arrives: held while the headers are stopped, else handed to the body
 /// callback with what was buffered before.
 pub(crate) fn send_body(vm: &mut Vm, id: u32, direction: Direction, chunk: &[u8], end_of_stream: bool) -> Result<(), Error> {
-    let d = stream_state(vm, id)?.message(direction);
+    let d = http_state(vm, id)?.message(direction);
     if !d.headers_received || d.end_received {
         return Err(Error::Usage(format!(
             "{direction:?} body sent before headers or after end of stream"
@@ -88,7 +88,7 @@ pub(crate) fn send_body(vm: &mut Vm, id: u32, direction: Direction, chunk: &[u8]
 /// callback.
 pub(crate) fn send_trailers(vm: &mut Vm, id: u32, direction: Direction, trailers: Headers) -> Result<(), Error> {
     let trailers = trailers.lowercased();
-    let d = stream_state(vm, id)?.message(direction);
+    let d = http_state(vm, id)?.message(direction);
     if !d.headers_received || d.end_received {
         return Err(Error::Usage(format!(
             "{direction:?} trailers sent before headers or after end of stream"
@@ -105,7 +105,7 @@ pub(crate) fn send_trailers(vm: &mut Vm, id: u32, direction: Direction, trailers
 
 fn call_body(vm: &mut Vm, id: u32, direction: Direction, end_of_stream: bool) -> Result<(), Error> {
     let len = {
-        let d = stream_state(vm, id)?.message(direction);
+        let d = http_state(vm, id)?.message(direction);
         d.end_received |= end_of_stream;
         d.body_available = true;
         count(d.body.len())
@@ -115,7 +115,7 @@ fn call_body(vm: &mut Vm, id: u32, direction: Direction, end_of_stream: bool) ->
     if ended(vm, id) {
         return Ok(());
     }
-    let d = stream_state(vm, id)?.message(direction);
+    let d = http_state(vm, id)?.message(direction);
     match code {
         0 => {
             d.forward_body();
@@ -138,7 +138,7 @@ fn call_body(vm: &mut Vm, id: u32, direction: Direction, end_of_stream: bool) ->
 fn call_trailers(vm: &mut Vm, id: u32, direction: Direction, trailers: Headers) -> Result<(), Error> {
     let n = count(trailers.len());
     {
-        let d = stream_state(vm, id)?.message(direction);
+        let d = http_state(vm, id)?.message(direction);
         d.trailers = trailers;
         d.trailers_available = true;
     }
@@ -147,7 +147,7 @@ fn call_trailers(vm: &mut Vm, id: u32, direction: Direction, trailers: Headers) 
     if ended(vm, id) {
         return Ok(());
     }
-    let d = stream_state(vm, id)?.message(direction);
+    let d = http_state(vm, id)?.message(direction);
     if stop {
         d.flow = Flow::TrailersStopped;
     } else {
@@ -164,7 +164,7 @@ pub(crate) fn resume(vm: &mut Vm, id: u32, direction: Direction) -> Result<(), E
     if ended(vm, id) {
         return Ok(());
     }
-    let d = stream_state(vm, id)?.message(direction);
+    let d = http_state(vm, id)?.message(direction);
     match d.flow {
         Flow::HeadersStopped => {
             d.forward_headers();
@@ -178,11 +178,11 @@ pub(crate) fn resume(vm: &mut Vm, id: u32, direction: Direction) -> Result<(), E
                 call_body(vm, id, direction, end && held_trailers.is_none())?;
             }
             if let Some(trailers) = held_trailers {
-                if !ended(vm, id) && matches!(stream_state(vm, id)?.message(direction).flow, Flow::Open | Flow::BodyStopped) {
+                if !ended(vm, id) && matches!(http_state(vm, id)?.message(direction).flow, Flow::Open | Flow::BodyStopped) {
                     call_trailers(vm, id, direction, trailers)?;
                 }
             } else if !seen && end {
-                stream_state(vm, id)?.message(direction).forward_end();
+                http_state(vm, id)?.message(direction).forward_end();
             }
         }
         Flow::BodyStopped => {
@@ -206,7 +206,7 @@ pub(crate) fn resume(vm: &mut Vm, id: u32, direction: Direction) -> Result<(), E
 
 /// `proxy_close_stream(HttpRequest | HttpResponse)`: Envoy resets the stream.
 pub(crate) fn reset(vm: &mut Vm, id: u32) -> Result<(), Error> {
-    let http = stream_state(vm, id)?;
+    let http = http_state(vm, id)?;
     if http.end.is_none() {
         http.end = Some(StreamEnd::Reset("wasm_close_stream".to_owned()));
     }
@@ -215,7 +215,7 @@ pub(crate) fn reset(vm: &mut Vm, id: u32) -> Result<(), Error> {
 
 /// `proxy_send_local_response`, applied after the VM call.
 pub(crate) fn local_reply(vm: &mut Vm, id: u32, spec: LocalReplySpec) -> Result<(), Error> {
-    let http = stream_state(vm, id)?;
+    let http = http_state(vm, id)?;
     if http.end.is_some() || http.replying {
         return Ok(());
     }
@@ -272,14 +272,14 @@ pub(crate) fn local_reply(vm: &mut Vm, id: u32, spec: LocalReplySpec) -> Result<
     }
     vm.call("proxy_on_response_headers", id, &[id, n, u32::from(body_empty)])?;
     if !body_empty {
-        let d = &mut stream_state(vm, id)?.response;
+        let d = &mut http_state(vm, id)?.response;
         d.headers_available = false;
         d.body = spec.body.clone();
         d.body_available = true;
         let len = count(d.body.len());
         vm.call("proxy_on_response_body", id, &[id, len, 1])?;
     }
-    let http = stream_state(vm, id)?;
+    let http = http_state(vm, id)?;
     let d = &mut http.response;
     d.headers_available = false;
     d.body_available = false;
@@ -299,8 +299,8 @@ pub(crate) fn local_reply(vm: &mut Vm, id: u32, spec: LocalReplySpec) -> Result<
 /// The exchange's outcome as the stream ends; from now on the guest reaches no header map
 /// or body of the stream except the log-phase headers.
 pub(crate) fn end(vm: &mut Vm, id: u32) -> Result<HttpOutcome, Error> {
-    let outcome = stream_state(vm, id)?.outcome();
-    let http = stream_state(vm, id)?;
+    let outcome = http_state(vm, id)?.outcome();
+    let http = http_state(vm, id)?;
     for d in [&mut http.request, &mut http.response] {
         d.headers_available = false;
         d.body_available = false;

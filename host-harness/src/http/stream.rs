@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::dispatcher;
 use crate::error::Error;
 use crate::headers::Headers;
-use crate::http::driver as http;
+use crate::http::driver as http_driver;
 use crate::http::message::{HttpOutcome, LocalReply, Message, StreamState};
 use crate::http::state::{Direction, StreamEnd};
 use crate::property::{PropertyPath, PropertyValue};
@@ -41,11 +41,11 @@ impl HttpStream {
     /// runs the event loop; then reports where `direction` stands.
     fn step(&self, direction: Direction, deliver: impl FnOnce(&mut Vm, u32) -> Result<(), Error>) -> Result<StreamState, Error> {
         self.with(|vm| {
-            if !http::ended(vm, self.id) {
+            if !http_driver::ended(vm, self.id) {
                 deliver(vm, self.id)?;
                 dispatcher::settle(vm)?;
             }
-            http::state(vm, self.id, direction)
+            http_driver::state(vm, self.id, direction)
         })
     }
 
@@ -57,7 +57,7 @@ impl HttpStream {
     pub fn set_property(&self, path: impl Into<PropertyPath>, value: impl Into<PropertyValue>) -> Result<(), Error> {
         let (path, value) = (path.into(), value.into());
         self.with(|vm| {
-            http::stream_state(vm, self.id)?.properties.set(path, &value);
+            http_driver::http_state(vm, self.id)?.properties.set(path, &value);
             Ok(())
         })
     }
@@ -70,7 +70,7 @@ impl HttpStream {
     pub fn send_request_headers(&mut self, headers: impl Into<Headers>, end_of_stream: bool) -> Result<StreamState, Error> {
         let headers = headers.into();
         self.step(Direction::Request, |vm, id| {
-            http::send_headers(vm, id, Direction::Request, headers, end_of_stream)
+            http_driver::send_headers(vm, id, Direction::Request, headers, end_of_stream)
         })
     }
 
@@ -81,7 +81,7 @@ impl HttpStream {
     /// A trap in the guest, or a body sent before headers or after the end of stream.
     pub fn send_request_body(&mut self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Result<StreamState, Error> {
         self.step(Direction::Request, |vm, id| {
-            http::send_body(vm, id, Direction::Request, chunk.as_ref(), end_of_stream)
+            http_driver::send_body(vm, id, Direction::Request, chunk.as_ref(), end_of_stream)
         })
     }
 
@@ -93,7 +93,7 @@ impl HttpStream {
     pub fn send_request_trailers(&mut self, trailers: impl Into<Headers>) -> Result<StreamState, Error> {
         let trailers = trailers.into();
         self.step(Direction::Request, |vm, id| {
-            http::send_trailers(vm, id, Direction::Request, trailers)
+            http_driver::send_trailers(vm, id, Direction::Request, trailers)
         })
     }
 
@@ -105,7 +105,7 @@ impl HttpStream {
     pub fn send_response_headers(&mut self, headers: impl Into<Headers>, end_of_stream: bool) -> Result<StreamState, Error> {
         let headers = headers.into();
         self.step(Direction::Response, |vm, id| {
-            http::send_headers(vm, id, Direction::Response, headers, end_of_stream)
+            http_driver::send_headers(vm, id, Direction::Response, headers, end_of_stream)
         })
     }
 
@@ -116,7 +116,7 @@ impl HttpStream {
     /// A trap in the guest, or a body out of order.
     pub fn send_response_body(&mut self, chunk: impl AsRef<[u8]>, end_of_stream: bool) -> Result<StreamState, Error> {
         self.step(Direction::Response, |vm, id| {
-            http::send_body(vm, id, Direction::Response, chunk.as_ref(), end_of_stream)
+            http_driver::send_body(vm, id, Direction::Response, chunk.as_ref(), end_of_stream)
         })
     }
 
@@ -128,26 +128,26 @@ impl HttpStream {
     pub fn send_response_trailers(&mut self, trailers: impl Into<Headers>) -> Result<StreamState, Error> {
         let trailers = trailers.into();
         self.step(Direction::Response, |vm, id| {
-            http::send_trailers(vm, id, Direction::Response, trailers)
+            http_driver::send_trailers(vm, id, Direction::Response, trailers)
         })
     }
 
     /// What the upstream has received so far.
     pub fn upstream_request(&self) -> Message {
-        self.with(|vm| Ok(http::stream_state(vm, self.id)?.request.forwarded.clone()))
+        self.with(|vm| Ok(http_driver::http_state(vm, self.id)?.request.forwarded.clone()))
             .unwrap_or_default()
     }
 
     /// What the client has received so far.
     pub fn client_response(&self) -> Message {
-        self.with(|vm| Ok(http::stream_state(vm, self.id)?.response.forwarded.clone()))
+        self.with(|vm| Ok(http_driver::http_state(vm, self.id)?.response.forwarded.clone()))
             .unwrap_or_default()
     }
 
     /// The local reply, if the stream ended in one.
     pub fn local_reply(&self) -> Option<LocalReply> {
         self.with(|vm| {
-            Ok(match &http::stream_state(vm, self.id)?.end {
+            Ok(match &http_driver::http_state(vm, self.id)?.end {
                 Some(StreamEnd::LocalReply(reply)) => Some(reply.clone()),
                 _ => None,
             })
@@ -158,13 +158,13 @@ impl HttpStream {
 
     /// Where the request side stands now.
     pub fn request_state(&self) -> StreamState {
-        self.with(|vm| Ok(http::stream_state(vm, self.id)?.state(Direction::Request)))
+        self.with(|vm| Ok(http_driver::http_state(vm, self.id)?.state(Direction::Request)))
             .unwrap_or(StreamState::Reset)
     }
 
     /// Where the response side stands now.
     pub fn response_state(&self) -> StreamState {
-        self.with(|vm| Ok(http::stream_state(vm, self.id)?.state(Direction::Response)))
+        self.with(|vm| Ok(http_driver::http_state(vm, self.id)?.state(Direction::Response)))
             .unwrap_or(StreamState::Reset)
     }
 
@@ -195,7 +195,7 @@ impl std::fmt::Debug for HttpStream {
 }
 /// Ends the stream as Envoy does and reports how the exchange went.
 fn finish(vm: &mut Vm, id: u32) -> Result<HttpOutcome, Error> {
-    let outcome = http::end(vm, id)?;
+    let outcome = http_driver::end(vm, id)?;
     dispatcher::finish_context(vm, id)?;
     Ok(outcome)
 }

@@ -6,7 +6,7 @@ use crate::tcp::state::{PeerType, TcpSide, TcpState};
 use crate::vm::Vm;
 
 /// The state of TCP stream `id`.
-pub(crate) fn stream_state(vm: &mut Vm, id: u32) -> Result<&mut TcpState, Error> {
+pub(crate) fn tcp_state(vm: &mut Vm, id: u32) -> Result<&mut TcpState, Error> {
     vm.host_mut().tcp_state(id)
 }
 
@@ -15,7 +15,7 @@ pub(crate) fn stream_state(vm: &mut Vm, id: u32) -> Result<&mut TcpState, Error>
 /// upstream connection closed, as Envoy's `onWrite` does.
 pub(crate) fn send_data(vm: &mut Vm, id: u32, side: TcpSide, chunk: &[u8], end_of_stream: bool) -> Result<(), Error> {
     let len = {
-        let s = stream_state(vm, id)?.side(side);
+        let s = tcp_state(vm, id)?.side(side);
         if s.end_received {
             return Err(Error::Usage(format!("{side:?} data after end of stream")));
         }
@@ -30,7 +30,7 @@ pub(crate) fn send_data(vm: &mut Vm, id: u32, side: TcpSide, chunk: &[u8], end_o
     };
     let result = vm.call(callback, id, &[id, len, u32::from(end_of_stream)])?;
     {
-        let s = stream_state(vm, id)?.side(side);
+        let s = tcp_state(vm, id)?.side(side);
         if result.unwrap_or(0) == 0 {
             s.forward();
         } else {
@@ -45,7 +45,7 @@ pub(crate) fn send_data(vm: &mut Vm, id: u32, side: TcpSide, chunk: &[u8], end_o
 
 /// `proxy_continue_stream(Downstream)`: Envoy continues reading.
 pub(crate) fn resume(vm: &mut Vm, id: u32) -> Result<(), Error> {
-    let s = &mut stream_state(vm, id)?.downstream;
+    let s = &mut tcp_state(vm, id)?.downstream;
     if s.stopped {
         s.forward();
     }
@@ -54,7 +54,7 @@ pub(crate) fn resume(vm: &mut Vm, id: u32) -> Result<(), Error> {
 
 /// `proxy_close_stream(Downstream | Upstream)`.
 pub(crate) fn close(vm: &mut Vm, id: u32, side: TcpSide) -> Result<(), Error> {
-    let tcp = stream_state(vm, id)?;
+    let tcp = tcp_state(vm, id)?;
     tcp.close_requested.get_or_insert(side);
     Ok(())
 }

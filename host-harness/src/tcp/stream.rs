@@ -7,7 +7,7 @@ use crate::dispatcher;
 use crate::error::Error;
 use crate::http::message::StreamState;
 use crate::property::{PropertyPath, PropertyValue};
-use crate::tcp::driver as tcp;
+use crate::tcp::driver as tcp_driver;
 use crate::tcp::state::{PeerType, TcpSide};
 use crate::vm::{Vm, lock};
 
@@ -36,9 +36,9 @@ impl TcpStream {
     /// One step: data from `side`, then the event loop; reports where `side` stands.
     fn send(&self, side: TcpSide, data: &[u8], end_of_stream: bool) -> Result<StreamState, Error> {
         self.with(|vm| {
-            tcp::send_data(vm, self.id, side, data, end_of_stream)?;
+            tcp_driver::send_data(vm, self.id, side, data, end_of_stream)?;
             dispatcher::settle(vm)?;
-            Ok(tcp::stream_state(vm, self.id)?.state(side))
+            Ok(tcp_driver::tcp_state(vm, self.id)?.state(side))
         })
     }
 
@@ -50,7 +50,7 @@ impl TcpStream {
     pub fn set_property(&self, path: impl Into<PropertyPath>, value: impl Into<PropertyValue>) -> Result<(), Error> {
         let (path, value) = (path.into(), value.into());
         self.with(|vm| {
-            tcp::stream_state(vm, self.id)?.properties.set(path, &value);
+            tcp_driver::tcp_state(vm, self.id)?.properties.set(path, &value);
             Ok(())
         })
     }
@@ -75,19 +75,21 @@ impl TcpStream {
 
     /// The bytes that reached the upstream so far.
     pub fn upstream_received(&self) -> Vec<u8> {
-        self.with(|vm| Ok(tcp::stream_state(vm, self.id)?.downstream.forwarded.clone()))
+        self.with(|vm| Ok(tcp_driver::tcp_state(vm, self.id)?.downstream.forwarded.clone()))
             .unwrap_or_default()
     }
 
     /// The bytes that reached the client so far.
     pub fn client_received(&self) -> Vec<u8> {
-        self.with(|vm| Ok(tcp::stream_state(vm, self.id)?.upstream.forwarded.clone()))
+        self.with(|vm| Ok(tcp_driver::tcp_state(vm, self.id)?.upstream.forwarded.clone()))
             .unwrap_or_default()
     }
 
     /// Which connection the plugin asked to close (`proxy_close_stream`), if any.
     pub fn close_requested(&self) -> Option<TcpSide> {
-        self.with(|vm| Ok(tcp::stream_state(vm, self.id)?.close_requested)).ok().flatten()
+        self.with(|vm| Ok(tcp_driver::tcp_state(vm, self.id)?.close_requested))
+            .ok()
+            .flatten()
     }
 
     /// The upstream connection closes (`proxy_on_upstream_connection_close`).
