@@ -131,7 +131,7 @@ pub(crate) type Edit = (Range<usize>, Vec<u8>);
 
 /// What seals fields: the keyring's primary key, or a data key issued by the KMS.
 #[derive(Clone, Copy)]
-pub(crate) enum Sealer<'a> {
+pub(crate) enum SealingKey<'a> {
     /// The keyring's primary `A256GCM` key (`alg` `dir`).
     Keyring(&'a Keyring),
     /// A KMS data key (FORMAT.md §10).
@@ -188,7 +188,7 @@ pub(crate) fn seal_spans(
     event: &Event<'_>,
     fields: &[FieldPath],
     required: bool,
-    sealer: Sealer<'_>,
+    key: SealingKey<'_>,
     context: &Context,
 ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), SealError> {
     let mut outcomes = Vec::new();
@@ -198,9 +198,11 @@ pub(crate) fn seal_spans(
         let plaintext = &event.text().as_bytes()[range.clone()];
         // The envelope is written between its quotes in place: no copy per field.
         let mut quoted = String::from('"');
-        let sealed = match sealer {
-            Sealer::Keyring(keyring) => append_sealed(keyring, &pointer, context, plaintext, &mut quoted),
-            Sealer::DataKey(key) => append_sealed_with(key, &pointer, context, plaintext, &mut quoted).map(|()| key.source().clone()),
+        let sealed = match key {
+            SealingKey::Keyring(keyring) => append_sealed(keyring, &pointer, context, plaintext, &mut quoted),
+            SealingKey::DataKey(data_key) => {
+                append_sealed_with(data_key, &pointer, context, plaintext, &mut quoted).map(|()| data_key.source().clone())
+            }
         };
         let kid = sealed.map_err(|failure| SealError::Field {
             pointer: pointer.clone(),
@@ -296,7 +298,7 @@ pub fn seal_fields(
     limits: &Limits,
 ) -> Result<(Vec<u8>, Vec<FieldOutcome>), SealError> {
     let event = Event::parse(body, limits).map_err(SealError::Document)?;
-    let (edits, outcomes) = seal_spans(&event, fields, required, Sealer::Keyring(keyring), context)?;
+    let (edits, outcomes) = seal_spans(&event, fields, required, SealingKey::Keyring(keyring), context)?;
     Ok((splice(event.text(), &edits), outcomes))
 }
 

@@ -2,7 +2,7 @@
 //! each body. Hosts (the proxy-wasm filter, the component, the CLI) only move bytes.
 
 use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, WrappedKey};
-use crate::document::{Edit, FieldOutcome, OpenError, SealError, Sealer, open_spans, seal_spans, withhold_spans};
+use crate::document::{Edit, FieldOutcome, OpenError, SealError, SealingKey, open_spans, seal_spans, withhold_spans};
 use crate::envelope::{Context, Rejection, wrapped_key_of};
 use crate::event::{Event, splice};
 use crate::json::DocumentError;
@@ -382,12 +382,12 @@ impl Engine {
         context: &Context,
         keys: KmsKeys<'_>,
     ) -> Result<(Vec<Edit>, Vec<FieldOutcome>), Problem> {
-        let sealer = match (&self.policy.vault_transit, keys.seal) {
-            (None, _) => Sealer::Keyring(&self.keyring),
-            (Some(_), Some(key)) => Sealer::DataKey(key),
+        let key = match (&self.policy.vault_transit, keys.seal) {
+            (None, _) => SealingKey::Keyring(&self.keyring),
+            (Some(_), Some(key)) => SealingKey::DataKey(key),
             (Some(transit), None) => return Err(Problem::kms_unavailable(&transit.source(), job.direction, 1)),
         };
-        seal_spans(event, &seal.fields, seal.required, sealer, context).map_err(|e| Problem::seal(&e, job.direction))
+        seal_spans(event, &seal.fields, seal.required, key, context).map_err(|e| Problem::seal(&e, job.direction))
     }
 
     /// Opens one group's fields for a granted reader; for anyone else, leaves them sealed,
