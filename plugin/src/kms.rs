@@ -15,19 +15,26 @@
 //! answers at all is looked at again on every tick, and core counts it as lost after twice
 //! the timeout (503, then backoff).
 
+use crate::host::{self, Metrics};
 use crate::metrics::Counter;
-use crate::root::Metrics;
 use eventseal_core::{Call, CallId, DataKey, DataKeyCache, DataKeyLookup, KmsNeeds, Lease, Outcome, SecretBytes, Unwrap, VaultTransit};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::Context;
-use proxy_wasm::types::{BufferType, MapType};
+use proxy_wasm::types::LogLevel;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A stream paused for the KMS, of any transport: it decides on its body again once the
+/// calls it waited for complete.
+pub trait Paused {
+    /// The calls completed (`failed`: one failed, with this `Retry-After`). Runs under the
+    /// stream's own context, inside the callback of context `running`.
+    fn resume(&mut self, failed: Option<u32>, running: u32);
+}
+
 /// A stream paused for the KMS: its context id, and how to reach its state.
-pub type Waiter = (u32, std::rc::Weak<std::cell::RefCell<crate::filter::Stream>>);
+pub type Waiter = (u32, Weak<RefCell<dyn Paused>>);
 
 /// The KMS key source of one VM.
 pub struct Kms {
@@ -70,11 +77,6 @@ pub enum Prepared {
     /// Refuse with 503 and this `Retry-After`.
     Unavailable(u32),
 }
-
-/// Sends HTTP calls from whichever context is active (the SDK routes the answer to it).
-struct Sender;
-
-impl Context for Sender {}
 
 impl Kms {
     /// The key source `transit`, authenticated with `token`; `seed` spreads retries; the
@@ -173,7 +175,7 @@ impl Kms {
         let headers = request.headers();
         let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
         let timeout = Duration::from_millis(self.transit.limits.timeout_ms);
-        match Sender.dispatch_http_call(&self.transit.cluster, headers, Some(&request.body), Vec::new(), timeout) {
+        match host::dispatch_post(&self.transit.cluster, &headers, &request.body, timeout) {
             Ok(token) => {
                 self.metrics.add(&[Counter::KmsCalls]);
                 self.sent.insert(token, Sent { call, sender });
@@ -181,8 +183,8 @@ impl Kms {
             }
             Err(status) => {
                 self.metrics.add(&[Counter::KmsCalls, Counter::KmsCallFailures]);
-                crate::root::log(
-                    proxy_wasm::types::LogLevel::Warn,
+                host::log(
+                    LogLevel::Warn,
                     &format!("eventseal: cannot call the KMS (cluster {:?}): {status:?}", self.transit.cluster),
                 );
                 Err(self.cache.complete(now_ms, call.id, Outcome::Failed).unwrap_or(1))
@@ -211,27 +213,21 @@ impl Kms {
 
     /// Reads the answer to call `token` (in its response callback) and reports it to the
     /// cache. Returns the streams that waited for it, and `Some(retry_after)` if it failed.
-    pub fn answered(&mut self, now_ms: u64, token: u32, body_size: usize) -> (Vec<Waiter>, Option<u32>) {
+    fn answered(&mut self, now_ms: u64, token: u32, body_size: usize) -> (Vec<Waiter>, Option<u32>) {
         let Some(Sent {
             call: Call { id, need }, ..
         }) = self.sent.remove(&token)
         else {
             return (Vec::new(), None);
         };
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok());
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let status = host::call_status();
+        let body = host::call_body(body_size);
         let outcome = self.transit.outcome(&need, status, &body);
         if matches!(outcome, Outcome::Failed) {
             self.metrics.add(&[Counter::KmsCallFailures]);
             let what = status.map_or_else(|| "no response".to_owned(), |s| format!("status {s}"));
-            crate::root::log(
-                proxy_wasm::types::LogLevel::Warn,
+            host::log(
+                LogLevel::Warn,
                 &format!("eventseal: the KMS (cluster {:?}) answered {what}", self.transit.cluster),
             );
         }
@@ -277,4 +273,27 @@ impl Kms {
         }
         all
     }
+}
+
+/// The answer to KMS call `token` arrived in the callback of context `own`: report it, and
+/// resume every stream that waited for it.
+pub fn answered(kms: &RefCell<Kms>, own: u32, token: u32, body_size: usize) {
+    let (waiters, failed) = kms.borrow_mut().answered(host::now_ms(), token, body_size);
+    wake(waiters, failed, own);
+}
+
+/// Resumes paused streams, each under its own context, then makes `own` (the context whose
+/// callback runs) the effective context again. A stream that is gone is skipped.
+pub fn wake(waiters: Vec<Waiter>, failed: Option<u32>, own: u32) {
+    for (id, stream) in waiters {
+        let Some(stream) = stream.upgrade() else { continue };
+        if !host::set_effective_context(id) {
+            continue;
+        }
+        // Borrowed means it is the stream whose callback runs now: it is not paused.
+        if let Ok(mut stream) = stream.try_borrow_mut() {
+            stream.resume(failed, own);
+        }
+    }
+    host::set_effective_context(own);
 }

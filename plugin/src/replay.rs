@@ -8,8 +8,8 @@
 //! "insert if absent": for a brand-new key the write is unconditional, so the writer reads
 //! the entry back and accepts only if it still holds its own token.
 
+use crate::host;
 use eventseal_core::ReplayCache;
-use proxy_wasm::hostcalls;
 
 /// Key prefix of replay entries in shared data.
 const PREFIX: &str = "eventseal.replay.";
@@ -34,7 +34,7 @@ impl ReplayCache for SharedReplayCache {
     fn insert_if_new(&mut self, id: &str, expires_at: i64, now: i64) -> bool {
         let key = format!("{PREFIX}{id}");
         // A host error is treated as "seen": refusing is the safe side.
-        let Ok((current, cas)) = hostcalls::get_shared_data(&key) else {
+        let Ok((current, cas)) = host::shared_data(&key) else {
             return false;
         };
         if current.as_deref().and_then(expiry_of).is_some_and(|expiry| expiry >= now) {
@@ -42,10 +42,10 @@ impl ReplayCache for SharedReplayCache {
         }
         let value = format!("{expires_at} {:016x}", token());
         // `CasMismatch`: another stream or worker wrote the entry since we read it.
-        if hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas).is_err() {
+        if host::set_shared_data(&key, value.as_bytes(), cas).is_err() {
             return false;
         }
-        match hostcalls::get_shared_data(&key) {
+        match host::shared_data(&key) {
             Ok((Some(stored), _)) => stored == value.as_bytes(),
             _ => false,
         }
