@@ -56,7 +56,14 @@ pub enum Decided {
 
 impl Exchange {
     /// The exchange `rule` matched, on this request line and headers, from `principal`.
-    pub fn new(rule: RuleId, method: String, path: String, authority: String, headers: Vec<(String, String)>, principal: Option<Principal>) -> Self {
+    pub fn new(
+        rule: RuleId,
+        method: String,
+        path: String,
+        authority: String,
+        headers: Vec<(String, String)>,
+        principal: Option<Principal>,
+    ) -> Self {
         let request_id = header(&headers, "x-request-id").map(str::to_owned);
         Self {
             rule,

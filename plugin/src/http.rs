@@ -212,9 +212,7 @@ impl HttpStream {
         };
         let rule = engine.rule(id);
         let principal = principal(&self.vm, &headers);
-        let exchange = self
-            .exchange
-            .insert(Exchange::new(id, method, path, authority, headers, principal));
+        let exchange = self.exchange.insert(Exchange::new(id, method, path, authority, headers, principal));
         if let Err(problem) = engine.admit(rule, exchange.principal.as_ref()) {
             return self.refuse(None, &problem, &Report::default());
         }
