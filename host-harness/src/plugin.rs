@@ -96,6 +96,7 @@ impl Module {
             properties,
             upstreams: config.upstreams,
             log_level: config.log_level,
+            allow_on_headers_stop_iteration: config.allow_on_headers_stop_iteration,
         };
         let shared = config.shared.unwrap_or_default();
         let start_time = config.start_time.unwrap_or_else(SystemTime::now);
@@ -179,6 +180,7 @@ pub struct PluginConfig {
     log_level: LogLevel,
     start_time: Option<SystemTime>,
     shared: Option<SharedState>,
+    allow_on_headers_stop_iteration: bool,
 }
 
 impl Default for PluginConfig {
@@ -195,6 +197,7 @@ impl Default for PluginConfig {
             log_level: LogLevel::Info,
             start_time: None,
             shared: None,
+            allow_on_headers_stop_iteration: false,
         }
     }
 }
@@ -250,6 +253,17 @@ impl PluginConfig {
     /// The VM id (`plugin_vm_id` property; shared data and queues are per VM id).
     pub fn vm_id(mut self, vm_id: impl Into<String>) -> PluginConfig {
         self.vm_id = vm_id.into();
+        self
+    }
+
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration` (Envoy >= 1.35; default
+    /// false). Without it, a headers callback's `Pause` stops all iteration
+    /// (`StopAllIterationAndWatermark`): the body waits until the filter continues the
+    /// stream. With it, `Pause` holds only the headers: body callbacks run while the headers
+    /// are held and still writable, and nothing is forwarded until the filter continues
+    /// (so a local reply means the upstream sees nothing).
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> PluginConfig {
+        self.allow_on_headers_stop_iteration = allow;
         self
     }
 

@@ -29,6 +29,8 @@ pub(crate) struct Setup {
     pub properties: PropertyStore,
     pub upstreams: HashMap<String, Upstream>,
     pub log_level: LogLevel,
+    /// `PluginConfig.allow_on_headers_stop_iteration` (Envoy >= 1.35).
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 /// The host's state of one context, by kind.

@@ -40,9 +40,15 @@ pub(crate) fn send_headers(vm: &mut Vm, id: u32, direction: Direction, headers: 
     }
     let result = vm.call(direction.callbacks().0, id, &[id, n, u32::from(end_of_stream)])?;
     let stop = vm.host().stop_iteration || result.unwrap_or(0) != 0;
+    let hold = vm.host().setup.allow_on_headers_stop_iteration;
     if !ended(vm, id) {
         let d = http_state(vm, id)?.message(direction);
-        if stop {
+        if stop && hold && !end_of_stream {
+            // cpp-host passes `StopIteration` on to Envoy unchanged: the headers wait here,
+            // and the body reaches the filter's body callbacks.
+            d.headers_held = true;
+            d.flow = Flow::Open;
+        } else if stop {
             d.flow = Flow::HeadersStopped;
         } else {
             d.forward_headers();
@@ -193,6 +199,8 @@ pub(crate) fn resume(vm: &mut Vm, id: u32, direction: Direction) -> Result<(), E
                 d.flow = Flow::Open;
             }
         }
+        // Held headers (allow_on_headers_stop_iteration), no body buffered yet.
+        Flow::Open if d.headers_held => d.forward_body(),
         Flow::TrailersStopped => {
             d.forward_body();
             d.forwarded.trailers = Some(d.trailers.clone());

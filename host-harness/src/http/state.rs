@@ -60,6 +60,10 @@ pub(crate) struct MessageState {
     pub(crate) held_body: Vec<u8>,
     pub(crate) held_data_seen: bool,
     pub(crate) held_trailers: Option<Headers>,
+    /// The headers callback paused with `allow_on_headers_stop_iteration`: the headers wait
+    /// (still writable) while body and trailer callbacks run, and go first when the filter
+    /// continues.
+    pub(crate) headers_held: bool,
     pub(crate) forwarded: Message,
 }
 
@@ -78,6 +82,7 @@ impl MessageState {
             held_body: Vec::new(),
             held_data_seen: false,
             held_trailers: None,
+            headers_held: false,
             forwarded: Message::default(),
         }
     }
@@ -87,7 +92,12 @@ impl MessageState {
         self.headers_available = false;
     }
 
+    /// Forwards the headers if they were held, then the body so far.
     pub(crate) fn forward_body(&mut self) {
+        if self.headers_held {
+            self.headers_held = false;
+            self.forward_headers();
+        }
         self.forwarded.body.append(&mut self.body);
         self.body_available = false;
     }
@@ -98,7 +108,7 @@ impl MessageState {
     }
 
     fn stopped(&self) -> bool {
-        matches!(self.flow, Flow::HeadersStopped | Flow::BodyStopped | Flow::TrailersStopped)
+        self.headers_held || matches!(self.flow, Flow::HeadersStopped | Flow::BodyStopped | Flow::TrailersStopped)
     }
 }
 

@@ -2,6 +2,7 @@
 //! (its own plugin) so they run in parallel.
 
 mod filter;
+mod hold;
 mod hostcalls;
 mod lifecycle;
 mod streams;

@@ -4,6 +4,12 @@
 //!
 //! Configuration: `key=value` lines. `refuse` makes `on_configure` fail; `tick_ms=N` sets
 //! the tick period; `auth_cluster=NAME` names the cluster for the `x-auth` check.
+//!
+//! Paths under `/hold` behave like a filter written for Envoy's
+//! `allow_on_headers_stop_iteration`: the headers callbacks pause, the body callbacks pause
+//! until the end of the stream, then the body is rewritten, `content-length` fixed and a
+//! header added, or a body holding `refuse` gets a local reply (403 on the request, 502 on
+//! the response).
 
 use std::time::Duration;
 
@@ -69,6 +75,7 @@ impl RootContext for Root {
             id: context_id,
             settings: self.settings.clone(),
             body_calls: Vec::new(),
+            hold: false,
         }))
     }
 
@@ -81,6 +88,8 @@ struct Filter {
     id: u32,
     settings: Settings,
     body_calls: Vec<String>,
+    /// The request's path is under `/hold`.
+    hold: bool,
 }
 
 impl Filter {
@@ -118,9 +127,13 @@ impl Context for Filter {
 }
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         self.count_request();
         let path = self.get_http_request_header(":path").unwrap_or_default();
+        if path.starts_with("/hold") {
+            self.hold = true;
+            return if end_of_stream { Action::Continue } else { Action::Pause };
+        }
         if path.starts_with("/deny") {
             self.send_http_response(403, vec![("x-denied", "yes")], Some(b"denied by filter"));
             return Action::Pause;
@@ -159,12 +172,28 @@ impl HttpContext for Filter {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, size).unwrap_or_default();
+        if self.hold {
+            if body.windows(6).any(|w| w == b"refuse") {
+                self.send_http_response(403, vec![("x-refused", "yes")], Some(b"refused before the upstream"));
+                return Action::Pause;
+            }
+            // The headers are still held: they can change with the body.
+            let new = [&b"["[..], &body.to_ascii_uppercase(), b"]"].concat();
+            self.set_http_request_body(0, size, &new);
+            self.set_http_request_header("content-length", Some(&new.len().to_string()));
+            self.set_http_request_header("x-signed", Some(&format!("len={}", new.len())));
+            info!("held request body callbacks: {}", self.body_calls.join(" "));
+            return Action::Continue;
+        }
         self.set_http_request_body(0, size, &body.to_ascii_uppercase());
         info!("request body callbacks: {}", self.body_calls.join(" "));
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        if self.hold && !end_of_stream {
+            return Action::Pause;
+        }
         self.set_http_response_header("x-filter-response", Some("on"));
         self.set_http_response_header("server", None);
         Action::Continue
@@ -173,6 +202,16 @@ impl HttpContext for Filter {
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         if !end_of_stream {
             return Action::Pause;
+        }
+        if self.hold {
+            let body = self.get_http_response_body(0, size).unwrap_or_default();
+            if body.windows(6).any(|w| w == b"refuse") {
+                self.send_http_response(502, vec![("x-refused", "yes")], Some(b"refused before the client"));
+                return Action::Pause;
+            }
+            self.set_http_response_header("content-length", Some(&body.len().to_string()));
+            self.set_http_response_header("x-checked", Some("yes"));
+            return Action::Continue;
         }
         self.set_http_response_body(size, 0, b" (filtered)");
         Action::Continue
