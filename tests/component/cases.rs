@@ -3,9 +3,9 @@
 //! A case describes an exchange through the filter; here the same exchange is described
 //! to the component the way a service would: the request (or the upstream's response) is
 //! the event, the case's identity is the principal the service authenticated. Inputs are
-//! made, and outputs judged, by the conformance runner's own JWE and HMAC code
-//! (`tests/conformance/jose.rs`), and the case format is its parser
-//! (`tests/conformance/case.rs`), so every host is held to one reading of the cases.
+//! made, and outputs judged, by the checks' own JWE and HMAC code
+//! (`eventseal_testkit::jose`), and the case format is its parser
+//! (`eventseal_testkit::case`), so every host is held to one reading of the cases.
 //!
 //! How a case maps to component calls:
 //! - each body is decided by the first of `seal`, `open`, `verify`, `sign` that the routed
@@ -26,7 +26,6 @@ use crate::{component, jose};
 use eventseal_harness::Error;
 use eventseal_harness::component::{Exchange, Outcome, Principal, Problem, ProblemKind, Sealer};
 use serde_json::Value;
-use std::path::Path;
 
 /// What the component did with one body.
 #[derive(Debug)]
@@ -277,9 +276,7 @@ fn check_refusal(problem: &Problem, status: u16, problem_type: Option<&str>) -> 
 
 /// Runs `tests/cases/<name>.json` through the component.
 pub fn run(name: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases").join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not a valid case: {e}"));
+    let case = Case::load(name);
     let sets: Vec<&Value> = [Some(&case.keys), case.foreign_keys.as_ref()].into_iter().flatten().collect();
     let created = component()
         .create(&case.config.to_string(), &case.keys.to_string())

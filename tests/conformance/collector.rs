@@ -2,7 +2,7 @@
 //! loopback; with the collector down it keeps serving, keeps the records in the proxy log,
 //! and counts what it could not deliver.
 
-use crate::run::module;
+use crate::module;
 use eventseal_core::{Keyring, verify_audit_log};
 use eventseal_harness::{Headers, HttpOutcome, Plugin, PluginConfig, Upstream};
 use serde_json::{Value, json};

@@ -1,36 +1,41 @@
 //! The conformance cases of `tests/cases/` run through the shipped filter
 //! (`eventseal_proxy_wasm.wasm`, release, wasm32-wasip1) in the wasmtime harness.
 //!
-//! `build.rs` builds the module and generates one test per case file (`case_<name>`);
-//! the module is compiled once and shared, each case gets its own plugin VM, and cases
-//! run in parallel like any other tests.
+//! `build.rs` builds the module and generates one test per case file
+//! (`cases::case_<name>`, with `cases::every_case_file_has_a_test`); the module is
+//! compiled once and shared, each case gets its own plugin VM, and cases run in parallel
+//! like any other tests. The case model, the checks and the runner are
+//! `eventseal_testkit`'s, shared by every host's runner.
 
-mod case;
-mod check;
 mod collector;
-mod jose;
-mod run;
 
-include!(concat!(env!("OUT_DIR"), "/cases.rs"));
+use eventseal_harness::Module;
+use eventseal_testkit::{case, jose};
+use std::sync::OnceLock;
 
-/// Every case file has a test: the generated list is the folder's content right now.
-#[test]
-fn every_case_file_has_a_test() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .expect("tests/cases is readable")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".json").map(str::to_owned))
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, CASE_NAMES, "tests/cases changed since the tests were generated: rebuild");
-    assert!(CASE_NAMES.len() >= 30, "only {} cases", CASE_NAMES.len());
+/// The shipped filter, compiled once for every test.
+pub fn module() -> &'static Module {
+    static MODULE: OnceLock<Module> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let path = env!("EVENTSEAL_PROXY_WASM");
+        Module::from_file(path).unwrap_or_else(|e| panic!("cannot load {path}: {e}"))
+    })
+}
+
+/// One test per case file, each run through the shipped filter in the harness.
+mod cases {
+    fn run(name: &str) {
+        eventseal_testkit::harness::case(crate::module(), name);
+    }
+
+    include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
 
 mod secrets {
     //! Nothing secret or plaintext reaches the proxy log, whatever the filter does with it.
 
     use crate::jose;
-    use crate::run::module;
+    use crate::module;
     use eventseal_harness::{Headers, PluginConfig, Upstream};
     use serde_json::{Value, json};
 
@@ -144,7 +149,7 @@ mod workers {
 
     use crate::case::now;
     use crate::jose;
-    use crate::run::module;
+    use crate::module;
     use eventseal_harness::{Headers, HttpOutcome, PluginConfig, SharedState, StreamState};
     use serde_json::json;
 
@@ -232,7 +237,7 @@ mod audit {
     //! Every decision of the filter leaves a record in the proxy log that `eventseal audit
     //! verify` (core's `verify_audit_log`) accepts as one unbroken, keyed chain.
 
-    use crate::run::module;
+    use crate::module;
     use eventseal_core::{Keyring, verify_audit_log};
     use eventseal_harness::{Headers, PluginConfig};
     use serde_json::{Value, json};

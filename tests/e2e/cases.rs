@@ -10,13 +10,13 @@
 //! gets its own Envoy, which must refuse to start.
 
 use crate::case::Case;
+use crate::case::{Prepared, prepare_request, prepare_response};
 use crate::check::{self, Observed};
 use crate::client;
 use crate::envoy::{self, Envoy, Listener, ListenerTls};
 use crate::jose;
 use crate::jwt::JwtIssuer;
 use crate::pki::TestCa;
-use crate::run::{self, Prepared};
 use crate::upstream::{Answer, Received, Upstream};
 use eventseal_harness::{Error, Headers, HttpOutcome, LocalReply, Message, PluginConfig};
 use serde_json::{Value, json};
@@ -234,12 +234,15 @@ fn through_harness(name: &str, case: &Case, request: &Prepared, response: &Prepa
     let config = PluginConfig::new()
         .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
         .env("EVENTSEAL_KEYS", case.keys.to_string());
-    let plugin = run::module()
+    let plugin = crate::module()
         .plugin(config)
         .unwrap_or_else(|e| panic!("{name}: the filter did not start in the harness: {e}"));
     let mut last = None;
     for i in 1..=case.repeat.unwrap_or(1).max(1) {
-        last = Some(run::exchange(&plugin, case, request, response).unwrap_or_else(|e| panic!("{name}: harness send {i}: {e}")));
+        last = Some(
+            eventseal_testkit::harness::exchange(&plugin, case, request, response)
+                .unwrap_or_else(|e| panic!("{name}: harness send {i}: {e}")),
+        );
     }
     let metrics = case
         .expect
@@ -290,8 +293,8 @@ pub fn prometheus_name(metric: &str) -> String {
 pub fn run_case(bench: &Bench, name: &str, case: &Case) -> Result<(), String> {
     let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);
     let sets = [&case.keys, &foreign];
-    let request = run::prepare_request(case, &sets);
-    let response = run::prepare_response(case.upstream_response.as_ref(), &sets);
+    let request = prepare_request(case, &sets);
+    let response = prepare_response(case.upstream_response.as_ref(), &sets);
     let (harness, harness_metrics) = through_harness(name, case, &request, &response);
 
     let identity = case.identity.as_ref();
@@ -389,7 +392,7 @@ fn run_refused(name: &str, case: &Case, ca: &TestCa, jwt: &JwtIssuer, upstream: 
     let config = PluginConfig::new()
         .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
         .env("EVENTSEAL_KEYS", case.keys.to_string());
-    let harness_refused = matches!(run::module().plugin(config), Err(Error::ConfigurationRefused { .. }));
+    let harness_refused = matches!(crate::module().plugin(config), Err(Error::ConfigurationRefused { .. }));
     let bootstrap = envoy::bootstrap(&[listener(name, case, ca, jwt)], &[(UPSTREAM.to_owned(), upstream.addr)]);
     let refused = match Envoy::start(&bootstrap) {
         Ok(envoy) => {

@@ -90,8 +90,8 @@ fn claims_of_every_type_decide_grants_as_in_the_harness() {
 
 /// Sends `case`'s request to Envoy with a token carrying `claims`; the body upstream got.
 fn upstream_body(bench: &Bench, name: &str, case: &Case, claims: &Value) -> Value {
-    use crate::{client, run, upstream::Answer};
-    let request = run::prepare_request(case, &[&case.keys, &Value::Null]);
+    use crate::{case::prepare_request, client, upstream::Answer};
+    let request = prepare_request(case, &[&case.keys, &Value::Null]);
     let mut headers = request.headers.clone();
     let token = bench.jwt.token(claims.as_object().expect("claims are an object"));
     headers.push(("authorization".to_owned(), format!("Bearer {token}")));

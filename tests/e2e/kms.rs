@@ -12,7 +12,7 @@
 use crate::client::{self, Request};
 use crate::envoy::{self, Envoy, Listener};
 use crate::upstream::{Answer, Upstream};
-use eventseal_kms_tests::{OpenBao, ROOT_TOKEN, decrypt_field, openbao_decrypt, orders_policy, wrapped_of};
+use eventseal_testkit::openbao::{OpenBao, ROOT_TOKEN, decrypt_field, openbao_decrypt, orders_policy, wrapped_of};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -276,7 +276,8 @@ fn in_envoy_a_kms_call_whose_client_went_away_is_sent_again_for_the_others() {
     let (bao, _relay, envoy, upstream) = behind_slow_relay(Duration::from_millis(600));
     let listener = envoy.listener("kms");
     // The first client sends its event, so its stream sends the datakey call, and goes
-    // away while the call is out: Envoy resets the stream and cancels the call.
+    // away while the call is out: Envoy resets the stream and cancels the call. Written by
+    // hand on purpose: a client that sends a request and vanishes without reading it.
     let body = event(1).to_string();
     let mut gone = TcpStream::connect(listener).expect("connect to Envoy");
     let head = format!(

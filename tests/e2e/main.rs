@@ -16,7 +16,6 @@
 
 mod cases;
 mod claims;
-mod client;
 mod envoy;
 mod examples;
 mod jwt;
@@ -26,17 +25,19 @@ mod pki;
 mod refusal;
 mod upstream;
 
-// The conformance runner's case format, its judge, its own JWE and HMAC code and its
-// harness driver, shared so that Envoy and the harness are held to one reading of the cases.
-#[path = "../conformance/case.rs"]
-#[allow(dead_code)]
-mod case;
-#[path = "../conformance/check.rs"]
-#[allow(dead_code)]
-mod check;
-#[path = "../conformance/jose.rs"]
-#[allow(dead_code)]
-mod jose;
-#[path = "../conformance/run.rs"]
-#[allow(dead_code)]
-mod run;
+// The conformance case format, its judge, the checks' own JWE and HMAC code, the harness
+// driver and the HTTP client, shared so that Envoy and the harness are held to one reading
+// of the cases.
+use eventseal_testkit::{case, check, http as client, jose};
+
+use eventseal_harness::Module;
+use std::sync::OnceLock;
+
+/// The shipped filter, compiled once for every test that runs it in the harness too.
+pub fn module() -> &'static Module {
+    static MODULE: OnceLock<Module> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let path = env!("EVENTSEAL_PROXY_WASM");
+        Module::from_file(path).unwrap_or_else(|e| panic!("cannot load {path}: {e}"))
+    })
+}

@@ -12,7 +12,6 @@ use crate::client;
 use crate::envoy::{self, Envoy};
 use crate::jwt::JwtIssuer;
 use crate::pki::TestCa;
-use crate::run;
 use crate::upstream::{Answer, Upstream};
 use serde_json::Value;
 use std::time::Duration;
@@ -29,7 +28,7 @@ fn prometheus_shows_the_filter_counters_after_traffic() {
     let bootstrap = envoy::bootstrap(&[listener("metrics", &case, &ca, &jwt)], &[("upstream".to_owned(), upstream.addr)]);
     let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy did not start ({}):\n{}", r.status, r.log));
     let sets = [&case.keys, &Value::Null];
-    let request = run::prepare_request(&case, &sets);
+    let request = crate::case::prepare_request(&case, &sets);
     upstream.reset(Answer {
         headers: vec![(":status".to_owned(), "202".to_owned())],
         body: None,

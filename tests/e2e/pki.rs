@@ -1,11 +1,9 @@
 //! The test's own CA (rcgen): Envoy's server certificate and client certificates whose URI
 //! SAN is a case's SPIFFE id. Everything is made fresh per run and lives in memory.
 
+pub use eventseal_testkit::http::ClientIdentity;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 /// A CA that signs Envoy's certificate and the clients'.
 pub struct TestCa {
@@ -16,16 +14,6 @@ pub struct TestCa {
     pub server_cert_pem: String,
     /// Its key (PEM).
     pub server_key_pem: String,
-}
-
-/// A client that presents a certificate: a rustls configuration trusting the test CA.
-pub struct ClientIdentity {
-    /// The rustls client configuration with the certificate.
-    pub config: Arc<rustls::ClientConfig>,
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl TestCa {
@@ -73,19 +61,6 @@ impl TestCa {
             .push(SanType::URI(spiffe.try_into().expect("a SPIFFE id is IA5")));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).expect("the client certificate");
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("the CA is PEM"))
-            .expect("the CA is a valid root");
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("the key is PEM"),
-            )
-            .expect("a client certificate configuration");
-        ClientIdentity { config: Arc::new(config) }
+        ClientIdentity::new(cert.pem(), key.serialize_pem(), self.cert_pem.clone())
     }
 }

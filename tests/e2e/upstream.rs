@@ -2,8 +2,7 @@
 //! it receives (headers, body bytes, whether the body ended) and answers with the response
 //! it is told to give.
 
-use crate::client::Wire;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -208,7 +207,7 @@ fn respond(writer: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
     writer.write_all(head.as_bytes())?;
     writer.flush()?;
     if let Some(body) = &answer.body {
-        let parts = crate::run::chunks(body, answer.chunks);
+        let parts = crate::case::chunks(body, answer.chunks);
         let many = parts.len() > 1;
         for part in parts {
             writer.write_all(part)?;
@@ -219,4 +218,118 @@ fn respond(writer: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A buffered reader over a connection from Envoy: request lines, headers, and bodies as
+/// framed (content-length, chunked, or until the close). Hand-written because this is the
+/// server side, which must see how the request arrived; the tests' client is
+/// `eventseal_testkit::http`.
+pub struct Wire<S> {
+    stream: S,
+    buffer: Vec<u8>,
+    at: usize,
+}
+
+impl<S: Read> Wire<S> {
+    /// Wraps `stream`.
+    pub fn new(stream: S) -> Self {
+        Wire {
+            stream,
+            buffer: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Reads more bytes into the buffer; `false` at the end of the stream or on an error.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next line without its CRLF.
+    pub fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer[self.at..].windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buffer[self.at..self.at + end]).into_owned();
+                self.at += end + 2;
+                return Some(line);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// Exactly `n` bytes, or what arrived before the end (and `false`).
+    pub fn bytes(&mut self, n: usize, into: &mut Vec<u8>) -> bool {
+        while self.buffer.len() - self.at < n {
+            if !self.fill() {
+                into.extend_from_slice(&self.buffer[self.at..]);
+                self.at = self.buffer.len();
+                return false;
+            }
+        }
+        into.extend_from_slice(&self.buffer[self.at..self.at + n]);
+        self.at += n;
+        true
+    }
+
+    /// Everything until the end of the stream.
+    pub fn rest(&mut self, into: &mut Vec<u8>) {
+        while self.fill() {}
+        into.extend_from_slice(&self.buffer[self.at..]);
+        self.at = self.buffer.len();
+    }
+
+    /// Headers up to the empty line, names in lower case; `None` if the stream ended first.
+    pub fn headers(&mut self) -> Option<Vec<(String, String)>> {
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line()?;
+            if line.is_empty() {
+                return Some(headers);
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+    }
+
+    /// A body framed by `headers` (content-length, chunked, or until the end); whether it
+    /// ended as framed.
+    pub fn body(&mut self, headers: &[(String, String)], into: &mut Vec<u8>, until_close: bool) -> bool {
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let Some(size) = self.line() else { return false };
+                let size = size.split(';').next().unwrap_or_default().trim();
+                let Ok(size) = usize::from_str_radix(size, 16) else { return false };
+                if size == 0 {
+                    // Trailers, then the empty line.
+                    while let Some(line) = self.line() {
+                        if line.is_empty() {
+                            return true;
+                        }
+                    }
+                    return false;
+                }
+                if !self.bytes(size, into) || self.line().is_none() {
+                    return false;
+                }
+            }
+        }
+        if let Some(length) = header("content-length") {
+            return length.parse().is_ok_and(|n| self.bytes(n, into));
+        }
+        if until_close {
+            self.rest(into);
+        }
+        true
+    }
 }

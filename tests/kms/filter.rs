@@ -11,7 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventseal_harness::{
     HttpCallRequest, HttpCallResponse, HttpExchange, HttpOutcome, Module, Plugin, PluginConfig, StreamState, Upstream,
 };
-use eventseal_kms_tests::{OpenBao, decrypt_field, http, openbao_decrypt, orders_policy as policy, wrapped_of};
+use eventseal_testkit::http::call as http;
+use eventseal_testkit::openbao::{OpenBao, ROOT_TOKEN, decrypt_field, openbao_decrypt, orders_policy as policy, wrapped_of};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -31,7 +32,7 @@ fn plugin_with(policy: &Value, kms: Upstream) -> Plugin {
         .plugin(
             PluginConfig::new()
                 .configuration(policy.to_string())
-                .env("BAO_TOKEN", eventseal_kms_tests::ROOT_TOKEN)
+                .env("BAO_TOKEN", ROOT_TOKEN)
                 .upstream("openbao", kms),
         )
         .unwrap_or_else(|e| panic!("the filter refused its configuration: {e}"))
@@ -123,8 +124,8 @@ fn the_filter_seals_with_an_openbao_data_key_and_opens_after_unwrapping() {
     // The call carried the token from the VM's environment, to the configured cluster.
     let call = &sealer.http_calls()[0];
     assert_eq!((call.upstream.as_str(), call.path()), ("openbao", DATAKEY));
-    assert_eq!(call.header("x-vault-token"), Some(eventseal_kms_tests::ROOT_TOKEN));
-    assert!(!sealer.logs().iter().any(|l| l.message.contains(eventseal_kms_tests::ROOT_TOKEN)));
+    assert_eq!(call.header("x-vault-token"), Some(ROOT_TOKEN));
+    assert!(!sealer.logs().iter().any(|l| l.message.contains(ROOT_TOKEN)));
 
     // Another VM (no cached key) opens it for an allowed reader: one decrypt call.
     let opener = plugin(&bao, &json!({}));

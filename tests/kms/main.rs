@@ -1,9 +1,11 @@
 //! Envelope encryption against a real OpenBao (Vault Transit) server, at the level of core:
 //! the test plays the host, sending the calls core's [`DataKeyCache`] asks for, and checks
 //! the results independently, by calling OpenBao's `decrypt` itself and by decrypting the
-//! field with its own AES-GCM.
+//! field with its own AES-GCM. `filter` does the same through the shipped filter in the
+//! harness, `rewrap` through the CLI's `eventseal rewrap`.
 
 mod filter;
+mod rewrap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -11,7 +13,8 @@ use eventseal_core::{
     Context, DataKey, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, Rejection, SecretBytes, VaultTransit, WrappedKey, open_value_with,
     seal_value_with,
 };
-use eventseal_kms_tests::{OpenBao, decrypt_field, http, openbao_decrypt, wrapped_of};
+use eventseal_testkit::http::call as http;
+use eventseal_testkit::openbao::{OpenBao, decrypt_field, openbao_decrypt, wrapped_of};
 use serde_json::{Value, json};
 
 fn transit(bao: &OpenBao) -> VaultTransit {

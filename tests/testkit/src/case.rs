@@ -231,11 +231,19 @@ pub struct SealedInput {
 
 impl Case {
     /// Reads `tests/cases/<name>.json`.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be read or is not a valid case.
     pub fn load(name: &str) -> Case {
-        Case::load_from(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases"), name)
+        Case::load_from(&crate::generate::cases_dir(), name)
     }
 
-    /// Reads `<dir>/<name>.json` (for runners in other crates).
+    /// Reads `<dir>/<name>.json`.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be read or is not a valid case.
     pub fn load_from(dir: &std::path::Path, name: &str) -> Case {
         let path = dir.join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -306,4 +314,97 @@ pub fn header_pairs(headers: &Map<String, Value>) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A message ready to send: headers and body chunks.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Headers, pseudo-headers first (`:method`, `:path`, `:authority`, `:scheme`, or
+    /// `:status`), then the case's, the signature's, and `content-length` for a body.
+    pub headers: Vec<(String, String)>,
+    /// The body, if the message has one.
+    pub body: Option<Vec<u8>>,
+    /// In how many chunks the body goes out.
+    pub chunks: usize,
+}
+
+/// The request of `case` as a client sends it: `$sealed` inputs sealed, signed as
+/// `sign_request` says, with `content-length`.
+pub fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
+    let Request {
+        method,
+        path,
+        authority,
+        headers,
+        body,
+        body_chunks,
+    } = &case.request;
+    let mut pairs = vec![
+        (":method".to_owned(), method.clone()),
+        (":path".to_owned(), path.clone()),
+        (":authority".to_owned(), authority.clone()),
+        (":scheme".to_owned(), "https".to_owned()),
+    ];
+    pairs.extend(header_pairs(headers));
+    let mut body = body.as_ref().map(|b| body_bytes(b, sets));
+    if let Some(sign) = &case.sign_request {
+        let secret = jose::key_bytes(sets, &sign.kid);
+        let timestamp = now() + sign.timestamp_offset_seconds;
+        let signed = body.clone().unwrap_or_default();
+        let signature = match sign.tamper.as_deref() {
+            Some("malformed") => "v1,this is not base64!".to_owned(),
+            _ => jose::webhook_signature(&secret, &sign.id, timestamp, &signed),
+        };
+        if sign.tamper.as_deref() == Some("body") {
+            body.get_or_insert_with(Vec::new).push(b'\n');
+        }
+        pairs.push(("webhook-id".to_owned(), sign.id.clone()));
+        pairs.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+        pairs.push(("webhook-signature".to_owned(), signature));
+    }
+    if let Some(body) = &body {
+        pairs.push(("content-length".to_owned(), body.len().to_string()));
+    }
+    Prepared {
+        headers: pairs,
+        body,
+        chunks: body_chunks.unwrap_or(1).max(1),
+    }
+}
+
+/// The upstream's answer of a case (default: `200` without a body), with `content-length`.
+pub fn prepare_response(response: Option<&Response>, sets: &[&Value]) -> Prepared {
+    let Some(Response {
+        status,
+        headers,
+        body,
+        body_chunks,
+    }) = response
+    else {
+        return Prepared {
+            headers: vec![(":status".to_owned(), "200".to_owned())],
+            body: None,
+            chunks: 1,
+        };
+    };
+    let mut pairs = vec![(":status".to_owned(), status.to_string())];
+    pairs.extend(header_pairs(headers));
+    let body = body.as_ref().map(|b| body_bytes(b, sets));
+    if let Some(body) = &body {
+        pairs.push(("content-length".to_owned(), body.len().to_string()));
+    }
+    Prepared {
+        headers: pairs,
+        body,
+        chunks: body_chunks.unwrap_or(1).max(1),
+    }
+}
+
+/// Splits `body` into `n` chunks of nearly equal size (at least one byte each).
+pub fn chunks(body: &[u8], n: usize) -> Vec<&[u8]> {
+    if body.is_empty() {
+        return vec![body];
+    }
+    let size = body.len().div_ceil(n.min(body.len()));
+    body.chunks(size).collect()
 }

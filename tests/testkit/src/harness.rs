@@ -1,108 +1,12 @@
-//! Runs one case through the filter in the harness, the way Envoy would drive it.
+//! Runs one case through a filter module in the harness, the way Envoy would drive it.
 
-use crate::case::{Case, Request, Response, body_bytes, header_pairs, now};
+use crate::case::{Case, Prepared, chunks, prepare_request, prepare_response};
 use crate::check::{self, Observed};
-use crate::jose;
 use eventseal_harness::{Error, Headers, HttpStream, Module, Plugin, PluginConfig, PropertyValue, StreamState};
 use serde_json::Value;
-use std::sync::OnceLock;
-
-/// The shipped filter, compiled once for every case.
-pub fn module() -> &'static Module {
-    static MODULE: OnceLock<Module> = OnceLock::new();
-    MODULE.get_or_init(|| {
-        let path = env!("EVENTSEAL_PROXY_WASM");
-        Module::from_file(path).unwrap_or_else(|e| panic!("cannot load {path}: {e}"))
-    })
-}
 
 /// Where `jwt_authn` stores verified payloads.
 const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
-
-/// A message ready to send: headers and body chunks.
-pub struct Prepared {
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
-    pub chunks: usize,
-}
-
-pub fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
-    let Request {
-        method,
-        path,
-        authority,
-        headers,
-        body,
-        body_chunks,
-    } = &case.request;
-    let mut pairs = vec![
-        (":method".to_owned(), method.clone()),
-        (":path".to_owned(), path.clone()),
-        (":authority".to_owned(), authority.clone()),
-        (":scheme".to_owned(), "https".to_owned()),
-    ];
-    pairs.extend(header_pairs(headers));
-    let mut body = body.as_ref().map(|b| body_bytes(b, sets));
-    if let Some(sign) = &case.sign_request {
-        let secret = jose::key_bytes(sets, &sign.kid);
-        let timestamp = now() + sign.timestamp_offset_seconds;
-        let signed = body.clone().unwrap_or_default();
-        let signature = match sign.tamper.as_deref() {
-            Some("malformed") => "v1,this is not base64!".to_owned(),
-            _ => jose::webhook_signature(&secret, &sign.id, timestamp, &signed),
-        };
-        if sign.tamper.as_deref() == Some("body") {
-            body.get_or_insert_with(Vec::new).push(b'\n');
-        }
-        pairs.push(("webhook-id".to_owned(), sign.id.clone()));
-        pairs.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
-        pairs.push(("webhook-signature".to_owned(), signature));
-    }
-    if let Some(body) = &body {
-        pairs.push(("content-length".to_owned(), body.len().to_string()));
-    }
-    Prepared {
-        headers: pairs,
-        body,
-        chunks: body_chunks.unwrap_or(1).max(1),
-    }
-}
-
-pub fn prepare_response(response: Option<&Response>, sets: &[&Value]) -> Prepared {
-    let Some(Response {
-        status,
-        headers,
-        body,
-        body_chunks,
-    }) = response
-    else {
-        return Prepared {
-            headers: vec![(":status".to_owned(), "200".to_owned())],
-            body: None,
-            chunks: 1,
-        };
-    };
-    let mut pairs = vec![(":status".to_owned(), status.to_string())];
-    pairs.extend(header_pairs(headers));
-    let body = body.as_ref().map(|b| body_bytes(b, sets));
-    if let Some(body) = &body {
-        pairs.push(("content-length".to_owned(), body.len().to_string()));
-    }
-    Prepared {
-        headers: pairs,
-        body,
-        chunks: body_chunks.unwrap_or(1).max(1),
-    }
-}
-
-/// Splits `body` into `n` chunks of nearly equal size (at least one byte each).
-pub fn chunks(body: &[u8], n: usize) -> Vec<&[u8]> {
-    if body.is_empty() {
-        return vec![body];
-    }
-    let size = body.len().div_ceil(n.min(body.len()));
-    body.chunks(size).collect()
-}
 
 fn ended(state: StreamState) -> bool {
     matches!(state, StreamState::LocalReply | StreamState::Reset)
@@ -150,6 +54,10 @@ fn property_value(value: &Value) -> PropertyValue {
 }
 
 /// One exchange on a new stream of `plugin`.
+///
+/// # Errors
+///
+/// When the harness fails (a trap, a host error), not when the filter refuses.
 pub fn exchange(plugin: &Plugin, case: &Case, request: &Prepared, response: &Prepared) -> Result<Observed, Error> {
     let mut stream = plugin.http_stream()?;
     if let Some(identity) = &case.identity {
@@ -187,15 +95,20 @@ pub fn exchange(plugin: &Plugin, case: &Case, request: &Prepared, response: &Pre
     })
 }
 
-/// Runs the case `name` and panics with expected and actual on any difference.
-pub fn case(name: &str) {
+/// Runs the case `name` through `module` (the shipped filter) and panics with expected
+/// and actual on any difference.
+///
+/// # Panics
+///
+/// That is how a case fails.
+pub fn case(module: &Module, name: &str) {
     let case = Case::load(name);
     let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);
     let sets = [&case.keys, &foreign];
     let config = PluginConfig::new()
         .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
         .env("EVENTSEAL_KEYS", case.keys.to_string());
-    let plugin = match module().plugin(config) {
+    let plugin = match module.plugin(config) {
         Err(Error::ConfigurationRefused { logs }) => {
             let messages: Vec<String> = logs.into_iter().map(|l| l.message).collect();
             check::config_refused(name, &case, &messages);

@@ -1,13 +1,13 @@
-//! `eventseal rewrap` against a real OpenBao: after a Transit rotation, an event's KMS
-//! envelopes move to the new key version, unwrap to the same data key, and nothing else in
-//! the event changes.
+//! `eventseal rewrap` (the CLI's library, `eventseal::rewrap::run`) against a real
+//! OpenBao: after a Transit rotation, an event's KMS envelopes move to the new key version,
+//! unwrap to the same data key, and nothing else in the event changes.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use eventseal_core::{Context, DataKey, KeyId, SecretBytes, WrappedKey, seal_value_with};
-use eventseal_kms_tests::OpenBao;
+use eventseal_testkit::openbao::{OpenBao, wrapped_of};
 use serde_json::json;
-use std::process::Command;
+use zeroize::Zeroizing;
 
 fn datakey(bao: &OpenBao) -> (Vec<u8>, DataKey) {
     let (status, reply) = bao.post("/v1/transit/datakey/plaintext/orders", &json!({"bits": 256}));
@@ -17,10 +17,6 @@ fn datakey(bao: &OpenBao) -> (Vec<u8>, DataKey) {
     let source = KeyId::vault_transit("transit", "orders").unwrap();
     let key = DataKey::new(source, &SecretBytes::new(plaintext.clone()), wrapped).unwrap();
     (plaintext, key)
-}
-
-fn wrapped_of(envelope: &str) -> String {
-    String::from_utf8(URL_SAFE_NO_PAD.decode(envelope.split('.').nth(1).unwrap()).unwrap()).unwrap()
 }
 
 #[test]
@@ -36,19 +32,11 @@ fn rewrap_moves_envelopes_to_the_latest_version_without_changing_anything_else()
         "{{\n  \"type\": \"order.created\",\n  \"data\": {{\"card\": \"{card}\", \"items\": [{{\"email\": \"{email}\"}}], \"note\": \"a.b.c\"}}\n}}\n"
     );
     bao.rotate("transit", "orders");
-    let dir = std::env::temp_dir().join(format!("eventseal-cli-rewrap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("event.json");
-    std::fs::write(&path, &event).unwrap();
     let kms = format!("http://{}", bao.addr());
-    let out = Command::new(env!("CARGO_BIN_EXE_eventseal"))
-        .args(["rewrap", "--kms", &kms, "--token-env", "TEST_BAO_TOKEN", path.to_str().unwrap()])
-        .env("TEST_BAO_TOKEN", bao.token())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "rewrapped 2 envelope(s)");
-    let rewrapped = String::from_utf8(out.stdout).unwrap();
+    let (rewrapped, count) = eventseal::rewrap::run(event.as_bytes(), &kms, &Zeroizing::new(bao.token().to_owned()))
+        .unwrap_or_else(|e| panic!("rewrap failed: {}", e.message()));
+    assert_eq!(count, 2);
+    let rewrapped = String::from_utf8(rewrapped).unwrap();
     let value: serde_json::Value = serde_json::from_str(&rewrapped).unwrap();
     for (old, new) in [
         (&card, value["data"]["card"].as_str().unwrap()),
@@ -69,25 +57,10 @@ fn rewrap_moves_envelopes_to_the_latest_version_without_changing_anything_else()
     assert_eq!(back, event, "nothing else changed");
     assert!(!rewrapped.contains("4111"));
 
-    // A dead KMS: a clear error, the token not in it, and the file untouched with --in-place.
+    // A dead KMS: a clear error, without the token in it.
     bao.kill();
-    let out = Command::new(env!("CARGO_BIN_EXE_eventseal"))
-        .args([
-            "rewrap",
-            "--in-place",
-            "--kms",
-            &kms,
-            "--token-env",
-            "TEST_BAO_TOKEN",
-            path.to_str().unwrap(),
-        ])
-        .env("TEST_BAO_TOKEN", "s.secret-token")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("cannot reach the KMS"), "{err}");
-    assert!(!err.contains("s.secret-token"));
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), event);
-    let _ = std::fs::remove_dir_all(&dir);
+    let failure =
+        eventseal::rewrap::run(event.as_bytes(), &kms, &Zeroizing::new("s.secret-token".to_owned())).expect_err("a dead KMS cannot rewrap");
+    assert!(failure.message().contains("cannot reach the KMS"), "{}", failure.message());
+    assert!(!failure.message().contains("s.secret-token"));
 }

@@ -1,8 +1,7 @@
 //! Judging what came out of the filter against a case's expectations.
 
-use crate::case::{Case, LocalReplyExpect, MessageExpect, SealedExpect, now};
+use crate::case::{Case, LocalReplyExpect, MessageExpect, Prepared, SealedExpect, now};
 use crate::jose;
-use crate::run::Prepared;
 use eventseal_core::{Context, Keyring, open_value};
 use eventseal_harness::{HttpOutcome, LocalReply, Message};
 use serde_json::{Map, Value};

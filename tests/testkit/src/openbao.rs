@@ -6,7 +6,7 @@
 //! test never skips.
 //!
 //! ```no_run
-//! let mut bao = eventseal_kms_tests::OpenBao::start();
+//! let mut bao = eventseal_testkit::openbao::OpenBao::start();
 //! bao.create_transit_key("transit", "orders");
 //! let (status, reply) = bao.post("/v1/transit/datakey/plaintext/orders", &serde_json::json!({"bits": 256}));
 //! assert_eq!(status, 200, "{reply}");
@@ -17,8 +17,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -170,14 +169,18 @@ impl OpenBao {
     /// One request; `Err` when the server cannot be reached.
     ///
     /// # Errors
-    /// The I/O error, when the connection fails.
+    /// When the server cannot be reached or its answer is cut short.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
         let body = body.map(Value::to_string).unwrap_or_default();
-        let (status, bytes) = http(
+        let (status, bytes) = crate::http::call(
             self.addr,
             method,
             path,
-            &[("x-vault-token", ROOT_TOKEN), ("content-type", "application/json")],
+            &[
+                ("x-vault-token", ROOT_TOKEN),
+                ("content-type", "application/json"),
+                ("connection", "close"),
+            ],
             body.as_bytes(),
         )?;
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
@@ -217,58 +220,6 @@ impl Drop for OpenBao {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`): status and body.
-///
-/// # Errors
-/// The I/O error when connecting, writing or reading fails, or the response is not HTTP.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    stream.write_all(body)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP/1.1 response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or_else(bad)?;
-    let payload = &raw[split + 4..];
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    Ok((
-        status,
-        if chunked {
-            dechunk(payload).ok_or_else(bad)?
-        } else {
-            payload.to_vec()
-        },
-    ))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
     }
 }
 

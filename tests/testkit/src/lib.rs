@@ -1,0 +1,30 @@
+//! Test support for eventseal's integration tests, in one place that every test crate
+//! depends on normally (no `#[path]` sharing):
+//!
+//! - [`case`]: the conformance case format of `tests/cases/` (`tests/cases/README.md`) and
+//!   what a runner sends for a case;
+//! - [`jose`]: the checks' own JWE (`dir`, `A256GCM`) and Standard Webhooks code, written
+//!   from the specifications and independent of eventseal-core;
+//! - [`check`]: judging what came out of any host against a case;
+//! - [`harness`]: running a case through a filter module in the wasmtime harness, the way
+//!   Envoy would drive it;
+//! - [`openbao`]: a real OpenBao (Vault Transit) server for a test;
+//! - [`http`]: the tests' HTTP/1.1 client (plain or mTLS), over `ureq`;
+//! - [`generate`]: one test per case file, from a build script (std only: with
+//!   `default-features = false` this is all there is).
+#![forbid(unsafe_code)]
+
+pub mod generate;
+
+#[cfg(feature = "support")]
+pub mod case;
+#[cfg(feature = "support")]
+pub mod check;
+#[cfg(feature = "support")]
+pub mod harness;
+#[cfg(feature = "support")]
+pub mod http;
+#[cfg(feature = "support")]
+pub mod jose;
+#[cfg(feature = "support")]
+pub mod openbao;
