@@ -14,8 +14,8 @@
 use crate::exchange::{Decided, Exchange, header, principal};
 use crate::host;
 use crate::kms::{self, Paused};
-use crate::vm::Vm;
-use eventseal_core::{Decision, Direction, DocumentError, PROBLEM_CONTENT_TYPE, Problem, ProblemKind, Report, RequestHead};
+use crate::vm::{Held, HeldStream, Vm};
+use eventseal_core::{Decision, Direction, DocumentError, EnvoyHeaders, PROBLEM_CONTENT_TYPE, Problem, ProblemKind, Report, RequestHead};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
@@ -60,6 +60,11 @@ pub struct HttpStream {
 }
 
 impl HttpStream {
+    /// `envoy.headers: hold`: the headers of a body the rule decides on wait for the decision.
+    fn holds(&self) -> bool {
+        self.vm.engine.policy().envoy_headers == EnvoyHeaders::Hold
+    }
+
     /// Answers the client with the problem (already recorded) and stops the stream here.
     /// From a response body (response headers already forwarded) Envoy cannot replace the
     /// response and resets the stream instead: the refused body is never passed on either way.
@@ -120,6 +125,10 @@ impl HttpStream {
                 exchange.forwarded(&self.vm, direction, &report);
                 if let Some(new_body) = new_body {
                     host::set_body(direction, body_size, &new_body);
+                    if headers_writable {
+                        // Held headers (or none sent yet): frame the new body exactly.
+                        host::set_header(direction, "content-length", Some(&new_body.len().to_string()));
+                    }
                 }
                 for (name, value) in &set_headers {
                     host::set_header(direction, name, Some(value));
@@ -133,12 +142,24 @@ impl HttpStream {
     /// The headers of `direction` (kept in its side) when the rule decides on its body:
     /// start buffering the body, or decide at once when there is none.
     fn on_headers(&mut self, direction: Direction, end_of_stream: bool) -> Action {
+        let holds = self.holds();
         let Some(exchange) = self.exchange.as_mut() else {
             return Action::Continue;
         };
         let rewrites = exchange.rule(&self.vm).rewrites_body();
         if end_of_stream {
+            // Never held: with no body there is nothing to wait for.
             return self.finish(direction, &[], 0, true, self.id);
+        }
+        if holds {
+            exchange.side_mut(direction).pending = true;
+            if self.vm.hold.borrow().missing() {
+                self.fail_unheld();
+                return Action::Pause;
+            }
+            let me: HeldStream = self.me.clone();
+            self.vm.hold.borrow_mut().watch(self.id, host::now_ms(), me);
+            return Action::Pause;
         }
         // proxy-wasm ABI 0.2.1 forwards headers before any body callback (a paused headers
         // callback would hold the body back from the filter too), so this is the last
@@ -163,6 +184,10 @@ impl HttpStream {
         side.body_size = body_size;
         if !side.pending {
             return Action::Continue;
+        }
+        if self.holds() {
+            // A body callback while the headers wait: Envoy has allow_on_headers_stop_iteration.
+            self.vm.hold.borrow_mut().confirm();
         }
         if body_size > limit {
             let problem = Problem::document(&DocumentError::TooLarge { limit }, direction);
@@ -192,7 +217,8 @@ impl HttpStream {
         side.pending = false;
         let body_size = side.body_size;
         let body = host::body(direction, body_size);
-        self.finish(direction, &body, body_size, false, self.id)
+        let holds = self.holds();
+        self.finish(direction, &body, body_size, holds, self.id)
     }
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
@@ -258,7 +284,8 @@ impl Paused for HttpStream {
             }
             _ => {
                 let body = host::body(direction, body_size);
-                self.finish(direction, &body, body_size, false, running)
+                let holds = self.holds();
+                self.finish(direction, &body, body_size, holds, running)
             }
         };
         if matches!(action, Action::Continue) {
@@ -266,6 +293,20 @@ impl Paused for HttpStream {
         }
     }
 }
+
+impl Held for HttpStream {
+    fn fail_unheld(&mut self) {
+        if self.replied {
+            return;
+        }
+        // Like a VM whose configuration was refused: closed, with the log line naming the fix.
+        self.replied = true;
+        host::send_local_reply(503, &[("content-type", "text/plain")], NOT_HELD);
+    }
+}
+
+/// The answer to a held stream when Envoy does not pass bodies while headers wait.
+const NOT_HELD: &[u8] = b"eventseal: filter not configured: envoy.headers is hold but Envoy lacks allow_on_headers_stop_iteration\n";
 
 impl Context for HttpFilter {
     fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
@@ -282,6 +323,7 @@ impl Context for HttpFilter {
         // Envoy cancels the KMS calls this stream sent when it deletes the context; the
         // streams waiting for them still need them.
         let stream = self.stream.borrow();
+        stream.vm.hold.borrow_mut().forget(stream.id);
         if let Some(kms) = stream.vm.kms.as_deref() {
             kms.borrow_mut().sender_gone(stream.id);
         }

@@ -7,7 +7,7 @@ use crate::http::{HttpFilter, Unconfigured};
 use crate::kms::{self, Kms};
 use crate::outbox::{Batch, Outbox};
 use crate::vm::{Vm, account};
-use eventseal_core::{ConfigError, Engine, KeySource, Policy};
+use eventseal_core::{ConfigError, Engine, EnvoyHeaders, KeySource, Policy};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::rc::Rc;
@@ -18,6 +18,9 @@ const MAX_TICK_MS: u64 = 100;
 
 /// Longest time between two sends of refresh-ahead KMS calls and looks at paused streams.
 const MAX_KMS_TICK_MS: u64 = 1_000;
+
+/// How often held streams are looked at until Envoy shows it passes their bodies.
+const HOLD_TICK_MS: u64 = 250;
 
 /// The root context of one VM.
 #[derive(Default)]
@@ -62,17 +65,22 @@ impl Root {
 
 /// Refuses, at load time, rules that this host cannot carry out.
 ///
-/// Signing sets `webhook-*` headers computed over the body. In proxy-wasm ABI 0.2.1 Envoy
-/// forwards request and response headers before the filter sees any body: a headers
-/// callback that pauses also holds the body back from the filter (proxy-wasm-cpp-host turns
-/// `StopIteration` into `StopAllIterationAndWatermark`), and header maps are read-only once
-/// forwarded. Refusing here keeps the failure out of the request path.
+/// Signing sets `webhook-*` headers computed over the body. With `envoy.headers: forward`
+/// Envoy forwards request and response headers before the filter sees any body: a headers
+/// callback that pauses also holds the body back from the filter (without
+/// `allow_on_headers_stop_iteration`, proxy-wasm-cpp-host turns `StopIteration` into
+/// `StopAllIterationAndWatermark`), and header maps are read-only once forwarded. Only
+/// `envoy.headers: hold` can sign. Refusing here keeps the failure out of the request path.
 fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
+    if policy.envoy_headers == EnvoyHeaders::Hold {
+        return Ok(());
+    }
     match policy.rules.iter().position(|rule| rule.sign) {
         Some(i) => Err(ConfigError::Invalid {
             at: format!("/rules/{i}/sign"),
-            expected: "false: the Envoy filter cannot add signature headers after reading the body \
-                       (proxy-wasm ABI 0.2.1 forwards headers first); sign with the component or the CLI"
+            expected: "false: with \"envoy\": {\"headers\": \"forward\"} the Envoy filter cannot add signature \
+                       headers after reading the body (the headers went first); use \"headers\": \"hold\" \
+                       (Envoy >= 1.35 with allow_on_headers_stop_iteration), or sign with the component or the CLI"
                 .to_owned(),
         }),
         None => Ok(()),
@@ -232,6 +240,19 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_tick(&mut self) {
+        if let Some(vm) = &self.vm {
+            // Held streams that never got a body: Envoy lacks the knob (vm.rs, HoldCheck).
+            let overdue = vm.hold.borrow_mut().overdue(now_ms());
+            for (id, stream) in overdue {
+                if let Some(stream) = stream.upgrade()
+                    && host::set_effective_context(id)
+                    && let Ok(mut stream) = stream.try_borrow_mut()
+                {
+                    stream.fail_unheld();
+                }
+            }
+            host::set_effective_context(self.id);
+        }
         if let Some(kms) = self.vm.as_ref().and_then(|vm| vm.kms.clone()) {
             // Queued calls go from here, so they outlive the stream that asked (module docs
             // of kms.rs); and paused streams are looked at again, in case a call was lost.
@@ -252,6 +273,7 @@ impl RootContext for Root {
                 let periods = [
                     engine.policy().audit.as_ref().map(|audit| audit.flush_interval_ms.min(MAX_TICK_MS)),
                     kms.as_ref().map(|k| k.transit().limits.timeout_ms.clamp(1, MAX_KMS_TICK_MS)),
+                    (engine.policy().envoy_headers == EnvoyHeaders::Hold).then_some(HOLD_TICK_MS),
                 ];
                 if let Some(period) = periods.into_iter().flatten().min() {
                     host::set_tick_period(Duration::from_millis(period));

@@ -8,7 +8,8 @@ use crate::outbox::{Effect, Outbox};
 use eventseal_core::{AuditChain, AuditFacts, Engine};
 use proxy_wasm::types::LogLevel;
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
 
 /// What every stream of one VM shares.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct Vm {
     /// The KMS key source (`keys.vault_transit`), if configured: its data-key cache, calls in
     /// flight and the streams waiting for them.
     pub kms: Option<Rc<RefCell<Kms>>>,
+    /// With `envoy.headers: hold`, whether Envoy passes bodies while the headers wait.
+    pub hold: Rc<RefCell<HoldCheck>>,
 }
 
 impl Vm {
@@ -36,6 +39,7 @@ impl Vm {
                 outbox,
             })),
             kms: kms.map(|kms| Rc::new(RefCell::new(kms))),
+            hold: Rc::default(),
         }
     }
 
@@ -90,4 +94,98 @@ fn instance_id() -> String {
     // Without randomness the id is still unique enough to read; the chain stays verifiable.
     let _ = getrandom::fill(&mut bytes);
     format!("eventseal-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A stream whose headers the filter holds (`envoy.headers: hold`), watched until Envoy
+/// shows it passes bodies while headers wait.
+pub trait Held {
+    /// Envoy does not: answer the client (the stream is stopped at its headers).
+    fn fail_unheld(&mut self);
+}
+
+/// How to reach a held stream's state from the root context.
+pub type HeldStream = Weak<RefCell<dyn Held>>;
+
+/// Streams watched at once; more wait unwatched (the first one overdue decides for all).
+const MAX_WATCHED: usize = 64;
+
+/// How long a held stream may wait for its first body callback, until one stream of this
+/// VM has shown that Envoy passes bodies while headers wait.
+pub const HOLD_WAIT_MS: u64 = 1_000;
+
+/// Hold mode needs Envoy's `allow_on_headers_stop_iteration`. No host call tells the filter
+/// whether it is set: without it, a paused headers callback also stops every body callback
+/// (`StopAllIterationAndWatermark`) and the stream would wait for ever. So the first held
+/// streams are watched: a body callback confirms the knob for good; a stream that waits
+/// [`HOLD_WAIT_MS`] first shows it missing, and from then on every held stream fails at
+/// once, closed, with a log line that names the fix.
+#[derive(Default)]
+pub struct HoldCheck {
+    confirmed: bool,
+    missing: bool,
+    watched: VecDeque<(u32, u64, HeldStream)>,
+}
+
+impl std::fmt::Debug for HoldCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldCheck")
+            .field("confirmed", &self.confirmed)
+            .field("missing", &self.missing)
+            .field("watched", &self.watched.len())
+            .finish()
+    }
+}
+
+impl HoldCheck {
+    /// Envoy was shown not to pass bodies while headers wait.
+    pub fn missing(&self) -> bool {
+        self.missing
+    }
+
+    /// Stream `id` holds its headers since `now_ms`.
+    pub fn watch(&mut self, id: u32, now_ms: u64, stream: HeldStream) {
+        if !self.confirmed && self.watched.len() < MAX_WATCHED {
+            self.watched.push_back((id, now_ms, stream));
+        }
+    }
+
+    /// A body callback ran while headers were held: Envoy has the knob.
+    pub fn confirm(&mut self) {
+        self.confirmed = true;
+        self.watched.clear();
+    }
+
+    /// Stream `id` ended.
+    pub fn forget(&mut self, id: u32) {
+        self.watched.retain(|(watched, _, _)| *watched != id);
+    }
+
+    /// The watched streams that waited too long: Envoy lacks the knob (logged once).
+    pub fn overdue(&mut self, now_ms: u64) -> Vec<(u32, HeldStream)> {
+        if self.confirmed {
+            return Vec::new();
+        }
+        let (late, waiting): (Vec<_>, Vec<_>) = self
+            .watched
+            .drain(..)
+            .partition(|(_, since, _)| now_ms.saturating_sub(*since) >= HOLD_WAIT_MS);
+        self.watched = waiting.into();
+        if late.is_empty() {
+            return Vec::new();
+        }
+        if !self.missing {
+            self.missing = true;
+            log(
+                LogLevel::Error,
+                "eventseal: the policy says \"envoy\": {\"headers\": \"hold\"} but Envoy does not pass the body \
+                 to the filter while the headers wait: set allow_on_headers_stop_iteration: true in the wasm \
+                 filter's PluginConfig (Envoy >= 1.35), or use \"headers\": \"forward\"; held streams are refused",
+            );
+        }
+        // Every held stream now fails: none would ever get its body.
+        late.into_iter()
+            .chain(std::mem::take(&mut self.watched))
+            .map(|(id, _, stream)| (id, stream))
+            .collect()
+    }
 }

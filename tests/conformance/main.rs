@@ -8,6 +8,7 @@
 //! `eventseal_testkit`'s, shared by every host's runner.
 
 mod collector;
+mod hold;
 
 use eventseal_harness::Module;
 use eventseal_testkit::{case, jose};

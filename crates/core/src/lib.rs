@@ -23,8 +23,8 @@ mod webhook;
 pub use engine::{BodyJob, Decision, Engine, KmsKeys, KmsNeeds, MemoryReplayCache, Principal, ReplayCache, Report, RequestHead, RuleId};
 // The policy model and its errors (docs/CONFIG.md).
 pub use policy::{
-    AuditDelivery, ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, Operation, PathMatch, Policy,
-    PrincipalSource, Rule,
+    AuditDelivery, ConfigError, ContextSource, Denied, EnvoyHeaders, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, Operation,
+    PathMatch, Policy, PrincipalSource, Rule,
 };
 // Refusals: one problem type and status per error (RFC 9457).
 pub use problem::{Direction, PROBLEM_CONTENT_TYPE, Problem, ProblemKind};

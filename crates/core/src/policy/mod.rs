@@ -72,6 +72,27 @@ pub struct Policy {
     pub tolerance_secs: u64,
     /// Where the filter ships its audit records, batched, besides the proxy log.
     pub audit: Option<AuditDelivery>,
+    /// How the Envoy filter treats the headers of a body it decides on (`envoy.headers`).
+    pub envoy_headers: EnvoyHeaders,
+}
+
+/// How the Envoy filter treats the headers of a message whose body it decides on
+/// (`envoy.headers`, docs/CONFIG.md). Hosts other than Envoy see the whole message at once
+/// and ignore it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvoyHeaders {
+    /// `"forward"`: the headers go on before the body is read (proxy-wasm ABI 0.2.1 as
+    /// Envoy before 1.35 and Istio's `WasmPlugin` run it): `content-length` is removed, a
+    /// refused request body reaches the upstream as headers then a reset, a refused
+    /// response body resets the stream, and signing is refused at load.
+    #[default]
+    Forward,
+    /// `"hold"`: the headers wait until the body is decided (Envoy >= 1.35 with
+    /// `allow_on_headers_stop_iteration: true` in the filter's `PluginConfig`):
+    /// `content-length` is set to the new length, signature headers are added, and every
+    /// refusal is a problem+json local reply before anything was forwarded.
+    Hold,
 }
 
 /// Batched delivery of audit records to an HTTP collector (the Envoy filter's `audit`).

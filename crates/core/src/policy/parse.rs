@@ -3,8 +3,8 @@
 //! turn a rule off. Every error names the exact JSON location.
 
 use super::{
-    AuditDelivery, ConfigError, ContextSource, Denied, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch, Policy,
-    PrincipalSource, Rule, invalid,
+    AuditDelivery, ConfigError, ContextSource, Denied, EnvoyHeaders, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch,
+    Policy, PrincipalSource, Rule, invalid,
 };
 use crate::json::Limits;
 use crate::keyring::KeyId;
@@ -94,7 +94,7 @@ impl Policy {
     /// # Errors
     /// [`ConfigError`] naming the JSON location of the first problem.
     pub fn from_value(doc: &Value) -> Result<Self, ConfigError> {
-        let root = Node { value: doc, at: "" }.object(&["keys", "principal", "limits", "signatures", "audit", "rules"])?;
+        let root = Node { value: doc, at: "" }.object(&["keys", "principal", "limits", "signatures", "audit", "envoy", "rules"])?;
         let mut policy = Policy {
             rules: Vec::new(),
             limits: Limits::default(),
@@ -103,6 +103,7 @@ impl Policy {
             vault_transit: None,
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
             audit: None,
+            envoy_headers: EnvoyHeaders::Forward,
         };
         member(root, "", "keys", |n| {
             (policy.keys, policy.vault_transit) = parse_key_source(n)?;
@@ -133,6 +134,17 @@ impl Policy {
         member(root, "", "audit", |n| {
             policy.audit = Some(parse_audit(n)?);
             Ok(())
+        })?;
+        member(root, "", "envoy", |n| {
+            let map = n.object(&["headers"])?;
+            member(map, n.at, "headers", |n| {
+                policy.envoy_headers = match n.string()? {
+                    "forward" => EnvoyHeaders::Forward,
+                    "hold" => EnvoyHeaders::Hold,
+                    _ => return Err(invalid(n.at, "\"forward\" or \"hold\"")),
+                };
+                Ok(())
+            })
         })?;
         let rules = root.get("rules").ok_or_else(|| invalid("/rules", "an array of rules"))?;
         each(
@@ -653,6 +665,24 @@ mod tests {
             Err(ConfigError::Invalid { at, .. }) => at,
             other => panic!("expected a located error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn envoy_headers_are_forward_by_default_hold_on_request_and_strict() {
+        let base = |envoy: Option<serde_json::Value>| {
+            let mut doc = serde_json::json!({"rules": [{"name": "r", "match": {"path": "/"}, "verify": true}]});
+            if let Some(envoy) = envoy {
+                doc["envoy"] = envoy;
+            }
+            Policy::from_value(&doc)
+        };
+        assert_eq!(base(None).unwrap().envoy_headers, EnvoyHeaders::Forward);
+        let hold = base(Some(serde_json::json!({"headers": "hold"}))).unwrap();
+        assert_eq!(hold.envoy_headers, EnvoyHeaders::Hold);
+        let wrong = base(Some(serde_json::json!({"headers": "held"}))).unwrap_err();
+        assert!(wrong.to_string().contains("/envoy/headers"), "{wrong}");
+        let unknown = base(Some(serde_json::json!({"hold": true}))).unwrap_err();
+        assert!(unknown.to_string().contains("/envoy/hold"), "{unknown}");
     }
 
     #[test]
