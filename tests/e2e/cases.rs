@@ -63,6 +63,7 @@ pub fn listener(name: &str, case: &Case, ca: &TestCa, jwt: &JwtIssuer) -> Listen
         }),
         jwt: identity.and_then(|i| i.jwt.as_ref()).map(|_| (jwt.jwks(), jwt_payload_key(case))),
         cluster: UPSTREAM.to_owned(),
+        allow_on_headers_stop_iteration: false,
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Listener {
     pub jwt: Option<(String, String)>,
     /// The cluster requests go to.
     pub cluster: String,
+    /// `allow_on_headers_stop_iteration` in the wasm filter's `PluginConfig` (Envoy >= 1.35).
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 impl Listener {
@@ -100,6 +102,7 @@ impl Listener {
                     "name": format!("eventseal-{}", self.name),
                     "root_id": "eventseal",
                     "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": self.policy},
+                    "allow_on_headers_stop_iteration": self.allow_on_headers_stop_iteration,
                     "vm_config": {
                         "vm_id": self.name,
                         "runtime": "envoy.wasm.runtime.v8",

@@ -105,6 +105,7 @@ fn envoy_with_kms(bao: &OpenBao, limits: &Value, kms: SocketAddr) -> (Envoy, Ups
         tls: None,
         jwt: None,
         cluster: "upstream".to_owned(),
+        allow_on_headers_stop_iteration: false,
     };
     let clusters = [("upstream".to_owned(), upstream.addr), ("openbao".to_owned(), kms)];
     let envoy = Envoy::start(&envoy::bootstrap(&[listener], &clusters)).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));

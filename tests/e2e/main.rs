@@ -10,6 +10,8 @@
 //! - `refusal`: what an operator sees when the policy is invalid;
 //! - `kms`: sealing and opening with Vault Transit data keys from a real OpenBao, and 503
 //!   with `Retry-After` while it is down;
+//! - `hold`: `envoy.headers: hold` with Envoy's `allow_on_headers_stop_iteration`, and
+//!   the mismatches both ways;
 //! - `examples`: `examples/envoy/run.sh` works, `examples/istio` holds a valid policy.
 //!
 //! Servers bind 127.0.0.1 ports the system picks; Envoy is stopped when a test ends.
@@ -18,6 +20,7 @@ mod cases;
 mod claims;
 mod envoy;
 mod examples;
+mod hold;
 mod jwt;
 mod kms;
 mod metrics;

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Connections accepted since the start.
+    connections: AtomicUsize,
 }
 
 /// The recording upstream; stops accepting on drop.
@@ -65,6 +67,7 @@ impl Upstream {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
         });
         let accept = Arc::clone(&shared);
         std::thread::spawn(move || {
@@ -73,11 +76,17 @@ impl Upstream {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
+                accept.connections.fetch_add(1, Ordering::SeqCst);
                 let connection = Arc::clone(&accept);
                 std::thread::spawn(move || serve(&connection, stream));
             }
         });
         Upstream { addr, shared }
+    }
+
+    /// How many connections it accepted since it started.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Sets the answer for the next requests and forgets what was received.
