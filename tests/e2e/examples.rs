@@ -1,14 +1,15 @@
 //! The examples work as their READMEs say: `examples/envoy/run.sh` seals an event through
-//! Envoy and opens it for a reader; `examples/istio/wasmplugin.yaml` carries the same
-//! policy, one the filter accepts.
+//! Envoy (hold mode) and opens it for a reader; `examples/istio/wasmplugin.yaml` carries
+//! the same policy in forward mode, and `examples/istio/envoyfilter-hold.yaml` in hold mode
+//! with Envoy's knob set; both are policies the filter accepts.
 
 use crate::envoy;
 use eventseal_core::Policy;
 use serde_json::Value;
 use std::process::Command;
 
-/// The policy in `examples/envoy/envoy.yaml` (the wasm filter's `configuration` value).
-fn envoy_example_policy() -> Value {
+/// The wasm filter's `config` in `examples/envoy/envoy.yaml`.
+fn envoy_example_config() -> Value {
     let text = std::fs::read_to_string(envoy::workspace().join("examples/envoy/envoy.yaml")).expect("examples/envoy/envoy.yaml");
     let config: Value = serde_norway::from_str(&text).expect("envoy.yaml is valid YAML");
     let filters = config
@@ -19,9 +20,43 @@ fn envoy_example_policy() -> Value {
         .iter()
         .find(|f| f["name"] == "envoy.filters.http.wasm")
         .expect("the wasm filter is configured");
-    let configuration = &wasm["typed_config"]["config"]["configuration"];
+    wasm["typed_config"]["config"].clone()
+}
+
+/// The policy of a wasm filter `config` (its `configuration` StringValue).
+fn policy_of(config: &Value) -> Value {
+    let configuration = &config["configuration"];
     assert_eq!(configuration["@type"], "type.googleapis.com/google.protobuf.StringValue");
     serde_json::from_str(configuration["value"].as_str().expect("a string value")).expect("the policy is JSON")
+}
+
+/// The policy in `examples/envoy/envoy.yaml`.
+fn envoy_example_policy() -> Value {
+    policy_of(&envoy_example_config())
+}
+
+#[test]
+fn the_envoy_example_holds_headers_with_the_knob_set() {
+    let config = envoy_example_config();
+    assert_eq!(config["allow_on_headers_stop_iteration"], Value::Bool(true));
+    assert_eq!(envoy_example_policy()["envoy"]["headers"], "hold");
+}
+
+#[test]
+fn the_istio_envoyfilter_runs_the_example_policy_in_hold_mode() {
+    let text = std::fs::read_to_string(envoy::workspace().join("examples/istio/envoyfilter-hold.yaml"))
+        .expect("examples/istio/envoyfilter-hold.yaml");
+    let manifest: Value = serde_norway::from_str(&text).expect("envoyfilter-hold.yaml is valid YAML");
+    assert_eq!(manifest["kind"], "EnvoyFilter");
+    let config = &manifest["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"];
+    assert_eq!(config["allow_on_headers_stop_iteration"], Value::Bool(true));
+    let policy = policy_of(config);
+    Policy::from_value(&policy).unwrap_or_else(|e| panic!("envoyfilter-hold.yaml: {e}"));
+    assert_eq!(
+        policy,
+        envoy_example_policy(),
+        "the EnvoyFilter and Envoy examples carry different policies"
+    );
 }
 
 #[test]
@@ -35,9 +70,13 @@ fn the_istio_wasmplugin_carries_the_envoy_example_policy() {
     assert_eq!(spec["vmConfig"]["env"][0]["name"], "EVENTSEAL_KEYS");
     let policy = &spec["pluginConfig"];
     Policy::from_value(policy).unwrap_or_else(|e| panic!("pluginConfig is not a policy the filter accepts: {e}"));
+    // WasmPlugin cannot set allow_on_headers_stop_iteration: forward mode, else the same policy.
+    assert_eq!(policy["envoy"]["headers"], "forward");
+    let mut hold = policy.clone();
+    hold["envoy"]["headers"] = "hold".into();
     assert_eq!(
-        policy,
-        &envoy_example_policy(),
+        hold,
+        envoy_example_policy(),
         "the Istio and Envoy examples carry different policies"
     );
 }
