@@ -266,3 +266,32 @@ fn in_envoy_forward_mode_works_with_the_knob_set_too() {
     let sealed: Value = serde_json::from_slice(&received[0].body).expect("a JSON body");
     assert!(jose::open(&[&keys()], sealed["data"]["card"].as_str().expect("an envelope")).is_ok());
 }
+
+#[test]
+fn in_envoy_hold_mode_a_body_over_envoys_buffer_limit_is_refused_by_envoy_and_never_forwarded() {
+    let upstream = Upstream::start();
+    let listener = Listener {
+        name: "hold".to_owned(),
+        policy: policy("hold", false).to_string(),
+        keys: keys().to_string(),
+        env: Vec::new(),
+        tls: None,
+        jwt: None,
+        cluster: "upstream".to_owned(),
+        allow_on_headers_stop_iteration: true,
+    };
+    let mut bootstrap = envoy::bootstrap(&[listener], &[("upstream".to_owned(), upstream.addr)]);
+    // Envoy's buffer limit below the policy's max_body_bytes (1 MiB by default).
+    bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = json!(4096);
+    let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));
+    upstream.reset(answer(None));
+    let padding = "x".repeat(16 * 1024);
+    let body = json!({"type": "order.created", "data": {"card": "4111111111111111", "note": padding}}).to_string();
+    let response = post(&envoy, "/publish", &[], &body);
+    assert_eq!(response.status, Some(413), "{response:?}");
+    assert_eq!(upstream.received(Duration::from_millis(200)).len(), 0, "nothing was forwarded");
+    assert_eq!(upstream.connections(), 0);
+    // Under the limit the same route works.
+    let response = post(&envoy, "/publish", &[], EVENT);
+    assert_eq!(response.status, Some(200), "{response:?}");
+}
