@@ -24,7 +24,7 @@
 # sends the same request: POST, the 1 KiB event (sealed for open-3f), x-principal and the
 # webhook-* headers, read per request from a file of signatures precomputed by core
 # (`eventseal-bench signed`), so wrk does the same work in each setup. The workloads are
-# the core bench's (crates/core/benches/workloads.rs).
+# the core bench's (benches/src/workloads.rs).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}

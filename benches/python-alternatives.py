@@ -3,7 +3,7 @@
     .venv/bin/python benches/python-alternatives.py [--rounds 5] [--seconds 2]
 
 Every contender seals the 3 fields /data/f0../data/f2 of the same 1 KiB CloudEvents-style
-event (the core bench's workload, crates/core/benches/workloads.rs) as per-field JWE
+event (the core bench's workload, benches/src/workloads.rs) as per-field JWE
 compact envelopes (`dir`, A256GCM, `kid`, `ptr` and `ctx` in the protected header, as
 docs/FORMAT.md says) and returns the event as JSON bytes, single-threaded:
 

@@ -1,9 +1,8 @@
-//! Shared pieces of eventseal's benchmarks: the core bench's workloads (the same file, so
-//! every comparison runs exactly what `cargo bench -p eventseal-core` runs) and core's
-//! decision on one request body, as the filter makes it.
+//! Shared pieces of eventseal's benchmarks: the workloads (the same ones for the native
+//! core bench, `--bench core`, and every comparison) and core's decision on one request
+//! body, as the filter makes it.
 
-#[path = "../../crates/core/benches/workloads.rs"]
-#[allow(missing_docs, dead_code)]
+#[allow(missing_docs)]
 pub mod workloads;
 
 pub use workloads::{AUTHORITY, METHOD, PATH, PRINCIPAL, decide, engine, headers};

@@ -1,5 +1,5 @@
 //! Test support for eventseal's integration tests, in one place that every test crate
-//! depends on normally (no `#[path]` sharing):
+//! depends on normally (no source file compiled into two crates):
 //!
 //! - [`case`]: the conformance case format of `tests/cases/` (`tests/cases/README.md`) and
 //!   what a runner sends for a case;

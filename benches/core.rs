@@ -1,14 +1,13 @@
-//! Native cost of eventseal-core's decisions on the workloads in `workloads.rs`.
+//! Native cost of eventseal-core's decisions on the workloads in `src/workloads.rs`.
+//!
+//! `cargo bench -p eventseal-benches --bench core`.
 // criterion_group! generates undocumented items.
 #![allow(missing_docs)]
 
-#[path = "workloads.rs"]
-mod workloads;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use eventseal_benches::workloads::{self, decide, engine, headers};
 use eventseal_core::{RequestHead, sign};
 use std::hint::black_box;
-use workloads::{decide, engine, headers};
 
 fn seal_and_open(c: &mut Criterion) {
     let mut group = c.benchmark_group("event");
