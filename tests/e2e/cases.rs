@@ -1,5 +1,6 @@
-//! Every conformance case through Envoy, judged by the conformance checks and compared
-//! with the harness running the same case.
+//! Every conformance case through Envoy, in both of the filter's modes (`envoy.headers`
+//! forward, and hold with Envoy's `allow_on_headers_stop_iteration`), judged by the
+//! conformance checks and compared with the harness running the same case in the same mode.
 //!
 //! One Envoy serves all cases: one listener per case (its own policy, keys and `vm_id`, so
 //! no replay cache or counter is shared between cases), mTLS with required client
@@ -9,7 +10,7 @@
 //! the filter must refuse cannot be part of that Envoy (it would not start): each such case
 //! gets its own Envoy, which must refuse to start.
 
-use crate::case::Case;
+use crate::case::{Case, Mode};
 use crate::case::{Prepared, prepare_request, prepare_response};
 use crate::check::{self, Observed};
 use crate::client;
@@ -63,7 +64,8 @@ pub fn listener(name: &str, case: &Case, ca: &TestCa, jwt: &JwtIssuer) -> Listen
         }),
         jwt: identity.and_then(|i| i.jwt.as_ref()).map(|_| (jwt.jwks(), jwt_payload_key(case))),
         cluster: UPSTREAM.to_owned(),
-        allow_on_headers_stop_iteration: false,
+        // A deployment that matches its policy: the knob with hold mode.
+        allow_on_headers_stop_iteration: case.holds_headers(),
     }
 }
 
@@ -130,8 +132,24 @@ fn normalize(body: &[u8], sets: &[&Value]) -> Value {
 
 fn summarize(case: &Case, sets: &[&Value], observed: &Observed) -> Summary {
     let names = relevant_headers(case);
-    let pick =
-        |m: &Message| -> BTreeMap<String, Option<String>> { names.iter().map(|n| (n.clone(), m.header(n).map(str::to_owned))).collect() };
+    // A signature the filter makes has a fresh id and the time of signing: compared by
+    // presence here, checked against the body by the conformance checks.
+    let made_by_the_filter = |name: &str| case.sign_request.is_none() && name.starts_with("webhook-");
+    let pick = |m: &Message| -> BTreeMap<String, Option<String>> {
+        names
+            .iter()
+            .map(|n| {
+                let value = m.header(n).map(|v| {
+                    if made_by_the_filter(n) {
+                        "(signed)".to_owned()
+                    } else {
+                        v.to_owned()
+                    }
+                });
+                (n.clone(), value)
+            })
+            .collect()
+    };
     let sent_request_id = case.request.headers.contains_key("x-request-id");
     let mut summary = Summary {
         outcome: "",
@@ -195,8 +213,12 @@ fn observe(response: &client::Response, received: &[Received]) -> Observed {
         end_of_stream: response.complete,
     };
     let answered = received.iter().any(|r| r.answered);
+    // The filter's own answer: the upstream never answered, or (a response refused in hold
+    // mode) it answered and the client got a problem instead; no case's upstream answers
+    // with a problem.
+    let problem = response.header("content-type") == Some(eventseal_core::PROBLEM_CONTENT_TYPE);
     let (outcome, local_reply) = match response.status {
-        Some(status) if response.complete && !answered => {
+        Some(status) if response.complete && (!answered || problem) => {
             let reply = LocalReply {
                 status,
                 headers: headers_of(&client_headers),
@@ -234,7 +256,8 @@ fn observe(response: &client::Response, received: &[Received]) -> Observed {
 fn through_harness(name: &str, case: &Case, request: &Prepared, response: &Prepared) -> (Observed, BTreeMap<String, Option<u64>>) {
     let config = PluginConfig::new()
         .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
-        .env("EVENTSEAL_KEYS", case.keys.to_string());
+        .env("EVENTSEAL_KEYS", case.keys.to_string())
+        .allow_on_headers_stop_iteration(case.holds_headers());
     let plugin = crate::module()
         .plugin(config)
         .unwrap_or_else(|e| panic!("{name}: the filter did not start in the harness: {e}"));
@@ -392,7 +415,8 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 fn run_refused(name: &str, case: &Case, ca: &TestCa, jwt: &JwtIssuer, upstream: &Upstream) -> Result<(), String> {
     let config = PluginConfig::new()
         .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
-        .env("EVENTSEAL_KEYS", case.keys.to_string());
+        .env("EVENTSEAL_KEYS", case.keys.to_string())
+        .allow_on_headers_stop_iteration(case.holds_headers());
     let harness_refused = matches!(crate::module().plugin(config), Err(Error::ConfigurationRefused { .. }));
     let bootstrap = envoy::bootstrap(&[listener(name, case, ca, jwt)], &[(UPSTREAM.to_owned(), upstream.addr)]);
     let refused = match Envoy::start(&bootstrap) {
@@ -431,9 +455,11 @@ fn every_case_through_envoy_matches_the_harness() {
     let started = Instant::now();
     let names = case_names();
     assert!(names.len() >= 30, "only {} cases", names.len());
+    // Every case in both modes (`envoy.headers` forward and hold), each on its own listener.
+    let dir = envoy::workspace().join("tests/cases");
     let cases: Vec<(String, Case)> = names
         .iter()
-        .map(|n| (n.clone(), Case::load_from(&envoy::workspace().join("tests/cases"), n)))
+        .flat_map(|n| Mode::BOTH.map(|mode| (format!("{n}{}", mode.suffix()), Case::load_from(&dir, n).in_mode(mode))))
         .collect();
     let (refused, served): (Vec<_>, Vec<_>) = cases.iter().partition(|(_, c)| c.expect.config_refused.is_some());
 

@@ -35,6 +35,33 @@ pub struct Case {
     pub upstream_response: Option<Response>,
     /// The outcome.
     pub expect: Expect,
+    /// The outcome in the Envoy filter's hold mode, where it differs from `expect`
+    /// (framing, a problem instead of a reset, signing).
+    #[serde(default)]
+    pub expect_hold: Option<Expect>,
+}
+
+/// How the Envoy filter treats the headers of a body it decides on (`envoy.headers`,
+/// docs/CONFIG.md). Every case runs in both modes in the harness and in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `"forward"`: headers go on before the body is read (the default).
+    Forward,
+    /// `"hold"`: headers wait for the decision; Envoy sets `allow_on_headers_stop_iteration`.
+    Hold,
+}
+
+impl Mode {
+    /// Both modes, forward first.
+    pub const BOTH: [Mode; 2] = [Mode::Forward, Mode::Hold];
+
+    /// The suffix runners add to a case's name in this mode.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Mode::Forward => "",
+            Mode::Hold => "-hold",
+        }
+    }
 }
 
 /// The client's identity.
@@ -248,19 +275,38 @@ impl Case {
         let path = dir.join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not a valid case: {e}", path.display()));
-        let e = &case.expect;
-        let kinds = [
-            e.local_reply.is_some(),
-            e.forwarded.is_some(),
-            e.reset.is_some(),
-            e.config_refused.is_some(),
-        ];
-        assert_eq!(
-            kinds.iter().filter(|k| **k).count(),
-            1,
-            "{name}: expect needs exactly one of local_reply, forwarded, reset, config_refused"
-        );
+        for e in std::iter::once(&case.expect).chain(&case.expect_hold) {
+            let kinds = [
+                e.local_reply.is_some(),
+                e.forwarded.is_some(),
+                e.reset.is_some(),
+                e.config_refused.is_some(),
+            ];
+            assert_eq!(
+                kinds.iter().filter(|k| **k).count(),
+                1,
+                "{name}: expect and expect_hold need exactly one of local_reply, forwarded, reset, config_refused"
+            );
+        }
         case
+    }
+
+    /// The case in `mode`: in hold mode the policy says `"envoy": {"headers": "hold"}` and
+    /// `expect_hold` (if given) is the outcome.
+    pub fn in_mode(mut self, mode: Mode) -> Case {
+        if mode == Mode::Hold {
+            self.config["envoy"] = serde_json::json!({"headers": "hold"});
+            if let Some(expect) = self.expect_hold.take() {
+                self.expect = expect;
+            }
+        }
+        self
+    }
+
+    /// Whether the policy holds headers: the host then sets Envoy's
+    /// `allow_on_headers_stop_iteration`, as a deployment that matches its policy does.
+    pub fn holds_headers(&self) -> bool {
+        self.config.pointer("/envoy/headers").and_then(Value::as_str) == Some("hold")
     }
 }
 

@@ -1,6 +1,6 @@
 //! Runs one case through a filter module in the harness, the way Envoy would drive it.
 
-use crate::case::{Case, Prepared, chunks, prepare_request, prepare_response};
+use crate::case::{Case, Mode, Prepared, chunks, prepare_request, prepare_response};
 use crate::check::{self, Observed};
 use eventseal_harness::{Error, Headers, HttpStream, Module, Plugin, PluginConfig, PropertyValue, StreamState};
 use serde_json::Value;
@@ -102,26 +102,33 @@ pub fn exchange(plugin: &Plugin, case: &Case, request: &Prepared, response: &Pre
 ///
 /// That is how a case fails.
 pub fn case(module: &Module, name: &str) {
-    let case = Case::load(name);
+    for mode in Mode::BOTH {
+        case_in_mode(module, &format!("{name}{}", mode.suffix()), &Case::load(name).in_mode(mode));
+    }
+}
+
+/// Runs `case` (in one mode) through the filter in the harness and checks it.
+fn case_in_mode(module: &Module, name: &str, case: &Case) {
     let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);
     let sets = [&case.keys, &foreign];
     let config = PluginConfig::new()
         .configuration(serde_json::to_vec(&case.config).expect("JSON values serialize"))
-        .env("EVENTSEAL_KEYS", case.keys.to_string());
+        .env("EVENTSEAL_KEYS", case.keys.to_string())
+        .allow_on_headers_stop_iteration(case.holds_headers());
     let plugin = match module.plugin(config) {
         Err(Error::ConfigurationRefused { logs }) => {
             let messages: Vec<String> = logs.into_iter().map(|l| l.message).collect();
-            check::config_refused(name, &case, &messages);
+            check::config_refused(name, case, &messages);
             return;
         }
         Err(e) => panic!("{name}: the filter did not start: {e}"),
         Ok(plugin) => plugin,
     };
-    let request = prepare_request(&case, &sets);
+    let request = prepare_request(case, &sets);
     let response = prepare_response(case.upstream_response.as_ref(), &sets);
     let repeat = case.repeat.unwrap_or(1).max(1);
     for i in 1..=repeat {
-        let observed = exchange(&plugin, &case, &request, &response).unwrap_or_else(|e| panic!("{name}: send {i}: {e}"));
+        let observed = exchange(&plugin, case, &request, &response).unwrap_or_else(|e| panic!("{name}: send {i}: {e}"));
         if i < repeat {
             assert!(
                 observed.outcome.forwarded_request().is_some(),
@@ -129,10 +136,10 @@ pub fn case(module: &Module, name: &str) {
                 observed.outcome
             );
         } else {
-            check::outcome(name, &case, &sets, &request, &response, &observed);
+            check::outcome(name, case, &sets, &request, &response, &observed);
         }
     }
     let logs: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
-    check::no_plaintext(name, &case, &logs);
-    check::metrics(name, &case, |metric| plugin.metric(metric).map(|m| m.value()));
+    check::no_plaintext(name, case, &logs);
+    check::metrics(name, case, |metric| plugin.metric(metric).map(|m| m.value()));
 }
