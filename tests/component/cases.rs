@@ -99,32 +99,10 @@ fn prepare_request(case: &Case, sets: &[&Value]) -> (Vec<(String, String)>, Vec<
 
 /// The principal the service would pass: what the policy's principal source finds.
 fn principal(case: &Case, headers: &[(String, String)]) -> Option<Principal> {
-    let source = case.config.get("principal")?;
-    let identity = case.identity.as_ref();
-    match source.get("source").and_then(Value::as_str)? {
-        "mtls" => identity?.spiffe.clone().map(|id| Principal { id, claims: String::new() }),
-        "header" => {
-            let name = source.get("header").and_then(Value::as_str)?;
-            header(headers, name).map(|id| Principal {
-                id: id.to_owned(),
-                claims: String::new(),
-            })
-        }
-        "jwt" => {
-            let claims = identity?.jwt.as_ref()?;
-            let claim = source.get("claim").and_then(Value::as_str).unwrap_or("sub");
-            let id = match claims.get(claim)? {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return None,
-            };
-            Some(Principal {
-                id,
-                claims: Value::Object(claims.clone()).to_string(),
-            })
-        }
-        other => panic!("unknown principal source {other:?}"),
-    }
+    case.caller(headers).map(|caller| Principal {
+        id: caller.id,
+        claims: caller.claims.map(|claims| Value::Object(claims).to_string()).unwrap_or_default(),
+    })
 }
 
 /// Plaintexts that must never appear in a problem.

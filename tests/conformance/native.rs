@@ -11,7 +11,7 @@
 //! host (`eventseal_testkit::check`). Counters are the filter's and are not checked here.
 
 use eventseal_core::{
-    BodyJob, Decision, Direction, Engine, MemoryReplayCache, PROBLEM_CONTENT_TYPE, Policy, Principal, PrincipalSource, Problem, RequestHead,
+    BodyJob, Decision, Direction, Engine, MemoryReplayCache, PROBLEM_CONTENT_TYPE, Policy, Principal, Problem, RequestHead,
 };
 use eventseal_harness::{Headers, HttpOutcome, LocalReply, Message};
 use eventseal_testkit::case::{Case, Mode, Prepared, prepare_request, prepare_response};
@@ -71,28 +71,11 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 }
 
 /// The caller, as the filter finds it: the mTLS peer, the verified JWT, or a header.
-fn principal(engine: &Engine, case: &Case, headers: &[(String, String)]) -> Option<Principal> {
-    let identity = case.identity.as_ref();
-    match &engine.policy().principal {
-        PrincipalSource::PeerCertificate => identity?.spiffe.clone().map(|id| Principal { id, claims: Value::Null }),
-        PrincipalSource::TrustedHeader(name) => header(headers, name).map(|id| Principal {
-            id: id.to_owned(),
-            claims: Value::Null,
-        }),
-        PrincipalSource::Jwt { claim, .. } => {
-            let claims = identity?.jwt.clone()?;
-            let id = match claims.get(claim)? {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return None,
-            };
-            Some(Principal {
-                id,
-                claims: Value::Object(claims),
-            })
-        }
-        _ => None,
-    }
+fn principal(case: &Case, headers: &[(String, String)]) -> Option<Principal> {
+    case.caller(headers).map(|caller| Principal {
+        id: caller.id,
+        claims: caller.claims.map_or(Value::Null, Value::Object),
+    })
 }
 
 fn message(headers: &[(String, String)], body: Vec<u8>) -> Message {
@@ -148,7 +131,7 @@ fn exchange(engine: &Engine, case: &Case, request: &Prepared, response: &Prepare
     let (mut client_headers, mut client_body) = (response.headers.clone(), response.body.clone().unwrap_or_default());
     if let Some(id) = engine.route(&head) {
         let rule = engine.rule(id);
-        let principal = principal(engine, case, &request.headers);
+        let principal = principal(case, &request.headers);
         if let Err(problem) = engine.admit(rule, principal.as_ref()) {
             return refused(&problem, Message::default());
         }

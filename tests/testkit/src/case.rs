@@ -41,6 +41,15 @@ pub struct Case {
     pub expect_hold: Option<Expect>,
 }
 
+/// The client as the policy's principal source identifies it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The principal id.
+    pub id: String,
+    /// The JWT claims, for a JWT principal.
+    pub claims: Option<Map<String, Value>>,
+}
+
 /// How the Envoy filter treats the headers of a body it decides on (`envoy.headers`,
 /// docs/CONFIG.md). Every case runs in both modes in the harness and in Envoy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +310,37 @@ impl Case {
             }
         }
         self
+    }
+
+    /// Who the client is to the policy's principal source (`principal`): the mTLS peer, the
+    /// verified JWT's claim (with all its claims), or a header the edge sets. Read from the
+    /// case's own data, as a host would find it.
+    ///
+    /// # Panics
+    ///
+    /// When the policy names a principal source this reader does not know.
+    pub fn caller(&self, headers: &[(String, String)]) -> Option<Caller> {
+        let source = self.config.get("principal")?;
+        let identity = self.identity.as_ref();
+        match source.get("source").and_then(Value::as_str)? {
+            "mtls" => identity?.spiffe.clone().map(|id| Caller { id, claims: None }),
+            "header" => {
+                let name = source.get("header").and_then(Value::as_str)?;
+                let value = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+                value.map(|id| Caller { id, claims: None })
+            }
+            "jwt" => {
+                let claims = identity?.jwt.clone()?;
+                let claim = source.get("claim").and_then(Value::as_str).unwrap_or("sub");
+                let id = match claims.get(claim)? {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                Some(Caller { id, claims: Some(claims) })
+            }
+            other => panic!("unknown principal source {other:?}"),
+        }
     }
 
     /// Whether the policy holds headers: the host then sets Envoy's
