@@ -7,7 +7,7 @@ use crate::http::{HttpFilter, Unconfigured};
 use crate::kms::{self, Kms};
 use crate::outbox::{Batch, Outbox};
 use crate::vm::{Vm, account};
-use eventseal_core::{ConfigError, Engine, EnvoyHeaders, KeySource, Policy};
+use eventseal_core::{ConfigError, Engine, EnvoyHeaders, KeySource, Operation, Policy};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::rc::Rc;
@@ -75,7 +75,7 @@ fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
     if policy.envoy_headers == EnvoyHeaders::Hold {
         return Ok(());
     }
-    match policy.rules.iter().position(|rule| rule.sign) {
+    match policy.rules.iter().position(|rule| rule.carries(Operation::Sign)) {
         Some(i) => Err(ConfigError::Invalid {
             at: format!("/rules/{i}/sign"),
             expected: "false: with \"envoy\": {\"headers\": \"forward\"} the Envoy filter cannot add signature \

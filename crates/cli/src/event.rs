@@ -146,7 +146,11 @@ pub fn run(operation: Operation, policy_text: &str, keyring_text: &str, exchange
     }
     let direction = exchange
         .direction
-        .unwrap_or(if rule.request { Direction::Request } else { Direction::Response });
+        .unwrap_or(if rule.applies_to(eventseal_core::Direction::Request) {
+            Direction::Request
+        } else {
+            Direction::Response
+        });
     let on = match direction {
         Direction::Request => eventseal_core::Direction::Request,
         Direction::Response => eventseal_core::Direction::Response,
