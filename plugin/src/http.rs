@@ -14,6 +14,7 @@
 use crate::exchange::{Decided, Exchange, header, principal};
 use crate::host;
 use crate::kms::{self, Paused};
+use crate::metrics::Counter;
 use crate::vm::{Held, HeldStream, Vm};
 use eventseal_core::{Decision, Direction, DocumentError, EnvoyHeaders, PROBLEM_CONTENT_TYPE, Problem, ProblemKind, Report, RequestHead};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -308,6 +309,7 @@ impl Held for HttpStream {
         }
         // Like a VM whose configuration was refused: closed, with the log line naming the fix.
         self.replied = true;
+        self.vm.metrics.add(&[Counter::HoldUnavailable]);
         host::send_local_reply(503, &[("content-type", "text/plain")], NOT_HELD);
     }
 }

@@ -39,6 +39,9 @@ pub enum Counter {
     /// KMS calls sent again from the root context because the stream that sent them ended
     /// before the answer (Envoy cancels them with it).
     KmsCallsResent,
+    /// Held streams answered 503 because Envoy lacks `allow_on_headers_stop_iteration`
+    /// while the policy says `envoy.headers: hold`.
+    HoldUnavailable,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -62,6 +65,7 @@ impl Counter {
             Self::KmsCalls,
             Self::KmsCallFailures,
             Self::KmsCallsResent,
+            Self::HoldUnavailable,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -85,6 +89,7 @@ impl Counter {
             Self::KmsCalls => "eventseal_kms_calls".to_owned(),
             Self::KmsCallFailures => "eventseal_kms_call_failures".to_owned(),
             Self::KmsCallsResent => "eventseal_kms_calls_resent".to_owned(),
+            Self::HoldUnavailable => "eventseal_hold_unavailable".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -107,7 +112,8 @@ impl Counter {
             Self::KmsCalls => 12,
             Self::KmsCallFailures => 13,
             Self::KmsCallsResent => 14,
-            Self::Refused(i) => 15 + i,
+            Self::HoldUnavailable => 15,
+            Self::Refused(i) => 16 + i,
         }
     }
 }

@@ -138,6 +138,7 @@ fn hold_mode_without_the_knob_fails_closed_and_says_why_instead_of_hanging() {
     assert_eq!(reply.status, 503);
     assert_eq!(stream.upstream_request().headers, None, "nothing was forwarded unchecked");
     assert!(plugin.logged("set allow_on_headers_stop_iteration: true"), "the log names the fix");
+    assert_eq!(plugin.metric("eventseal_hold_unavailable").map(|m| m.value()), Some(1));
     // From now on a held stream fails at once.
     let mut next = plugin.http_stream().unwrap();
     next.send_request_headers(post("/publish", EVENT), false).unwrap();
