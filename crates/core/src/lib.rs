@@ -10,6 +10,7 @@ mod event;
 mod json;
 mod keyring;
 mod kms;
+mod nats;
 mod pointer;
 mod policy;
 mod problem;
@@ -43,6 +44,8 @@ pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, R
 pub use secret::SecretBytes;
 // Standard Webhooks signatures.
 pub use webhook::{SignError, Verified, VerifyError, WebhookHeaders, sign, verify};
+// The NATS client protocol as data, for a gateway in front of nats-server (no I/O).
+pub use nats::{Frame, FrameError, FrameReader, MAX_CONTROL_LINE};
 // The audit trail.
 pub use audit::{AuditChain, AuditFacts, BreakReason, ChainBreak, ChainSummary, verify_audit_log};
 
