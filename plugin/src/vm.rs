@@ -162,15 +162,8 @@ impl HoldCheck {
 
     /// The watched streams that waited too long: Envoy lacks the knob (logged once).
     pub fn overdue(&mut self, now_ms: u64) -> Vec<(u32, HeldStream)> {
-        if self.confirmed {
-            return Vec::new();
-        }
-        let (late, waiting): (Vec<_>, Vec<_>) = self
-            .watched
-            .drain(..)
-            .partition(|(_, since, _)| now_ms.saturating_sub(*since) >= HOLD_WAIT_MS);
-        self.watched = waiting.into();
-        if late.is_empty() {
+        let late = |(_, since, _): &(u32, u64, HeldStream)| now_ms.saturating_sub(*since) >= HOLD_WAIT_MS;
+        if self.confirmed || !self.watched.iter().any(late) {
             return Vec::new();
         }
         if !self.missing {
@@ -183,9 +176,6 @@ impl HoldCheck {
             );
         }
         // Every held stream now fails: none would ever get its body.
-        late.into_iter()
-            .chain(std::mem::take(&mut self.watched))
-            .map(|(id, _, stream)| (id, stream))
-            .collect()
+        self.watched.drain(..).map(|(id, _, stream)| (id, stream)).collect()
     }
 }

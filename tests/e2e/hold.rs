@@ -38,6 +38,11 @@ fn policy(headers: &str, sign: bool) -> Value {
 }
 
 fn start(headers: &str, sign: bool, knob: bool) -> (Envoy, Upstream) {
+    start_with(headers, sign, knob, |_| {})
+}
+
+/// [`start`], with a last change to Envoy's bootstrap.
+fn start_with(headers: &str, sign: bool, knob: bool, adjust: impl FnOnce(&mut Value)) -> (Envoy, Upstream) {
     let upstream = Upstream::start();
     let listener = Listener {
         name: "hold".to_owned(),
@@ -49,7 +54,8 @@ fn start(headers: &str, sign: bool, knob: bool) -> (Envoy, Upstream) {
         cluster: "upstream".to_owned(),
         allow_on_headers_stop_iteration: knob,
     };
-    let bootstrap = envoy::bootstrap(&[listener], &[("upstream".to_owned(), upstream.addr)]);
+    let mut bootstrap = envoy::bootstrap(&[listener], &[("upstream".to_owned(), upstream.addr)]);
+    adjust(&mut bootstrap);
     let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));
     (envoy, upstream)
 }
@@ -269,21 +275,10 @@ fn in_envoy_forward_mode_works_with_the_knob_set_too() {
 
 #[test]
 fn in_envoy_hold_mode_a_body_over_envoys_buffer_limit_is_refused_by_envoy_and_never_forwarded() {
-    let upstream = Upstream::start();
-    let listener = Listener {
-        name: "hold".to_owned(),
-        policy: policy("hold", false).to_string(),
-        keys: keys().to_string(),
-        env: Vec::new(),
-        tls: None,
-        jwt: None,
-        cluster: "upstream".to_owned(),
-        allow_on_headers_stop_iteration: true,
-    };
-    let mut bootstrap = envoy::bootstrap(&[listener], &[("upstream".to_owned(), upstream.addr)]);
     // Envoy's buffer limit below the policy's max_body_bytes (1 MiB by default).
-    bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = json!(4096);
-    let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));
+    let (envoy, upstream) = start_with("hold", false, true, |bootstrap| {
+        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = json!(4096);
+    });
     upstream.reset(answer(None));
     let padding = "x".repeat(16 * 1024);
     let body = json!({"type": "order.created", "data": {"card": "4111111111111111", "note": padding}}).to_string();

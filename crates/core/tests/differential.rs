@@ -115,6 +115,11 @@ fn escaped(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
+/// The segments of a selector, unescaped (RFC 6901); `*` stays the wildcard.
+fn unescaped_segments(selector: &str) -> Vec<String> {
+    selector[1..].split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect()
+}
+
 /// Every value `selector` matches, with its concrete pointer, in document order; every
 /// member of a repeated name matches.
 fn matches<'t>(tree: &'t Tree, selector: &str) -> Vec<(String, &'t Tree)> {
@@ -137,7 +142,7 @@ fn matches<'t>(tree: &'t Tree, selector: &str) -> Vec<(String, &'t Tree)> {
             Tree::Scalar(_) => {}
         }
     }
-    let segments: Vec<String> = selector[1..].split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let segments = unescaped_segments(selector);
     let mut out = Vec::new();
     go(tree, &segments, String::new(), &mut out);
     out
@@ -179,7 +184,7 @@ fn replace_matches(tree: &Tree, selector: &str, f: &mut dyn FnMut(&str, &Tree) -
             Tree::Scalar(_) => node.clone(),
         }
     }
-    let segments: Vec<String> = selector[1..].split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    let segments = unescaped_segments(selector);
     go(tree, &segments, String::new(), f)
 }
 
