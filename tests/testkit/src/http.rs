@@ -7,6 +7,8 @@
 //! HTTP/1.1 framing needs (no `user-agent`, `accept` or `accept-encoding`), so the filter
 //! and the upstream see what the case says.
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,30 @@ impl ClientIdentity {
     /// certificate `ca` signed (all PEM).
     pub fn new(cert: String, key: String, ca: String) -> ClientIdentity {
         ClientIdentity { cert, key, ca }
+    }
+
+    /// The same identity as a rustls client configuration (ring as the provider), for
+    /// clients of other protocols over TLS (the NATS tests' raw client and `async-nats`).
+    ///
+    /// # Errors
+    ///
+    /// When a PEM does not parse or rustls refuses the certificate and key.
+    pub fn rustls_config(&self) -> io::Result<rustls::ClientConfig> {
+        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(self.ca.as_bytes()) {
+            roots.add(ca.map_err(|e| invalid(&e))?).map_err(|e| invalid(&e))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(self.cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key.as_bytes()).map_err(|e| invalid(&e))?;
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| invalid(&e))
     }
 
     fn tls(&self) -> io::Result<TlsConfig> {

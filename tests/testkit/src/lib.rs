@@ -9,6 +9,8 @@
 //! - [`harness`]: running a case through a filter module in the wasmtime harness, the way
 //!   Envoy would drive it;
 //! - [`openbao`]: a real OpenBao (Vault Transit) server for a test;
+//! - [`nats`]: a real nats-server for a test, and a client of the NATS protocol's bytes
+//!   (plain, or TLS first with a client certificate);
 //! - [`http`]: the tests' HTTP/1.1 client (plain or mTLS), over `ureq`;
 //! - [`generate`]: one test per case file, from a build script (std only: with
 //!   `default-features = false` this is all there is).
@@ -26,5 +28,7 @@ pub mod harness;
 pub mod http;
 #[cfg(feature = "support")]
 pub mod jose;
+#[cfg(feature = "support")]
+pub mod nats;
 #[cfg(feature = "support")]
 pub mod openbao;
