@@ -58,6 +58,7 @@ fn verify_and_route(c: &mut Criterion) {
                 path: "/elsewhere",
                 authority: "bench",
                 headers: &headers,
+                subject: None,
             };
             black_box(verifier.route(&request).is_none())
         })

@@ -159,6 +159,7 @@ fn no_match_workload(module: &Module) -> Workload {
                     path: "/elsewhere",
                     authority: AUTHORITY,
                     headers: &native_headers,
+                    subject: None,
                 };
                 black_box(native_engine.route(black_box(&request)).is_none());
             }

@@ -85,6 +85,7 @@ pub fn decide(engine: &Engine, headers: &[(String, String)], body: &[u8], now: i
         path: PATH,
         authority: AUTHORITY,
         headers,
+        subject: None,
     };
     let rule = engine.rule(engine.route(&request).expect("the bench rule matches"));
     let principal = Principal {

@@ -87,6 +87,7 @@ impl Exchange {
             path: &self.path,
             authority: &self.authority,
             headers: &self.request.headers,
+            subject: None,
         }
     }
 

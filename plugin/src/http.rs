@@ -239,6 +239,7 @@ impl HttpStream {
             path: &path,
             authority: &authority,
             headers: &headers,
+            subject: None,
         };
         let Some(id) = engine.route(&head) else {
             // No rule: nothing is buffered, parsed or changed.

@@ -115,6 +115,7 @@ fn exchange(engine: &Engine, case: &Case, request: &Prepared, response: &Prepare
         path: &path,
         authority: &authority,
         headers: &request.headers,
+        subject: None,
     };
     let request_id = header(&request.headers, "x-request-id");
     let refused = |problem: &Problem, upstream: Message| {

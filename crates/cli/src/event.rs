@@ -131,6 +131,7 @@ pub fn run(operation: Operation, policy_text: &str, keyring_text: &str, exchange
         path: &exchange.path,
         authority: "eventseal.local",
         headers: &head_headers,
+        subject: None,
     };
     let route = format!("{} {}", exchange.method, exchange.path);
     let rule = engine

@@ -151,6 +151,7 @@ impl Sealer {
             path: &exchange.path,
             authority: &exchange.authority,
             headers: &exchange.headers,
+            subject: None,
         };
         let rule = self
             .engine

@@ -24,7 +24,8 @@ pub struct Principal {
 }
 
 /// The request line and headers a rule is matched against. Header names are lower case.
-#[derive(Debug, Clone, Copy)]
+/// A NATS message has a `subject` and its headers, and nothing else.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RequestHead<'a> {
     /// `:method`.
     pub method: &'a str,
@@ -34,9 +35,20 @@ pub struct RequestHead<'a> {
     pub authority: &'a str,
     /// Request headers.
     pub headers: &'a [(String, String)],
+    /// The NATS subject (NATS messages only).
+    pub subject: Option<&'a str>,
 }
 
-impl RequestHead<'_> {
+impl<'a> RequestHead<'a> {
+    /// A NATS message's subject and headers, as rules match them.
+    pub fn nats(subject: &'a str, headers: &'a [(String, String)]) -> Self {
+        Self {
+            subject: Some(subject),
+            headers,
+            ..Self::default()
+        }
+    }
+
     /// The first value of a header (name in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         header(self.headers, name)
@@ -186,6 +198,16 @@ impl Engine {
     /// The first rule whose match fits the request, if any.
     pub fn route(&self, request: &RequestHead<'_>) -> Option<RuleId> {
         self.policy.rules.iter().position(|rule| matches(rule, request)).map(RuleId)
+    }
+
+    /// The first rule whose match fits a message travelling in `direction` and that applies
+    /// to it: on NATS, publishes and deliveries are matched each on their own subject.
+    pub fn route_in(&self, request: &RequestHead<'_>, direction: Direction) -> Option<RuleId> {
+        self.policy
+            .rules
+            .iter()
+            .position(|rule| rule.applies_to(direction) && matches(rule, request))
+            .map(RuleId)
     }
 
     /// The rule [`Engine::route`] named. An id is only meaningful to the engine that gave it.
@@ -338,7 +360,10 @@ impl Engine {
     /// no field changed.
     fn field_stages(&self, job: &BodyJob<'_>, keys: KmsKeys<'_>, report: &mut Report) -> Result<Option<Vec<u8>>, Problem> {
         let direction = job.direction;
-        if !is_json_media_type(header(job.headers, "content-type")) {
+        // NATS messages rarely carry a content type: only one that is there must be JSON.
+        let content_type = header(job.headers, "content-type");
+        let nats_without_type = job.request.subject.is_some() && content_type.is_none();
+        if !nats_without_type && !is_json_media_type(content_type) {
             return Err(Problem::new(
                 ProblemKind::UnsupportedMediaType,
                 direction,
@@ -466,6 +491,7 @@ impl Engine {
             let value = match source {
                 ContextSource::Literal(v) => Some(v.clone()),
                 ContextSource::Header(h) => request.header(h).map(str::to_owned),
+                ContextSource::SubjectToken(n) => request.subject.and_then(|s| s.split('.').nth(n - 1)).map(str::to_owned),
                 ContextSource::Body(_) => values.next().flatten(),
             };
             match value {
@@ -538,7 +564,11 @@ fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
         }
     });
     let headers_ok = m.headers.iter().all(|(name, value)| request.header(name) == Some(value.as_str()));
-    method_ok && path_ok && host_ok && headers_ok
+    let subject_ok = m
+        .subject
+        .as_ref()
+        .is_none_or(|pattern| request.subject.is_some_and(|s| pattern.matches(s)));
+    method_ok && path_ok && host_ok && headers_ok && subject_ok
 }
 
 /// The distinct wrapped data keys of `source` carried by the fields `rule` lets
@@ -674,6 +704,7 @@ mod tests {
                 path: "/",
                 authority: "a",
                 headers: &headers,
+                subject: None,
             },
             headers: &headers,
             principal: Some(&principal),

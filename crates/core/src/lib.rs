@@ -45,7 +45,10 @@ pub use secret::SecretBytes;
 // Standard Webhooks signatures.
 pub use webhook::{SignError, Verified, VerifyError, WebhookHeaders, sign, verify};
 // The NATS client protocol as data, for a gateway in front of nats-server (no I/O).
-pub use nats::{Frame, FrameError, FrameReader, MAX_CONTROL_LINE};
+pub use nats::{
+    ENVELOPE_HEADER_ALLOWANCE, Frame, FrameError, FrameReader, Gateway, MAX_CONTROL_LINE, MAX_WAITING, Message, SEALED_FIELDS_ALLOWANCE,
+    SubjectPattern, Verdict, advertised_max_payload, read_headers, rewrite_info,
+};
 // The audit trail.
 pub use audit::{AuditChain, AuditFacts, BreakReason, ChainBreak, ChainSummary, verify_audit_log};
 

@@ -9,6 +9,7 @@
 //! `max_payload` the reader was made with. What it cannot read is an error, never a skip:
 //! the host closes that connection.
 
+use crate::problem::ProblemKind;
 use core::fmt;
 
 /// Longest control line accepted, `\r\n` included (nats-server's default).
@@ -87,6 +88,9 @@ pub enum FrameError {
     },
     /// Not an operation this protocol has, or a malformed one; says which.
     Malformed(&'static str),
+    /// The client sent more than [`MAX_WAITING`] pings and refused messages that the
+    /// server has not answered yet.
+    Backlog,
 }
 
 impl fmt::Display for FrameError {
@@ -95,6 +99,7 @@ impl fmt::Display for FrameError {
             Self::ControlLineTooLong => write!(f, "control line longer than {MAX_CONTROL_LINE} bytes"),
             Self::PayloadTooLarge { size, limit } => write!(f, "payload of {size} bytes is larger than {limit}"),
             Self::Malformed(what) => write!(f, "malformed protocol: {what}"),
+            Self::Backlog => write!(f, "more than {MAX_WAITING} pings and refusals wait for the server"),
         }
     }
 }
@@ -115,6 +120,11 @@ impl FrameReader {
             buffer: Vec::new(),
             max_payload,
         }
+    }
+
+    /// Refuses payloads over `max_payload` from now on (a server's `INFO` names its limit).
+    pub fn set_max_payload(&mut self, max_payload: usize) {
+        self.max_payload = max_payload;
     }
 
     /// Bytes held for a frame that is not complete yet: at most `max_payload` plus the
@@ -308,6 +318,354 @@ impl Frame {
     }
 }
 
+/// A NATS subject pattern (nats.docs, "Subject-Based Messaging"): tokens separated by `.`;
+/// `*` matches exactly one token, `>` one or more and only as the last token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectPattern(Vec<String>);
+
+impl SubjectPattern {
+    /// Reads a pattern.
+    ///
+    /// # Errors
+    /// What is wrong with it: an empty token, whitespace, or `>` before the end.
+    pub fn parse(pattern: &str) -> Result<Self, &'static str> {
+        if pattern.is_empty() {
+            return Err("a subject is not empty");
+        }
+        if pattern.chars().any(char::is_whitespace) {
+            return Err("a subject has no whitespace");
+        }
+        let tokens: Vec<String> = pattern.split('.').map(str::to_owned).collect();
+        if tokens.iter().any(String::is_empty) {
+            return Err("tokens are separated by single dots and not empty");
+        }
+        if tokens[..tokens.len() - 1].iter().any(|t| t == ">") {
+            return Err("'>' may only be the last token");
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Whether a message's subject fits the pattern.
+    pub fn matches(&self, subject: &str) -> bool {
+        let mut tokens = subject.split('.');
+        for want in &self.0 {
+            if want == ">" {
+                return tokens.next().is_some_and(|t| !t.is_empty());
+            }
+            match tokens.next() {
+                Some(token) if !token.is_empty() && (want == "*" || want == token) => {}
+                _ => return false,
+            }
+        }
+        tokens.next().is_none()
+    }
+}
+
+impl fmt::Display for SubjectPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+/// The headers of an `HPUB` or `HMSG` (`NATS/1.0[ status]\r\n`, then `Name: value` lines,
+/// then an empty line), names as sent.
+///
+/// # Errors
+/// [`FrameError::Malformed`] when the block does not have that shape: a verifier must never
+/// read "no signature" out of a block it could not read.
+pub fn read_headers(block: &[u8]) -> Result<Vec<(String, String)>, FrameError> {
+    let malformed = FrameError::Malformed("header block");
+    let text = std::str::from_utf8(block).map_err(|_| malformed.clone())?;
+    let body = text.strip_suffix("\r\n\r\n").ok_or_else(|| malformed.clone())?;
+    let mut lines = body.split("\r\n");
+    let version = lines.next().unwrap_or_default();
+    if version != "NATS/1.0" && !version.starts_with("NATS/1.0 ") {
+        return Err(malformed);
+    }
+    lines
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.split_once(':').ok_or_else(|| malformed.clone())?;
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
+                return Err(malformed.clone());
+            }
+            Ok((name.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// The most envelopes one message may carry for [`advertised_max_payload`] to hold.
+pub const SEALED_FIELDS_ALLOWANCE: usize = 16;
+
+/// The longest protected header (pointer, context, key id, wrapped data key) that
+/// [`advertised_max_payload`] allows for, in bytes before base64url.
+pub const ENVELOPE_HEADER_ALLOWANCE: usize = 1024;
+
+/// The `max_payload` to announce to clients when the server allows `server_max` bytes:
+/// small enough that a message of that size still fits once sealed.
+///
+/// Sealing a value of `n` bytes writes a JWE of at most `4n/3 + 4h/3 + 48` bytes (quotes,
+/// dots, IV and tag included) for a protected header of `h` bytes; summed over the fields
+/// of one message the values grow by at most a third, and each envelope adds its header and
+/// fixed parts. This is the bound for [`SEALED_FIELDS_ALLOWANCE`] envelopes with headers of
+/// up to [`ENVELOPE_HEADER_ALLOWANCE`] bytes; a message that grows past `server_max` anyway
+/// (more or longer envelopes) is refused by the gateway before it reaches the server.
+pub fn advertised_max_payload(server_max: usize, seals: bool, max_body: usize) -> usize {
+    let limit = server_max.min(max_body);
+    if !seals {
+        return limit;
+    }
+    let per_envelope = ENVELOPE_HEADER_ALLOWANCE.div_ceil(3) * 4 + 48;
+    let room = server_max.saturating_sub(SEALED_FIELDS_ALLOWANCE * per_envelope + 2);
+    (room / 4 * 3).min(limit)
+}
+
+/// The server's `INFO` as a client of the gateway must see it: `max_payload` lowered by
+/// `advertise` (given the server's), no `connect_urls` (a client must not reconnect around
+/// the gateway), and `tls_required` when the client reached the gateway over TLS. Also the
+/// server's own `max_payload`.
+///
+/// # Errors
+/// [`FrameError::Malformed`] if the `INFO` is not a JSON object with a `max_payload`.
+pub fn rewrite_info(info: &str, advertise: impl Fn(usize) -> usize, tls: bool) -> Result<(String, usize), FrameError> {
+    let malformed = FrameError::Malformed("INFO is not a JSON object with a max_payload");
+    let mut info: serde_json::Map<String, serde_json::Value> = serde_json::from_str(info).map_err(|_| malformed.clone())?;
+    let server_max = info
+        .get("max_payload")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| malformed.clone())?;
+    let advertised = u64::try_from(advertise(server_max).min(server_max)).unwrap_or(u64::MAX);
+    info.insert("max_payload".to_owned(), serde_json::Value::from(advertised));
+    info.remove("connect_urls");
+    info.remove("ws_connect_urls");
+    if tls {
+        info.insert("tls_required".to_owned(), serde_json::Value::Bool(true));
+    }
+    let text = serde_json::to_string(&info).map_err(|_| malformed)?;
+    Ok((text, server_max))
+}
+
+/// One message a rule may touch, as the gateway hands it to the host's decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The subject it was published to or delivered on.
+    pub subject: &'a str,
+    /// Its headers (`HPUB`/`HMSG`), empty for `PUB`/`MSG`.
+    pub headers: &'a [(String, String)],
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// The host's decision on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it on, with this payload (`None`: as it came).
+    Forward(Option<Vec<u8>>),
+    /// Do not send it on; the client is told with an `-ERR` naming this refusal.
+    Refuse(ProblemKind),
+}
+
+/// Who asked for a `PONG` the server will send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pinger {
+    Client,
+    Gateway,
+}
+
+/// Most `-ERR`s and `PING`s one connection may have waiting for the server; a client that
+/// outruns it is disconnected, so the gateway's memory per connection stays bounded.
+pub const MAX_WAITING: usize = 4096;
+
+/// One client connection through the gateway: reads both directions, hands every message to
+/// the host's decision, and writes what goes on. Refusals follow nats-server's wording for
+/// permission violations, which clients report to their error callback and survive.
+///
+/// No host call writes to a client except by editing what the server sends, so the `-ERR`
+/// of a refused publish waits for the next bytes from the server; the gateway sends a
+/// `PING` in place of the refused message so that those bytes come, and keeps the `PONG`
+/// for itself.
+#[derive(Debug)]
+pub struct Gateway {
+    client: FrameReader,
+    server: FrameReader,
+    seals: bool,
+    max_body: usize,
+    tls: bool,
+    server_max: Option<usize>,
+    pingers: std::collections::VecDeque<Pinger>,
+    errors: Vec<Frame>,
+}
+
+/// Largest payload read from the server before its `INFO` names the limit (nats-server's
+/// own ceiling).
+const SERVER_PAYLOAD_CEILING: usize = 64 << 20;
+
+impl Gateway {
+    /// A connection under a policy that `seals` on publish and reads payloads of up to
+    /// `max_body` bytes; `tls` if the client reached the gateway over TLS.
+    pub fn new(seals: bool, max_body: usize, tls: bool) -> Self {
+        Self {
+            // Until the server's INFO: nothing a client sends before it is a publish anyway.
+            client: FrameReader::new(max_body.min(SERVER_PAYLOAD_CEILING)),
+            server: FrameReader::new(SERVER_PAYLOAD_CEILING),
+            seals,
+            max_body,
+            tls,
+            server_max: None,
+            pingers: std::collections::VecDeque::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Bytes held for frames not complete yet, both ways.
+    pub fn buffered(&self) -> usize {
+        self.client.buffered() + self.server.buffered()
+    }
+
+    /// Reads what the client sent; returns what goes on to the server: whole frames only,
+    /// publishes as `decide` says.
+    ///
+    /// # Errors
+    /// [`FrameError`] if the client does not speak the protocol, or outran [`MAX_WAITING`]:
+    /// the host closes the connection.
+    pub fn from_client(&mut self, bytes: &[u8], mut decide: impl FnMut(Message<'_>) -> Verdict) -> Result<Vec<u8>, FrameError> {
+        self.client.push(bytes);
+        let mut out = Vec::new();
+        while let Some(frame) = self.client.next_frame()? {
+            match frame {
+                Frame::Pub {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                } => {
+                    let parsed = headers.as_deref().map(read_headers).transpose()?.unwrap_or_default();
+                    let message = Message {
+                        subject: &subject,
+                        headers: &parsed,
+                        payload: &payload,
+                    };
+                    let verdict = match decide(message) {
+                        Verdict::Forward(Some(sealed))
+                            if sealed.len() + headers.as_ref().map_or(0, Vec::len) > self.server_max.unwrap_or(0) =>
+                        {
+                            Verdict::Refuse(ProblemKind::PayloadTooLarge)
+                        }
+                        verdict => verdict,
+                    };
+                    match verdict {
+                        Verdict::Forward(new) => {
+                            let payload = new.unwrap_or(payload);
+                            out.extend(
+                                Frame::Pub {
+                                    subject,
+                                    reply,
+                                    headers,
+                                    payload,
+                                }
+                                .encode(),
+                            );
+                        }
+                        Verdict::Refuse(kind) => {
+                            self.wait(Pinger::Gateway)?;
+                            self.errors.push(Frame::Err(violation("Publish", &subject, kind)));
+                            out.extend(Frame::Ping.encode());
+                        }
+                    }
+                }
+                Frame::Ping => {
+                    self.wait(Pinger::Client)?;
+                    out.extend(Frame::Ping.encode());
+                }
+                frame @ (Frame::Connect(_) | Frame::Sub { .. } | Frame::Unsub { .. } | Frame::Pong) => out.extend(frame.encode()),
+                Frame::Info(_) | Frame::Msg { .. } | Frame::Ok | Frame::Err(_) => {
+                    return Err(FrameError::Malformed("a server operation from a client"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads what the server sent; returns what goes on to the client: the `-ERR`s of
+    /// refused publishes first, then whole frames, deliveries as `decide` says.
+    ///
+    /// # Errors
+    /// [`FrameError`] if the server does not speak the protocol: the host closes the
+    /// connection.
+    pub fn from_server(&mut self, bytes: &[u8], mut decide: impl FnMut(Message<'_>) -> Verdict) -> Result<Vec<u8>, FrameError> {
+        self.server.push(bytes);
+        let mut out: Vec<u8> = self.errors.drain(..).flat_map(|e| e.encode()).collect();
+        while let Some(frame) = self.server.next_frame()? {
+            match frame {
+                Frame::Info(info) => {
+                    let (seals, max_body) = (self.seals, self.max_body);
+                    let (info, server_max) = rewrite_info(&info, |max| advertised_max_payload(max, seals, max_body), self.tls)?;
+                    self.client.set_max_payload(advertised_max_payload(server_max, seals, max_body));
+                    self.server.set_max_payload(server_max);
+                    self.server_max = Some(server_max);
+                    out.extend(Frame::Info(info).encode());
+                }
+                Frame::Msg {
+                    subject,
+                    sid,
+                    reply,
+                    headers,
+                    payload,
+                } => {
+                    let parsed = headers.as_deref().map(read_headers).transpose()?.unwrap_or_default();
+                    let message = Message {
+                        subject: &subject,
+                        headers: &parsed,
+                        payload: &payload,
+                    };
+                    match decide(message) {
+                        Verdict::Forward(new) => {
+                            let payload = new.unwrap_or(payload);
+                            out.extend(
+                                Frame::Msg {
+                                    subject,
+                                    sid,
+                                    reply,
+                                    headers,
+                                    payload,
+                                }
+                                .encode(),
+                            );
+                        }
+                        Verdict::Refuse(kind) => out.extend(Frame::Err(violation("Subscription", &subject, kind)).encode()),
+                    }
+                }
+                Frame::Pong => {
+                    if self.pingers.pop_front() != Some(Pinger::Gateway) {
+                        out.extend(Frame::Pong.encode());
+                    }
+                }
+                frame @ (Frame::Ping | Frame::Ok | Frame::Err(_)) => out.extend(frame.encode()),
+                Frame::Connect(_) | Frame::Pub { .. } | Frame::Sub { .. } | Frame::Unsub { .. } => {
+                    return Err(FrameError::Malformed("a client operation from the server"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn wait(&mut self, pinger: Pinger) -> Result<(), FrameError> {
+        if self.pingers.len() >= MAX_WAITING {
+            return Err(FrameError::Backlog);
+        }
+        self.pingers.push_back(pinger);
+        Ok(())
+    }
+}
+
+/// nats-server's wording for a permission violation (`Permissions Violation for Publish to
+/// "<subject>"`), which clients hand to their error callback without closing the
+/// connection, followed by the refusal's stable name.
+fn violation(operation: &str, subject: &str, kind: ProblemKind) -> String {
+    format!("Permissions Violation for {operation} to \"{subject}\": eventseal {}", kind.slug())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +777,142 @@ mod tests {
         assert_eq!(reader.next_frame(), Err(FrameError::ControlLineTooLong));
         let long = format!("SUB {} 1\r\n", "s".repeat(MAX_CONTROL_LINE));
         assert_eq!(read_all(long.as_bytes(), 64), Err(FrameError::ControlLineTooLong));
+    }
+
+    #[test]
+    fn subject_patterns_follow_nats_wildcards() {
+        let p = |s| SubjectPattern::parse(s).unwrap();
+        assert!(p("orders.*.created").matches("orders.eu.created"));
+        assert!(!p("orders.*.created").matches("orders.eu.x.created"));
+        assert!(!p("orders.*").matches("orders"));
+        assert!(p("orders.>").matches("orders.eu.created"));
+        assert!(!p("orders.>").matches("orders"));
+        assert!(p(">").matches("a") && p("a.b").matches("a.b") && !p("a.b").matches("a.bc"));
+        assert!(!p("a.*").matches("a."), "an empty token is no token");
+        for bad in ["", "a..b", ".a", "a.>.b", "a b", "a.\tb"] {
+            assert!(SubjectPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_blocks_read_or_refuse() {
+        let h = read_headers(b"NATS/1.0\r\nwebhook-id: msg_1\r\nCE-Type:  a.b \r\n\r\n").unwrap();
+        assert_eq!(h, vec![("webhook-id".into(), "msg_1".into()), ("CE-Type".into(), "a.b".into())]);
+        assert_eq!(read_headers(b"NATS/1.0 503\r\n\r\n").unwrap(), vec![]);
+        for bad in [
+            &b"HTTP/1.1\r\n\r\n"[..],
+            b"NATS/1.0\r\nno-colon\r\n\r\n",
+            b"NATS/1.0\r\na: b\r\n",
+            b"NATS/1.0\r\n\xff: b\r\n\r\n",
+        ] {
+            assert!(read_headers(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    const INFO: &[u8] = b"INFO {\"server_id\":\"x\",\"max_payload\":1048576,\"headers\":true,\"connect_urls\":[\"10.0.0.1:4222\"]}\r\n";
+
+    fn info_of(out: &[u8]) -> serde_json::Value {
+        let line = std::str::from_utf8(out).unwrap().lines().next().unwrap();
+        serde_json::from_str(line.strip_prefix("INFO ").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn info_is_rewritten_for_the_client() {
+        let mut gateway = Gateway::new(true, 1 << 20, true);
+        let out = gateway.from_server(INFO, |_| unreachable!()).unwrap();
+        let info = info_of(&out);
+        let advertised = advertised_max_payload(1 << 20, true, 1 << 20);
+        assert_eq!(info["max_payload"], advertised);
+        assert!(advertised < (1 << 20) * 3 / 4 && advertised > (1 << 20) / 2, "{advertised}");
+        assert!(info.get("connect_urls").is_none());
+        assert_eq!(
+            (info["tls_required"].as_bool(), info["headers"].as_bool()),
+            (Some(true), Some(true))
+        );
+        // Without sealing nothing grows: only the policy's body limit lowers it.
+        let mut plain = Gateway::new(false, 4096, false);
+        assert_eq!(info_of(&plain.from_server(INFO, |_| unreachable!()).unwrap())["max_payload"], 4096);
+        // The client is held to what it was told.
+        let big = format!("PUB a {}\r\n", advertised + 1);
+        assert!(matches!(
+            gateway.from_client(big.as_bytes(), |_| unreachable!()),
+            Err(FrameError::PayloadTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_worst_case_within_the_allowance_fits_the_server() {
+        let server_max = 1 << 20;
+        let p = advertised_max_payload(server_max, true, usize::MAX);
+        // Every byte sealed, in the allowed number of envelopes with the longest headers.
+        let per_value = p / SEALED_FIELDS_ALLOWANCE;
+        let envelope = |n: usize| 2 + (ENVELOPE_HEADER_ALLOWANCE.div_ceil(3) * 4) + 2 + 16 + 1 + n.div_ceil(3) * 4 + 1 + 22;
+        let sealed: usize = (0..SEALED_FIELDS_ALLOWANCE).map(|_| envelope(per_value)).sum();
+        assert!(sealed <= server_max, "{sealed} > {server_max}");
+    }
+
+    #[test]
+    fn a_refused_publish_never_reaches_the_server_and_the_client_hears_of_it() {
+        let mut gateway = Gateway::new(true, 1 << 20, false);
+        gateway.from_server(INFO, |_| unreachable!()).unwrap();
+        let wire = b"PING\r\nPUB orders.x _INBOX.1 2\r\nno\r\nPUB orders.y 2\r\nok\r\nPING\r\n";
+        let to_server = gateway
+            .from_client(wire, |m| match m.subject {
+                "orders.x" => Verdict::Refuse(ProblemKind::ProducerForbidden),
+                _ => Verdict::Forward(Some(b"sealed".to_vec())),
+            })
+            .unwrap();
+        assert_eq!(to_server, b"PING\r\nPING\r\nPUB orders.y 6\r\nsealed\r\nPING\r\n");
+        // The server answers three PINGs; the gateway keeps the PONG of its own.
+        let to_client = gateway.from_server(b"PONG\r\nPONG\r\nPONG\r\n", |_| unreachable!()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&to_client).unwrap(),
+            "-ERR 'Permissions Violation for Publish to \"orders.x\": eventseal producer-forbidden'\r\nPONG\r\nPONG\r\n"
+        );
+    }
+
+    #[test]
+    fn deliveries_are_decided_and_a_refused_one_is_named() {
+        let mut gateway = Gateway::new(false, 1 << 20, false);
+        let wire = b"MSG a.b 1 _INBOX.2 2\r\nhi\r\nHMSG a.c 2 18 20\r\nNATS/1.0\r\nk: v\r\n\r\nno\r\n";
+        let mut seen = Vec::new();
+        let out = gateway
+            .from_server(wire, |m| {
+                seen.push((m.subject.to_owned(), m.headers.to_vec()));
+                if m.subject == "a.c" {
+                    Verdict::Refuse(ProblemKind::ReaderForbidden)
+                } else {
+                    Verdict::Forward(Some(b"opened".to_vec()))
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "MSG a.b 1 _INBOX.2 6\r\nopened\r\n-ERR 'Permissions Violation for Subscription to \"a.c\": eventseal reader-forbidden'\r\n"
+        );
+        assert_eq!(seen[1].1, vec![("k".to_owned(), "v".to_owned())]);
+        assert!(gateway.from_server(b"PUB x 0\r\n\r\n", |_| unreachable!()).is_err());
+        assert!(gateway.from_client(b"MSG x 1 0\r\n\r\n", |_| unreachable!()).is_err());
+    }
+
+    #[test]
+    fn a_publish_that_grows_over_the_server_limit_is_refused() {
+        // Beyond the allowance (here: none at all) a message can still grow too large.
+        let mut gateway = Gateway::new(false, 1 << 20, false);
+        gateway.from_server(b"INFO {\"max_payload\":64}\r\n", |_| unreachable!()).unwrap();
+        let out = gateway
+            .from_client(b"PUB a 2\r\nhi\r\n", |_| Verdict::Forward(Some(vec![b'x'; 65])))
+            .unwrap();
+        assert_eq!(out, b"PING\r\n");
+        let err = gateway.from_server(b"PONG\r\n", |_| unreachable!()).unwrap();
+        assert!(String::from_utf8(err).unwrap().contains("eventseal payload-too-large"));
+    }
+
+    #[test]
+    fn a_client_that_outruns_the_server_is_cut_off() {
+        let mut gateway = Gateway::new(false, 1 << 20, false);
+        let pings = "PING\r\n".repeat(MAX_WAITING + 1);
+        assert_eq!(gateway.from_client(pings.as_bytes(), |_| unreachable!()), Err(FrameError::Backlog));
     }
 
     proptest::proptest! {

@@ -377,6 +377,7 @@ fn judge(engine: &Engine, body: &str) -> Result<(), String> {
         path: "/in",
         authority: "gateway.test",
         headers: &headers,
+        subject: None,
     };
     let job = BodyJob {
         rule: engine.rule(engine.route(&request).expect("the rule matches")),

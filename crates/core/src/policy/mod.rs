@@ -6,6 +6,7 @@ mod parse;
 use crate::json::Limits;
 use crate::keyring::{Keyring, KeyringError};
 use crate::kms::VaultTransit;
+use crate::nats::SubjectPattern;
 use crate::pointer::FieldPath;
 use crate::problem::Direction;
 use crate::secret::SecretBytes;
@@ -74,6 +75,20 @@ pub struct Policy {
     pub audit: Option<AuditDelivery>,
     /// How the Envoy filter treats the headers of a body it decides on (`envoy.headers`).
     pub envoy_headers: EnvoyHeaders,
+    /// What the rules match: HTTP requests, or NATS messages (`protocol`).
+    pub protocol: Protocol,
+}
+
+/// What a policy's rules match (`protocol`, docs/CONFIG.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `"http"`: rules match requests; bodies are request and response bodies.
+    #[default]
+    Http,
+    /// `"nats"`: rules match NATS subjects; bodies are message payloads, a publish travels
+    /// as [`Direction::Request`] and a delivery as [`Direction::Response`].
+    Nats,
 }
 
 /// How the Envoy filter treats the headers of a message whose body it decides on
@@ -168,9 +183,9 @@ pub struct Rule {
     pub name: String,
     /// Which requests the rule applies to.
     pub matcher: Match,
-    /// Apply to request bodies.
+    /// Apply to request bodies (NATS: to publishes).
     pub request: bool,
-    /// Apply to response bodies.
+    /// Apply to response bodies (NATS: to deliveries).
     pub response: bool,
     /// If set, only these principals may send requests on this route.
     pub producers: Option<Vec<Grant>>,
@@ -279,6 +294,8 @@ pub struct Match {
     pub host: Option<String>,
     /// Headers that must be present with exactly these values (names lower case).
     pub headers: Vec<(String, String)>,
+    /// NATS subject pattern (NATS rules only).
+    pub subject: Option<SubjectPattern>,
 }
 
 /// Path condition.
@@ -298,8 +315,10 @@ pub enum ContextSource {
     /// A string (or number) in the event at this JSON Pointer (without wildcards), parsed
     /// once here rather than for every event.
     Body(FieldPath),
-    /// A request header (lower case).
+    /// A request header (lower case); for NATS, a header of the message.
     Header(String),
+    /// A token of the NATS subject, counted from 1.
+    SubjectToken(usize),
     /// A fixed value, for example an environment or route name.
     Literal(String),
 }

@@ -4,11 +4,12 @@
 
 use super::{
     AuditDelivery, ConfigError, ContextSource, Denied, EnvoyHeaders, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, PathMatch,
-    Policy, PrincipalSource, Rule, invalid,
+    Policy, PrincipalSource, Protocol, Rule, invalid,
 };
 use crate::json::Limits;
 use crate::keyring::KeyId;
 use crate::kms::{DataKeyLimits, VaultTransit};
+use crate::nats::SubjectPattern;
 use crate::pointer::FieldPath;
 use crate::webhook::DEFAULT_TOLERANCE_SECS;
 use serde_json::{Map, Value};
@@ -94,7 +95,8 @@ impl Policy {
     /// # Errors
     /// [`ConfigError`] naming the JSON location of the first problem.
     pub fn from_value(doc: &Value) -> Result<Self, ConfigError> {
-        let root = Node { value: doc, at: "" }.object(&["keys", "principal", "limits", "signatures", "audit", "envoy", "rules"])?;
+        let root =
+            Node { value: doc, at: "" }.object(&["protocol", "keys", "principal", "limits", "signatures", "audit", "envoy", "rules"])?;
         let mut policy = Policy {
             rules: Vec::new(),
             limits: Limits::default(),
@@ -104,13 +106,27 @@ impl Policy {
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
             audit: None,
             envoy_headers: EnvoyHeaders::Forward,
+            protocol: Protocol::Http,
         };
+        member(root, "", "protocol", |n| {
+            policy.protocol = match n.string()? {
+                "http" => Protocol::Http,
+                "nats" => Protocol::Nats,
+                _ => return Err(invalid(n.at, "\"http\" or \"nats\"")),
+            };
+            Ok(())
+        })?;
         member(root, "", "keys", |n| {
             (policy.keys, policy.vault_transit) = parse_key_source(n)?;
             Ok(())
         })?;
         member(root, "", "principal", |n| {
             policy.principal = parse_principal(n)?;
+            // A NATS client names no header an edge could vouch for, and carries no JWT
+            // that jwt_authn verified: only the TLS peer identifies it.
+            if policy.protocol == Protocol::Nats && !matches!(policy.principal, PrincipalSource::PeerCertificate) {
+                return Err(invalid(&format!("{}/source", n.at), "\"mtls\" with \"protocol\": \"nats\""));
+            }
             Ok(())
         })?;
         member(root, "", "limits", |n| {
@@ -136,6 +152,12 @@ impl Policy {
             Ok(())
         })?;
         member(root, "", "envoy", |n| {
+            if policy.protocol == Protocol::Nats {
+                return Err(invalid(
+                    n.at,
+                    "no \"envoy\" member with \"protocol\": \"nats\" (a NATS message has no HTTP headers to hold)",
+                ));
+            }
             let map = n.object(&["headers"])?;
             member(map, n.at, "headers", |n| {
                 policy.envoy_headers = match n.string()? {
@@ -153,7 +175,7 @@ impl Policy {
                 at: "/rules",
             },
             |n| {
-                let rule = parse_rule(n)?;
+                let rule = parse_rule(n, policy.protocol)?;
                 if policy.rules.iter().any(|r| r.name == rule.name) {
                     return Err(invalid(&format!("{}/name", n.at), "a name no other rule has"));
                 }
@@ -375,7 +397,7 @@ fn parse_principal(n: Node<'_>) -> Result<PrincipalSource, ConfigError> {
     }
 }
 
-fn parse_rule(n: Node<'_>) -> Result<Rule, ConfigError> {
+fn parse_rule(n: Node<'_>, protocol: Protocol) -> Result<Rule, ConfigError> {
     let map = n.object(&[
         "name",
         "match",
@@ -411,15 +433,16 @@ fn parse_rule(n: Node<'_>) -> Result<Rule, ConfigError> {
         on_error: OnError::Refuse,
     };
     member(map, n.at, "match", |m| {
-        rule.matcher = parse_match(m)?;
+        rule.matcher = parse_match(m, protocol)?;
         Ok(())
     })?;
     member(map, n.at, "apply_to", |m| {
-        (rule.request, rule.response) = match m.string()? {
-            "request" => (true, false),
-            "response" => (false, true),
-            "both" => (true, true),
-            _ => return Err(invalid(m.at, "\"request\", \"response\" or \"both\"")),
+        (rule.request, rule.response) = match (protocol, m.string()?) {
+            (Protocol::Http, "request") | (Protocol::Nats, "publish") => (true, false),
+            (Protocol::Http, "response") | (Protocol::Nats, "delivery") => (false, true),
+            (_, "both") => (true, true),
+            (Protocol::Http, _) => return Err(invalid(m.at, "\"request\", \"response\" or \"both\"")),
+            (Protocol::Nats, _) => return Err(invalid(m.at, "\"publish\", \"delivery\" or \"both\"")),
         };
         Ok(())
     })?;
@@ -433,7 +456,7 @@ fn parse_rule(n: Node<'_>) -> Result<Rule, ConfigError> {
         for (name, source) in ctx {
             let at = format!("{at}/{}", crate::pointer::escape_token(name));
             rule.context
-                .push((name.clone(), parse_context_source(Node { value: source, at: &at })?));
+                .push((name.clone(), parse_context_source(Node { value: source, at: &at }, protocol)?));
         }
     }
     member(map, n.at, "verify", |m| {
@@ -442,6 +465,11 @@ fn parse_rule(n: Node<'_>) -> Result<Rule, ConfigError> {
     })?;
     member(map, n.at, "sign", |m| {
         rule.sign = m.boolean()?;
+        if rule.sign && protocol == Protocol::Nats {
+            // Signing a PUB would turn it into an HPUB, which a client that did not ask for
+            // headers cannot take back on delivery.
+            return Err(invalid(m.at, "false: the NATS gateway verifies signatures but does not sign"));
+        }
         Ok(())
     })?;
     member(map, n.at, "seal", |m| {
@@ -471,6 +499,12 @@ fn parse_rule(n: Node<'_>) -> Result<Rule, ConfigError> {
         }
         Ok(())
     })?;
+    if protocol == Protocol::Nats && rule.producers.is_some() && !rule.request {
+        return Err(invalid(
+            &format!("{}/producers", n.at),
+            "a rule that applies to publishes (\"apply_to\": \"publish\" or \"both\"): producers are checked when they publish",
+        ));
+    }
     if !rule.has_body_actions() && rule.producers.is_none() {
         return Err(invalid(
             n.at,
@@ -480,9 +514,17 @@ fn parse_rule(n: Node<'_>) -> Result<Rule, ConfigError> {
     Ok(rule)
 }
 
-fn parse_match(n: Node<'_>) -> Result<Match, ConfigError> {
-    let map = n.object(&["methods", "path", "path_prefix", "host", "headers"])?;
+fn parse_match(n: Node<'_>, protocol: Protocol) -> Result<Match, ConfigError> {
+    let map = match protocol {
+        Protocol::Http => n.object(&["methods", "path", "path_prefix", "host", "headers"])?,
+        Protocol::Nats => n.object(&["subject", "headers"])?,
+    };
     let mut m = Match::default();
+    member(map, n.at, "subject", |s| {
+        let pattern = s.string()?;
+        m.subject = Some(SubjectPattern::parse(pattern).map_err(|e| invalid(s.at, format!("a NATS subject pattern ({e})")))?);
+        Ok(())
+    })?;
     member(map, n.at, "methods", |a| {
         each(a, |s| {
             let method = s.string()?;
@@ -529,14 +571,30 @@ fn parse_match(n: Node<'_>) -> Result<Match, ConfigError> {
     Ok(m)
 }
 
-fn parse_context_source(n: Node<'_>) -> Result<ContextSource, ConfigError> {
-    let map = n.object(&["body", "header", "literal"])?;
-    let expected = "exactly one of {\"body\": pointer}, {\"header\": name} or {\"literal\": value}";
+fn parse_context_source(n: Node<'_>, protocol: Protocol) -> Result<ContextSource, ConfigError> {
+    let (map, expected) = match protocol {
+        Protocol::Http => (
+            n.object(&["body", "header", "literal"])?,
+            "exactly one of {\"body\": pointer}, {\"header\": name} or {\"literal\": value}",
+        ),
+        Protocol::Nats => (
+            n.object(&["body", "header", "literal", "subject_token"])?,
+            "exactly one of {\"body\": pointer}, {\"header\": name}, {\"subject_token\": position} or {\"literal\": value}",
+        ),
+    };
     if map.len() != 1 {
         return Err(invalid(n.at, expected));
     }
     let (kind, value) = map.iter().next().ok_or_else(|| invalid(n.at, expected))?;
     let at = format!("{}/{kind}", n.at);
+    if kind == "subject_token" {
+        let position = Node { value, at: &at }.positive()?;
+        let position = usize::try_from(position)
+            .ok()
+            .filter(|p| *p <= crate::nats::MAX_CONTROL_LINE)
+            .ok_or_else(|| invalid(&at, "a token position from 1"))?;
+        return Ok(ContextSource::SubjectToken(position));
+    }
     let text = Node { value, at: &at }.string()?.to_owned();
     Ok(match kind.as_str() {
         "body" => {
@@ -712,6 +770,66 @@ mod tests {
         assert_eq!(rule.open[0].readers.len(), 2);
         assert_eq!(rule.open[0].denied, Denied::Mask(json!("[sealed]")));
         assert_eq!(policy.limits.max_json_depth, 16);
+    }
+
+    #[test]
+    fn nats_policies_match_subjects_and_refuse_http_members() {
+        let policy = Policy::from_value(&json!({
+            "protocol": "nats",
+            "principal": {"source": "mtls"},
+            "rules": [
+                {"name": "in", "match": {"subject": "orders.*.>"}, "producers": ["spiffe://x/*"],
+                 "context": {"tenant": {"subject_token": 2}}, "seal": {"fields": ["/card"]}},
+                {"name": "out", "match": {"subject": "orders.>"}, "apply_to": "delivery",
+                 "context": {"tenant": {"subject_token": 2}}, "open": {"fields": ["/card"], "readers": ["*"]}},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(policy.protocol, Protocol::Nats);
+        assert_eq!((policy.rules[0].request, policy.rules[0].response), (true, false));
+        assert_eq!((policy.rules[1].request, policy.rules[1].response), (false, true));
+        assert_eq!(policy.rules[0].context, vec![("tenant".to_owned(), ContextSource::SubjectToken(2))]);
+        assert!(policy.rules[0].matcher.subject.as_ref().unwrap().matches("orders.eu.created"));
+        let nats = |rule: Value| error(json!({"protocol": "nats", "rules": [rule]}));
+        assert_eq!(
+            nats(json!({"name": "a", "match": {"path": "/x"}, "verify": true})),
+            "/rules/0/match/path"
+        );
+        assert_eq!(
+            nats(json!({"name": "a", "match": {"subject": "a..b"}, "verify": true})),
+            "/rules/0/match/subject"
+        );
+        assert_eq!(
+            nats(json!({"name": "a", "apply_to": "request", "verify": true})),
+            "/rules/0/apply_to"
+        );
+        assert_eq!(nats(json!({"name": "a", "sign": true})), "/rules/0/sign");
+        assert_eq!(
+            nats(json!({"name": "a", "apply_to": "delivery", "producers": ["*"]})),
+            "/rules/0/producers"
+        );
+        assert_eq!(
+            nats(json!({"name": "a", "context": {"t": {"subject_token": 0}}, "verify": true})),
+            "/rules/0/context/t/subject_token"
+        );
+        assert_eq!(
+            error(json!({"protocol": "nats", "principal": {"source": "header", "header": "x"}, "rules": []})),
+            "/principal/source"
+        );
+        assert_eq!(
+            error(json!({"protocol": "nats", "envoy": {"headers": "hold"}, "rules": []})),
+            "/envoy"
+        );
+        // And the other way round: HTTP policies know no subjects.
+        assert_eq!(
+            error(json!({"rules": [{"name": "a", "match": {"subject": "a"}, "verify": true}]})),
+            "/rules/0/match/subject"
+        );
+        assert_eq!(
+            error(json!({"rules": [{"name": "a", "context": {"t": {"subject_token": 1}}, "verify": true}]})),
+            "/rules/0/context/t/subject_token"
+        );
+        assert_eq!(error(json!({"protocol": "mqtt", "rules": []})), "/protocol");
     }
 
     #[test]
