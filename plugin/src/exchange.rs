@@ -38,6 +38,7 @@ pub struct Exchange {
     method: String,
     path: String,
     authority: String,
+    subject: Option<String>,
     /// The caller, if the policy identifies one.
     pub principal: Option<Principal>,
     /// `x-request-id`, for problems and audit records.
@@ -70,6 +71,7 @@ impl Exchange {
             method,
             path,
             authority,
+            subject: None,
             principal,
             request_id,
             request: Side {
@@ -80,14 +82,27 @@ impl Exchange {
         }
     }
 
-    /// The request the rule matched on.
+    /// The NATS message `rule` matched, travelling in `direction`, from `principal` (the
+    /// client of the connection). Its `Nats-Msg-Id` header, if any, names it in the audit.
+    pub fn message(rule: RuleId, direction: Direction, subject: &str, headers: &[(String, String)], principal: Option<Principal>) -> Self {
+        // A message is its own head: its headers are matched on, and travel with its body.
+        let mut exchange = Self::new(rule, String::new(), String::new(), String::new(), headers.to_vec(), principal);
+        exchange.request_id = header(headers, "nats-msg-id").map(str::to_owned);
+        exchange.subject = Some(subject.to_owned());
+        if direction == Direction::Response {
+            exchange.response.headers = headers.to_vec();
+        }
+        exchange
+    }
+
+    /// The request the rule matched on (a NATS message: its subject and headers).
     pub fn head(&self) -> RequestHead<'_> {
         RequestHead {
             method: &self.method,
             path: &self.path,
             authority: &self.authority,
             headers: &self.request.headers,
-            subject: None,
+            subject: self.subject.as_deref(),
         }
     }
 

@@ -155,6 +155,42 @@ pub fn set_body(direction: Direction, size: usize, bytes: &[u8]) {
     let _ = hostcalls::set_buffer(body_buffer(direction), 0, size, bytes);
 }
 
+/// A side of a TCP connection (network filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The client's side: what it sends is downstream data.
+    Client,
+    /// The upstream server's side: what it sends is upstream data.
+    Server,
+}
+
+fn data_buffer(from: Peer) -> BufferType {
+    match from {
+        Peer::Client => BufferType::DownstreamData,
+        Peer::Server => BufferType::UpstreamData,
+    }
+}
+
+/// The `size` bytes of connection data received from `from` in this callback.
+pub fn data(from: Peer, size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(data_buffer(from), 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Replaces the whole connection data from `from` (`size` bytes) with `bytes`: Envoy lets a
+/// network filter replace a buffer whole, prepend or append, nothing else.
+pub fn set_data(from: Peer, size: usize, bytes: &[u8]) {
+    let _ = hostcalls::set_buffer(data_buffer(from), 0, size, bytes);
+}
+
+/// Closes the client's connection (Envoy flushes what was already written to it); the
+/// upstream connection goes with it.
+pub fn close_client() {
+    let _ = hostcalls::close_downstream();
+}
+
 /// Answers the client with a local reply; the stream goes no further.
 pub fn send_local_reply(status: u16, headers: &[(&str, &str)], body: &[u8]) {
     let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));

@@ -11,7 +11,7 @@ mod outbox;
 /// Envoy's encoding of property values (JWT claims in metadata).
 mod property;
 
-// The VM side. Dependencies point one way: root -> http -> exchange -> vm -> kms -> host.
+// The VM side. Dependencies point one way: root -> http | nats -> exchange -> vm -> kms -> host.
 /// One exchange of any transport: its rule, principal, sides; deciding and recording.
 #[cfg(target_family = "wasm")]
 mod exchange;
@@ -24,6 +24,9 @@ mod http;
 /// The Vault Transit key source: sends core's calls, resumes the streams paused for them.
 #[cfg(target_family = "wasm")]
 mod kms;
+/// One NATS client connection (network filter): core's gateway over Envoy's data callbacks.
+#[cfg(target_family = "wasm")]
+mod nats;
 /// Core's replay cache over proxy-wasm shared data.
 #[cfg(target_family = "wasm")]
 mod replay;

@@ -42,6 +42,9 @@ pub enum Counter {
     /// Held streams answered 503 because Envoy lacks `allow_on_headers_stop_iteration`
     /// while the policy says `envoy.headers: hold`.
     HoldUnavailable,
+    /// NATS connections closed because a side did not speak the protocol, sent a control
+    /// line or payload over the limit, or outran the gateway's bounds.
+    NatsProtocolErrors,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -66,6 +69,7 @@ impl Counter {
             Self::KmsCallFailures,
             Self::KmsCallsResent,
             Self::HoldUnavailable,
+            Self::NatsProtocolErrors,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -90,6 +94,7 @@ impl Counter {
             Self::KmsCallFailures => "eventseal_kms_call_failures".to_owned(),
             Self::KmsCallsResent => "eventseal_kms_calls_resent".to_owned(),
             Self::HoldUnavailable => "eventseal_hold_unavailable".to_owned(),
+            Self::NatsProtocolErrors => "eventseal_nats_protocol_errors".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -113,7 +118,8 @@ impl Counter {
             Self::KmsCallFailures => 13,
             Self::KmsCallsResent => 14,
             Self::HoldUnavailable => 15,
-            Self::Refused(i) => 16 + i,
+            Self::NatsProtocolErrors => 16,
+            Self::Refused(i) => 17 + i,
         }
     }
 }

@@ -5,10 +5,11 @@
 use crate::host::{self, Metrics, log, now_ms};
 use crate::http::{HttpFilter, Unconfigured};
 use crate::kms::{self, Kms};
+use crate::nats::{NatsStream, UnconfiguredNats};
 use crate::outbox::{Batch, Outbox};
 use crate::vm::{Vm, account};
-use eventseal_core::{ConfigError, Engine, EnvoyHeaders, KeySource, Operation, Policy};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use eventseal_core::{ConfigError, Engine, EnvoyHeaders, KeySource, Operation, Policy, Protocol};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::rc::Rc;
 use std::time::Duration;
@@ -71,8 +72,19 @@ impl Root {
 /// `allow_on_headers_stop_iteration`, proxy-wasm-cpp-host turns `StopIteration` into
 /// `StopAllIterationAndWatermark`), and header maps are read-only once forwarded. Only
 /// `envoy.headers: hold` can sign. Refusing here keeps the failure out of the request path.
+///
+/// On NATS, a delivery is decided in the callback that reads it: Envoy cannot pause data
+/// from the upstream and resume it later, so the filter cannot wait for a KMS call.
 fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
-    if policy.envoy_headers == EnvoyHeaders::Hold {
+    if policy.protocol == Protocol::Nats && policy.vault_transit.is_some() {
+        return Err(ConfigError::Invalid {
+            at: "/keys/vault_transit".to_owned(),
+            expected: "no KMS key source with \"protocol\": \"nats\": the NATS gateway seals and opens with the local \
+                       keyring only (a delivery cannot wait for a KMS call in Envoy)"
+                .to_owned(),
+        });
+    }
+    if policy.envoy_headers == EnvoyHeaders::Hold || policy.protocol == Protocol::Nats {
         return Ok(());
     }
     match policy.rules.iter().position(|rule| rule.carries(Operation::Sign)) {
@@ -172,6 +184,14 @@ fn give_up(metrics: &Metrics, outbox: &mut Outbox) {
             outbox.config().cluster
         ),
     );
+}
+
+/// The `protocol` a configuration names, read even when the rest of it is refused.
+fn declared_protocol(configuration: &[u8]) -> Protocol {
+    let named = serde_json::from_slice::<serde_json::Value>(configuration)
+        .ok()
+        .and_then(|doc| doc.get("protocol").and_then(|p| p.as_str()).map(|p| p == "nats"));
+    if named == Some(true) { Protocol::Nats } else { Protocol::Http }
 }
 
 /// A random seed for the KMS backoff jitter, so that workers retrying the KMS spread out.
@@ -299,7 +319,23 @@ impl RootContext for Root {
         })
     }
 
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(match &self.vm {
+            Some(vm) => Box::new(NatsStream::new(vm.clone())),
+            None => Box::new(UnconfiguredNats),
+        })
+    }
+
+    /// The same module is an HTTP filter or a NATS network filter, as the policy says. A
+    /// refused policy still says which, so its connections are refused the right way.
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        let protocol = match &self.vm {
+            Some(vm) => vm.engine.policy().protocol,
+            None => declared_protocol(&host::plugin_configuration()),
+        };
+        Some(match protocol {
+            Protocol::Nats => ContextType::StreamContext,
+            _ => ContextType::HttpContext,
+        })
     }
 }

@@ -25,7 +25,7 @@ pub use engine::{BodyJob, Decision, Engine, KmsKeys, KmsNeeds, MemoryReplayCache
 // The policy model and its errors (docs/CONFIG.md).
 pub use policy::{
     AuditDelivery, ConfigError, ContextSource, Denied, EnvoyHeaders, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, Operation,
-    PathMatch, Policy, PrincipalSource, Rule,
+    PathMatch, Policy, PrincipalSource, Protocol, Rule,
 };
 // Refusals: one problem type and status per error (RFC 9457).
 pub use problem::{Direction, PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
