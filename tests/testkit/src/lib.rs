@@ -11,6 +11,8 @@
 //! - [`openbao`]: a real OpenBao (Vault Transit) server for a test;
 //! - [`nats`]: a real nats-server for a test, and a client of the NATS protocol's bytes
 //!   (plain, or TLS first with a client certificate);
+//! - [`gateway`]: the NATS gateway in the harness's TCP mode, on loopback sockets in front
+//!   of a real nats-server, as Envoy's network filter chain would run it;
 //! - [`http`]: the tests' HTTP/1.1 client (plain or mTLS), over `ureq`;
 //! - [`generate`]: one test per case file, from a build script (std only: with
 //!   `default-features = false` this is all there is).
@@ -22,6 +24,8 @@ pub mod generate;
 pub mod case;
 #[cfg(feature = "support")]
 pub mod check;
+#[cfg(feature = "support")]
+pub mod gateway;
 #[cfg(feature = "support")]
 pub mod harness;
 #[cfg(feature = "support")]
