@@ -42,7 +42,9 @@ pub(crate) fn finish_context(vm: &mut Vm, id: u32) -> Result<(), Error> {
         Ok(())
     })();
     let host = vm.host_mut();
-    host.contexts.remove(&id);
+    if let Some(ContextState::Tcp(tcp)) = host.contexts.remove(&id) {
+        host.ended_tcp.insert(id, tcp);
+    }
     // Envoy's `~Context` cancels the HTTP calls the context made.
     host.calls_pending.retain(|call| call.context != id);
     host.calls_to_dispatch.retain(|call| call.context != id);
@@ -50,17 +52,27 @@ pub(crate) fn finish_context(vm: &mut Vm, id: u32) -> Result<(), Error> {
     settle(vm)
 }
 
+/// Applies the work hostcalls deferred until the VM call returned (continues, closes,
+/// local replies), in the order they were asked for, as proxy-wasm-cpp-host's
+/// `DeferAfterCallActions` does before Envoy looks at the callback's result.
+pub(crate) fn run_deferred(vm: &mut Vm) -> Result<(), Error> {
+    while !vm.host().deferred.is_empty() {
+        if vm.failed() {
+            return Err(Error::Failed);
+        }
+        let deferred = vm.host_mut().deferred.remove(0);
+        apply(vm, deferred)?;
+    }
+    Ok(())
+}
+
 /// Runs Envoy's event loop until nothing is left to do now: deferred continues, closes
 /// and local replies; answers from automatic upstreams; queue-ready notifications.
 pub(crate) fn settle(vm: &mut Vm) -> Result<(), Error> {
     loop {
+        run_deferred(vm)?;
         if vm.failed() {
             return Err(Error::Failed);
-        }
-        if !vm.host().deferred.is_empty() {
-            let deferred = vm.host_mut().deferred.remove(0);
-            apply(vm, deferred)?;
-            continue;
         }
         if !vm.host().calls_to_dispatch.is_empty() {
             let pending = vm.host_mut().calls_to_dispatch.remove(0);
@@ -90,7 +102,6 @@ pub(crate) fn settle(vm: &mut Vm) -> Result<(), Error> {
 }
 
 fn apply(vm: &mut Vm, deferred: Deferred) -> Result<(), Error> {
-    let is_tcp = |vm: &Vm, id: u32| matches!(vm.host().contexts.get(&id), Some(ContextState::Tcp(_)));
     let exists = |vm: &Vm, id: u32| vm.host().contexts.contains_key(&id);
     match deferred {
         Deferred::Continue { context, .. } if !exists(vm, context) => Ok(()),
@@ -104,20 +115,15 @@ fn apply(vm: &mut Vm, deferred: Deferred) -> Result<(), Error> {
         } => http_driver::resume(vm, context, Direction::Response),
         Deferred::Continue { context, .. } => tcp_driver::resume(vm, context),
         Deferred::Close { context, .. } if !exists(vm, context) => Ok(()),
-        Deferred::Close { context, stream } if is_tcp(vm, context) => tcp_driver::close(
-            vm,
-            context,
-            if stream == stream::UPSTREAM {
-                TcpSide::Upstream
-            } else {
-                TcpSide::Downstream
-            },
-        ),
         Deferred::Close {
             context,
-            stream: stream::HTTP_REQUEST | stream::HTTP_RESPONSE,
-        } => http_driver::reset(vm, context),
-        Deferred::Close { .. } => Ok(()),
+            stream: stream::DOWNSTREAM,
+        } => tcp_driver::close(vm, context, TcpSide::Downstream),
+        Deferred::Close {
+            context,
+            stream: stream::UPSTREAM,
+        } => tcp_driver::close(vm, context, TcpSide::Upstream),
+        Deferred::Close { context, .. } => http_driver::reset(vm, context),
         Deferred::LocalResponse { context, .. } if !exists(vm, context) => Ok(()),
         Deferred::LocalResponse { context, reply } => http_driver::local_reply(vm, context, reply),
     }

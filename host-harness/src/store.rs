@@ -70,6 +70,9 @@ pub(crate) struct HostState {
     pub current: u32,
     pub effective: u32,
     pub contexts: HashMap<u32, ContextState>,
+    /// TCP connections whose context has ended, kept until their handle drops so that it
+    /// can still tell what reached each side and how the connection closed.
+    pub ended_tcp: HashMap<u32, Box<TcpState>>,
     pub configuring: bool,
     pub tick_period: Option<Duration>,
     pub next_tick: Option<Duration>,
@@ -104,6 +107,7 @@ impl HostState {
             current: 0,
             effective: 0,
             contexts: HashMap::new(),
+            ended_tcp: HashMap::new(),
             configuring: false,
             tick_period: None,
             next_tick: None,
@@ -162,6 +166,14 @@ impl HostState {
         match self.contexts.get_mut(&id) {
             Some(ContextState::Tcp(tcp)) => Ok(tcp),
             _ => Err(Error::Usage(format!("TCP stream {id} is finished"))),
+        }
+    }
+
+    /// What TCP stream `id` did, whether its context is live or has ended.
+    pub(crate) fn tcp_record(&self, id: u32) -> Option<&TcpState> {
+        match self.contexts.get(&id) {
+            Some(ContextState::Tcp(tcp)) => Some(tcp),
+            _ => self.ended_tcp.get(&id).map(|tcp| &**tcp),
         }
     }
 

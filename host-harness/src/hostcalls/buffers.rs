@@ -1,5 +1,5 @@
 //! Hostcalls for buffers (bodies, TCP data, configurations, HTTP call responses), with
-//! Envoy's `set_buffer` rules.
+//! cpp-host's ranges and Envoy's `set_buffer` rules.
 
 use wasmtime::Linker;
 
@@ -8,6 +8,9 @@ use crate::memory::{copy_out, read, u, write_u32};
 use crate::store::HostState;
 
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    // proxy-wasm-cpp-host's `get_buffer_bytes` (src/exports.cc): the range is cut to the
+    // buffer (a start past its end reads nothing), and reading nothing is `Ok` with a null
+    // pointer and a zero size stored.
     host!(
         linker,
         "proxy_get_buffer_bytes",
@@ -16,16 +19,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 return Err(Status::BadArgument.into());
             }
             let data = caller.data().buffer(u(kind))?;
-            let (start, max) = (u64::from(u(start)), u64::from(u(max)));
-            let size = data.len() as u64;
-            if start > size {
-                return Err(Status::BadArgument.into());
-            }
-            let length = max.min(size - start);
-            if length == 0 {
-                return Ok(());
-            }
-            let slice = data[start as usize..(start + length) as usize].to_vec();
+            let (start, max) = (u(start) as usize, u(max) as usize);
+            let slice = data.get(start..).map_or(&[][..], |rest| &rest[..max.min(rest.len())]).to_vec();
             copy_out(&mut caller, &slice, ret_ptr, ret_size)
         }
     );
@@ -41,24 +36,25 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             write_u32(&mut caller, flags_ptr, 0)
         }
     );
-    // Envoy supports only replace-all, prepend and append.
+    // cpp-host's `set_buffer_bytes` (src/exports.cc) finds the buffer, reads the bytes, then
+    // applies Envoy's `Buffer::copyFrom` (source/extensions/common/wasm/context.cc), which
+    // since Envoy 1.20 (envoyproxy/envoy#17280) does one of three things:
+    // * start 0: drain `size` bytes (all of them if `size` is larger) and prepend the new
+    //   bytes: a prepend (size 0), a whole replacement (size >= length) or a replacement
+    //   of the first `size` bytes;
+    // * start >= length (and not 0): append;
+    // * anything else (0 < start < length): `BadArgument`, buffer unchanged.
     host!(
         linker,
         "proxy_set_buffer_bytes",
         |caller, kind: i32, start: i32, size: i32, data: i32, data_size: i32| {
+            caller.data_mut().buffer_mut(u(kind))?;
             let bytes = read(&mut caller, data, data_size)?;
             let buffer = caller.data_mut().buffer_mut(u(kind))?;
             let (start, size) = (u(start) as usize, u(size) as usize);
-            let len = buffer.len();
             if start == 0 {
-                if size == 0 {
-                    buffer.splice(0..0, bytes);
-                } else if size >= len {
-                    *buffer = bytes;
-                } else {
-                    return Err(Status::BadArgument.into());
-                }
-            } else if start >= len {
+                buffer.splice(..size.min(buffer.len()), bytes);
+            } else if start >= buffer.len() {
                 buffer.extend_from_slice(&bytes);
             } else {
                 return Err(Status::BadArgument.into());

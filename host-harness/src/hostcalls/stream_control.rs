@@ -18,6 +18,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     host!(linker, "proxy_continue_response", |caller| {
         continue_stream(caller.data_mut(), stream::HTTP_RESPONSE)
     });
+    // Envoy's `Context::closeStream` (source/extensions/common/wasm/context.cc): each
+    // stream type acts only on a context that has it (an HTTP stream resets, a connection
+    // closes), after the callback; on any other context it is `Ok` and does nothing.
     host!(linker, "proxy_close_stream", |caller, kind: i32| {
         let kind = u(kind);
         if kind > stream::UPSTREAM {
@@ -25,7 +28,12 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         }
         let state = caller.data_mut();
         let context = state.context_id();
-        if matches!(state.contexts.get(&context), Some(ContextState::Http(_) | ContextState::Tcp(_))) {
+        let applies = match state.contexts.get(&context) {
+            Some(ContextState::Http(_)) => matches!(kind, stream::HTTP_REQUEST | stream::HTTP_RESPONSE),
+            Some(ContextState::Tcp(_)) => matches!(kind, stream::DOWNSTREAM | stream::UPSTREAM),
+            _ => false,
+        };
+        if applies {
             state.deferred.push(Deferred::Close { context, stream: kind });
         }
         Ok(())
@@ -65,6 +73,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     Ok(())
 }
 
+/// Envoy's `Context::continueStream` (source/extensions/common/wasm/context.cc): requests
+/// and responses continue decoding/encoding and a connection continues reading (all after
+/// the callback, and only on a context that has that stream); `Upstream` is
+/// `Unimplemented` on every context, as Envoy cannot resume the write path.
 fn continue_stream(state: &mut HostState, kind: u32) -> HostResult {
     let context = state.context_id();
     let is_tcp = matches!(state.contexts.get(&context), Some(ContextState::Tcp(_)));

@@ -1,5 +1,5 @@
 //! The state of one TCP stream context: per side, what the guest may reach, what it holds,
-//! and what has been forwarded.
+//! and what has been passed on.
 
 use crate::abi::buffer;
 use crate::http::message::StreamState;
@@ -26,20 +26,34 @@ pub enum TcpSide {
 }
 
 /// The host's state of one side of the connection.
+///
+/// `data` stands for the Envoy buffer the side's data callback is handed: the client
+/// connection's read buffer (downstream), the upstream connection's read buffer that
+/// tcp_proxy writes to the client (upstream). Both outlive a callback, so bytes a callback
+/// stops on stay there and the next callback sees them with the new ones.
 #[derive(Default)]
 pub(crate) struct SideState {
+    /// Bytes received and not passed on.
     pub(crate) data: Vec<u8>,
-    pub(crate) available: bool,
+    /// Whether hostcalls reach `data`: Envoy's `Context::onData` / `onWrite`
+    /// (source/extensions/common/wasm/context.cc) keep a pointer to the buffer from a data
+    /// callback until one returns `Continue`, and `getBuffer` reads through it, so the
+    /// buffer stays readable and writable from any callback meanwhile, even after
+    /// `proxy_continue_stream` passed its bytes on.
+    pub(crate) reachable: bool,
+    /// Whether the last data callback stopped (`StopIteration`) and nothing resumed since.
     pub(crate) stopped: bool,
+    /// Bytes passed on to the other side.
     pub(crate) forwarded: Vec<u8>,
     pub(crate) end_forwarded: bool,
     pub(crate) end_received: bool,
 }
 
 impl SideState {
-    pub(crate) fn forward(&mut self) {
+    /// Hands the buffered bytes (and a received end of stream) to the next filter, as
+    /// tcp_proxy drains what it is given.
+    pub(crate) fn pass_on(&mut self) {
         self.forwarded.append(&mut self.data);
-        self.available = false;
         self.stopped = false;
         if self.end_received {
             self.end_forwarded = true;
@@ -53,7 +67,10 @@ pub(crate) struct TcpState {
     pub(crate) downstream: SideState,
     pub(crate) upstream: SideState,
     pub properties: PropertyStore,
+    /// The stream type of the first `proxy_close_stream` that closed the connection.
     pub(crate) close_requested: Option<TcpSide>,
+    /// Whether the client connection is closed (the context has ended).
+    pub(crate) closed: bool,
 }
 
 impl TcpState {
@@ -66,16 +83,16 @@ impl TcpState {
 
     pub(crate) fn data(&self, buffer_type: u32) -> Option<&Vec<u8>> {
         match buffer_type {
-            buffer::DOWNSTREAM_DATA if self.downstream.available => Some(&self.downstream.data),
-            buffer::UPSTREAM_DATA if self.upstream.available => Some(&self.upstream.data),
+            buffer::DOWNSTREAM_DATA if self.downstream.reachable => Some(&self.downstream.data),
+            buffer::UPSTREAM_DATA if self.upstream.reachable => Some(&self.upstream.data),
             _ => None,
         }
     }
 
     pub(crate) fn data_mut(&mut self, buffer_type: u32) -> Option<&mut Vec<u8>> {
         match buffer_type {
-            buffer::DOWNSTREAM_DATA if self.downstream.available => Some(&mut self.downstream.data),
-            buffer::UPSTREAM_DATA if self.upstream.available => Some(&mut self.upstream.data),
+            buffer::DOWNSTREAM_DATA if self.downstream.reachable => Some(&mut self.downstream.data),
+            buffer::UPSTREAM_DATA if self.upstream.reachable => Some(&mut self.upstream.data),
             _ => None,
         }
     }
@@ -90,7 +107,7 @@ impl TcpState {
 
     /// Where one side stands, as a step reports it.
     pub(crate) fn state(&self, side: TcpSide) -> StreamState {
-        if self.close_requested.is_some() {
+        if self.closed {
             return StreamState::Reset;
         }
         let s = match side {

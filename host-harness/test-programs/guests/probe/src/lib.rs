@@ -202,7 +202,8 @@ impl Probe {
                 r.push(format!("vm_config={}:{vm}", name(status)));
                 let (status, partial) = get_buffer(6, 2, 3);
                 r.push(format!("vm_config_slice={}:{partial}", name(status)));
-                r.push(format!("vm_config_past_end={}", name(get_buffer(6, 1000, 1).0)));
+                let (status, past_end) = get_buffer(6, 1000, 1);
+                r.push(format!("vm_config_past_end={}:{past_end}", name(status)));
                 r.push(format!("call_body={}", name(get_buffer(4, 0, 10).0)));
                 let (status, body) = get_buffer(0, 0, 10);
                 r.push(format!("request_body={}:{body}", name(status)));
@@ -387,7 +388,8 @@ impl HttpContext for Probe {
                 r.push(format!("append={}", name(set_buffer(0, size + 1, 0, b">"))));
                 let (status, slice) = get_buffer(0, 1, 3);
                 r.push(format!("slice={}:{slice}", name(status)));
-                r.push(format!("past_end={}", name(get_buffer(0, 100, 1).0)));
+                let (status, past_end) = get_buffer(0, 100, 1);
+                r.push(format!("past_end={}:{past_end}", name(status)));
                 let (status, nothing) = get_buffer(0, 2, 0);
                 r.push(format!("empty={}:{nothing}", name(status)));
                 r.push(format!("response_body={}", name(set_buffer(1, 0, 0, b"x"))));
