@@ -316,6 +316,17 @@ fn close_stream_of_other_types_does_nothing_on_a_connection() {
 }
 
 #[test]
+fn a_local_reply_on_a_connection_is_ok_and_writes_nothing() {
+    let (plugin, mut connection) = probe();
+    assert_eq!(connection.send_downstream_data("reply\n", false).unwrap(), StreamState::Continued);
+    assert_logged(&plugin, "proxy_send_local_response(403) -> Ok");
+    assert_eq!(connection.upstream_received(), b"reply\n");
+    assert!(connection.client_received().is_empty(), "only upstream data reaches the client");
+    connection.send_upstream_data("reply\n", false).unwrap();
+    assert_eq!(connection.client_received(), b"reply\n");
+}
+
+#[test]
 fn bytes_edited_into_upstream_data_are_lost_when_the_same_callback_closes() {
     for kind in ["2", "3"] {
         let (plugin, mut connection) = probe();

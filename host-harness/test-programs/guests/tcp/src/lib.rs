@@ -103,7 +103,8 @@ const UPSTREAM: u32 = 3;
 ///   `proxy_set_buffer_bytes` on this side's buffer (`\n` in TEXT is a newline);
 /// * `peek START MAX`, `poke TEXT`: read the other side's buffer / append TEXT to it;
 /// * `continue KIND`, `close KIND`: `proxy_continue_stream` / `proxy_close_stream` with
-///   stream type KIND (0-3, or anything else to see the status).
+///   stream type KIND (0-3, or anything else to see the status);
+/// * `reply`: `proxy_send_local_response` (403, body "denied\n"), an HTTP-only call.
 ///
 /// A number may be `max` (`usize::MAX`); a word that is not a command ends the line. A
 /// buffer without a newline is held until one arrives (or the end of stream). Every call is
@@ -212,6 +213,10 @@ fn run(side: u32, command: &str) -> Option<Action> {
                 buffer_name(other),
                 status_name(status)
             );
+        }
+        "reply" => {
+            let status = raw::send_local_response(403, b"denied\n");
+            info!("proxy_send_local_response(403) -> {}", status_name(status));
         }
         "continue" | "close" => {
             let kind = u32::try_from(number()).unwrap_or(u32::MAX);

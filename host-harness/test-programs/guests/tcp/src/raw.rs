@@ -19,6 +19,17 @@ unsafe extern "C" {
     fn proxy_set_buffer_bytes(kind: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
     fn proxy_continue_stream(kind: u32) -> u32;
     fn proxy_close_stream(kind: u32) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
 }
 
 /// The status and the bytes the host returned (`None` for the null pointer it stores for
@@ -55,4 +66,11 @@ pub fn continue_stream(kind: u32) -> u32 {
 pub fn close_stream(kind: u32) -> u32 {
     // SAFETY: no pointers are passed.
     unsafe { proxy_close_stream(kind) }
+}
+
+/// An HTTP local reply with `body`, no details, no headers and no gRPC status.
+pub fn send_local_response(status: u32, body: &[u8]) -> u32 {
+    // SAFETY: `body` is a live slice the host only reads; the other pointers are of empty
+    // slices, which the host reads nothing from.
+    unsafe { proxy_send_local_response(status, [].as_ptr(), 0, body.as_ptr(), body.len(), [].as_ptr(), 0, -1) }
 }
