@@ -14,7 +14,7 @@ use crate::case::{Case, Mode};
 use crate::case::{Prepared, prepare_request, prepare_response};
 use crate::check::{self, Observed};
 use crate::client;
-use crate::envoy::{self, Envoy, Listener, ListenerTls};
+use crate::envoy::{self, Envoy, Filter, Listener, ListenerTls, Protocol};
 use crate::jose;
 use crate::jwt::JwtIssuer;
 use crate::pki::TestCa;
@@ -54,18 +54,22 @@ pub fn listener(name: &str, case: &Case, ca: &TestCa, jwt: &JwtIssuer) -> Listen
     let identity = case.identity.as_ref();
     Listener {
         name: name.to_owned(),
-        policy: serde_json::to_string(&case.config).expect("JSON serializes"),
-        keys: case.keys.to_string(),
-        env: Vec::new(),
+        protocol: Protocol::Http {
+            jwt: identity.and_then(|i| i.jwt.as_ref()).map(|_| (jwt.jwks(), jwt_payload_key(case))),
+        },
+        filter: Some(Filter {
+            policy: serde_json::to_string(&case.config).expect("JSON serializes"),
+            keys: case.keys.to_string(),
+            env: Vec::new(),
+            // A deployment that matches its policy: the knob with hold mode.
+            allow_on_headers_stop_iteration: case.holds_headers(),
+        }),
         tls: identity.and_then(|i| i.spiffe.as_ref()).map(|_| ListenerTls {
             cert: ca.server_cert_pem.clone(),
             key: ca.server_key_pem.clone(),
             client_ca: ca.cert_pem.clone(),
         }),
-        jwt: identity.and_then(|i| i.jwt.as_ref()).map(|_| (jwt.jwks(), jwt_payload_key(case))),
         cluster: UPSTREAM.to_owned(),
-        // A deployment that matches its policy: the knob with hold mode.
-        allow_on_headers_stop_iteration: case.holds_headers(),
     }
 }
 

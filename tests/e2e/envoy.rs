@@ -1,4 +1,5 @@
-//! Envoy as a child process: its bootstrap (listeners with the filter, mTLS, `jwt_authn`),
+//! Envoy as a child process: its bootstrap (HTTP listeners with the filter, mTLS and
+//! `jwt_authn`; NATS gateway listeners, the filter before `tcp_proxy`),
 //! start-up on ports it picks on 127.0.0.1, its admin API, its log, and a stop on drop.
 
 use crate::client;
@@ -48,39 +49,129 @@ pub struct ListenerTls {
     pub client_ca: String,
 }
 
-/// One listener: an HTTP connection manager with the filter (and optionally `jwt_authn`
-/// in front of it), routing everything to one cluster.
-pub struct Listener {
-    /// The listener's name; also the filter's `vm_id`, so cases share no replay cache.
-    pub name: String,
+impl ListenerTls {
+    /// The downstream transport socket: TLS from the first byte, client certificates required.
+    fn transport_socket(&self) -> Value {
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": {
+                    "tls_certificates": [{
+                        "certificate_chain": {"inline_string": self.cert},
+                        "private_key": {"inline_string": self.key},
+                    }],
+                    "validation_context": {"trusted_ca": {"inline_string": self.client_ca}},
+                },
+            },
+        })
+    }
+}
+
+/// The shipped filter as a listener loads it: its plugin configuration and its VM.
+pub struct Filter {
     /// The plugin configuration (the policy JSON), as a `StringValue`.
     pub policy: String,
     /// The value of `EVENTSEAL_KEYS` in `vm_config.environment_variables`.
     pub keys: String,
     /// More variables of `vm_config.environment_variables` (e.g. a KMS token).
     pub env: Vec<(String, String)>,
-    /// mTLS with required client certificates, or plain HTTP.
-    pub tls: Option<ListenerTls>,
-    /// `jwt_authn` with this local JWKS, storing payloads under this metadata key.
-    pub jwt: Option<(String, String)>,
-    /// The cluster requests go to.
-    pub cluster: String,
     /// `allow_on_headers_stop_iteration` in the wasm filter's `PluginConfig` (Envoy >= 1.35).
     pub allow_on_headers_stop_iteration: bool,
 }
 
-impl Listener {
-    fn environment(&self) -> Value {
-        let mut values = json!({"EVENTSEAL_KEYS": self.keys});
+impl Filter {
+    /// The filter's `PluginConfig`, the same for the HTTP and the network filter; `vm_id` is
+    /// the listener's name, so listeners share no VM (and no replay cache).
+    fn plugin_config(&self, vm_id: &str) -> Value {
+        let mut environment = json!({"EVENTSEAL_KEYS": self.keys});
         for (name, value) in &self.env {
-            values[name] = json!(value);
+            environment[name] = json!(value);
         }
-        values
+        json!({
+            "name": format!("eventseal-{vm_id}"),
+            "root_id": "eventseal",
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": self.policy},
+            "allow_on_headers_stop_iteration": self.allow_on_headers_stop_iteration,
+            "vm_config": {
+                "vm_id": vm_id,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": filter_wasm()}},
+                "environment_variables": {"key_values": environment},
+            },
+        })
+    }
+}
+
+/// What a listener serves.
+pub enum Protocol {
+    /// HTTP: a connection manager with the filter as `envoy.filters.http.wasm` (after
+    /// `jwt_authn` if asked), routing everything to the cluster.
+    Http {
+        /// `jwt_authn` with this local JWKS, storing payloads under this metadata key.
+        jwt: Option<(String, String)>,
+    },
+    /// NATS, the gateway in front of nats-server: the filter as `envoy.filters.network.wasm`,
+    /// then `tcp_proxy` to the cluster.
+    Nats,
+}
+
+/// One listener on a 127.0.0.1 port Envoy picks, sending everything to one cluster.
+pub struct Listener {
+    /// The listener's name (and stat prefix); also the filter's `vm_id`.
+    pub name: String,
+    /// HTTP or NATS.
+    pub protocol: Protocol,
+    /// The shipped filter, or none: Envoy alone, a passthrough.
+    pub filter: Option<Filter>,
+    /// mTLS with required client certificates, or plain.
+    pub tls: Option<ListenerTls>,
+    /// The cluster requests (or NATS connections) go to.
+    pub cluster: String,
+}
+
+impl Listener {
+    fn to_json(&self) -> Value {
+        let filters = match &self.protocol {
+            Protocol::Http { jwt } => vec![self.http_connection_manager(jwt.as_ref())],
+            Protocol::Nats => {
+                let mut filters = Vec::new();
+                if let Some(filter) = &self.filter {
+                    filters.push(json!({
+                        "name": "envoy.filters.network.wasm",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+                            "config": filter.plugin_config(&self.name),
+                        },
+                    }));
+                }
+                filters.push(json!({
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": self.name,
+                        "cluster": self.cluster,
+                    },
+                }));
+                filters
+            }
+        };
+        let mut chain = json!({"filters": filters});
+        if let Some(tls) = &self.tls {
+            chain["transport_socket"] = tls.transport_socket();
+        }
+        json!({
+            "name": self.name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [chain],
+        })
     }
 
-    fn to_json(&self) -> Value {
+    /// The HTTP connection manager: `jwt_authn` (if asked), the filter (if any), the router.
+    fn http_connection_manager(&self, jwt: Option<&(String, String)>) -> Value {
         let mut filters = Vec::new();
-        if let Some((jwks, payload)) = &self.jwt {
+        if let Some((jwks, payload)) = jwt {
             filters.push(json!({
                 "name": "envoy.filters.http.jwt_authn",
                 "typed_config": {
@@ -94,29 +185,20 @@ impl Listener {
                 },
             }));
         }
-        filters.push(json!({
-            "name": "envoy.filters.http.wasm",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": format!("eventseal-{}", self.name),
-                    "root_id": "eventseal",
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": self.policy},
-                    "allow_on_headers_stop_iteration": self.allow_on_headers_stop_iteration,
-                    "vm_config": {
-                        "vm_id": self.name,
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": filter_wasm()}},
-                        "environment_variables": {"key_values": self.environment()},
-                    },
+        if let Some(filter) = &self.filter {
+            filters.push(json!({
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": filter.plugin_config(&self.name),
                 },
-            },
-        }));
+            }));
+        }
         filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         }));
-        let mut chain = json!({"filters": [{
+        json!({
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -129,27 +211,6 @@ impl Listener {
                 }]},
                 "http_filters": filters,
             },
-        }]});
-        if let Some(tls) = &self.tls {
-            chain["transport_socket"] = json!({
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "require_client_certificate": true,
-                    "common_tls_context": {
-                        "tls_certificates": [{
-                            "certificate_chain": {"inline_string": tls.cert},
-                            "private_key": {"inline_string": tls.key},
-                        }],
-                        "validation_context": {"trusted_ca": {"inline_string": tls.client_ca}},
-                    },
-                },
-            });
-        }
-        json!({
-            "name": self.name,
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-            "filter_chains": [chain],
         })
     }
 }

@@ -4,7 +4,7 @@
 //! runner's own JOSE code.
 
 use crate::client;
-use crate::envoy::{self, Envoy, Listener};
+use crate::envoy::{self, Envoy, Filter, Listener, Protocol};
 use crate::jose;
 use crate::upstream::{Answer, Upstream};
 use serde_json::{Value, json};
@@ -46,13 +46,15 @@ fn start_with(headers: &str, sign: bool, knob: bool, adjust: impl FnOnce(&mut Va
     let upstream = Upstream::start();
     let listener = Listener {
         name: "hold".to_owned(),
-        policy: policy(headers, sign).to_string(),
-        keys: keys().to_string(),
-        env: Vec::new(),
+        protocol: Protocol::Http { jwt: None },
+        filter: Some(Filter {
+            policy: policy(headers, sign).to_string(),
+            keys: keys().to_string(),
+            env: Vec::new(),
+            allow_on_headers_stop_iteration: knob,
+        }),
         tls: None,
-        jwt: None,
         cluster: "upstream".to_owned(),
-        allow_on_headers_stop_iteration: knob,
     };
     let mut bootstrap = envoy::bootstrap(&[listener], &[("upstream".to_owned(), upstream.addr)]);
     adjust(&mut bootstrap);

@@ -10,7 +10,7 @@
 //! Envoy cancels the call and the filter sends it again for the request still waiting.
 
 use crate::client::{self, Request};
-use crate::envoy::{self, Envoy, Listener};
+use crate::envoy::{self, Envoy, Filter, Listener, Protocol};
 use crate::upstream::{Answer, Upstream};
 use eventseal_testkit::openbao::{OpenBao, ROOT_TOKEN, decrypt_field, openbao_decrypt, orders_policy, wrapped_of};
 use serde_json::{Value, json};
@@ -99,13 +99,15 @@ fn envoy_with_kms(bao: &OpenBao, limits: &Value, kms: SocketAddr) -> (Envoy, Ups
     let upstream = Upstream::start();
     let listener = Listener {
         name: "kms".to_owned(),
-        policy: orders_policy(bao, limits).to_string(),
-        keys: String::new(),
-        env: vec![("BAO_TOKEN".to_owned(), ROOT_TOKEN.to_owned())],
+        protocol: Protocol::Http { jwt: None },
+        filter: Some(Filter {
+            policy: orders_policy(bao, limits).to_string(),
+            keys: String::new(),
+            env: vec![("BAO_TOKEN".to_owned(), ROOT_TOKEN.to_owned())],
+            allow_on_headers_stop_iteration: false,
+        }),
         tls: None,
-        jwt: None,
         cluster: "upstream".to_owned(),
-        allow_on_headers_stop_iteration: false,
     };
     let clusters = [("upstream".to_owned(), upstream.addr), ("openbao".to_owned(), kms)];
     let envoy = Envoy::start(&envoy::bootstrap(&[listener], &clusters)).unwrap_or_else(|r| panic!("Envoy refused:\n{}", r.log));

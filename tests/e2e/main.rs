@@ -12,6 +12,9 @@
 //!   with `Retry-After` while it is down;
 //! - `hold`: `envoy.headers: hold` with Envoy's `allow_on_headers_stop_iteration`, and
 //!   the mismatches both ways;
+//! - `nats_gateway`: Envoy as a NATS gateway (mTLS with TLS first, `tcp_proxy` to a real
+//!   nats-server) carries publish, subscribe and request/reply, with `async-nats` clients
+//!   through it and a tap on the server;
 //! - `examples`: `examples/envoy/run.sh` works, `examples/istio` holds a valid policy.
 //!
 //! Servers bind 127.0.0.1 ports the system picks; Envoy is stopped when a test ends.
@@ -24,6 +27,8 @@ mod hold;
 mod jwt;
 mod kms;
 mod metrics;
+mod nats;
+mod nats_gateway;
 mod pki;
 mod refusal;
 mod upstream;

@@ -53,6 +53,15 @@ impl TestCa {
     /// # Panics
     /// If `spiffe` is not a valid IA5 string.
     pub fn client(&self, spiffe: &str) -> ClientIdentity {
+        self.client_trusting(spiffe, &self.cert_pem)
+    }
+
+    /// [`TestCa::client`], trusting `server_ca` (PEM) for the server instead: a client of a
+    /// server whose certificate another CA signed.
+    ///
+    /// # Panics
+    /// If `spiffe` is not a valid IA5 string.
+    pub fn client_trusting(&self, spiffe: &str, server_ca: &str) -> ClientIdentity {
         let key = KeyPair::generate().expect("a client key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client parameters");
         params.distinguished_name.push(DnType::CommonName, "eventseal e2e client");
@@ -61,6 +70,6 @@ impl TestCa {
             .push(SanType::URI(spiffe.try_into().expect("a SPIFFE id is IA5")));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).expect("the client certificate");
-        ClientIdentity::new(cert.pem(), key.serialize_pem(), self.cert_pem.clone())
+        ClientIdentity::new(cert.pem(), key.serialize_pem(), server_ca.to_owned())
     }
 }
