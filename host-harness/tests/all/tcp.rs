@@ -289,10 +289,12 @@ fn close_stream_either_type_closes_the_client_connection_and_drops_that_callback
     for (kind, side) in [("2", TcpSide::Downstream), ("3", TcpSide::Upstream)] {
         let (plugin, mut connection) = probe();
         connection.send_downstream_data("hi\n", false).unwrap();
+        connection.send_upstream_data("hello\n", false).unwrap();
         let state = connection.send_downstream_data(format!("close {kind}\n"), false).unwrap();
         assert_eq!(state, StreamState::Reset);
         assert_eq!(connection.close_requested(), Some(side));
         assert_eq!(connection.upstream_received(), b"hi\n");
+        assert_eq!(connection.client_received(), b"hello\n", "written before the close: flushed");
         let logs: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
         let close = logs.iter().position(|l| l.starts_with("proxy_close_stream")).unwrap();
         assert_eq!(
