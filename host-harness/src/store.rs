@@ -177,6 +177,14 @@ impl HostState {
         }
     }
 
+    /// [`Store::tcp_record`], to change.
+    pub(crate) fn tcp_record_mut(&mut self, id: u32) -> Option<&mut TcpState> {
+        match self.contexts.get_mut(&id) {
+            Some(ContextState::Tcp(tcp)) => Some(tcp),
+            _ => self.ended_tcp.get_mut(&id).map(|tcp| &mut **tcp),
+        }
+    }
+
     /// Tells an HTTP context whether it is in the access-log phase (`proxy_on_log`); other
     /// contexts have no such phase.
     pub(crate) fn set_log_phase(&mut self, id: u32, log_phase: bool) {

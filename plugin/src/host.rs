@@ -173,10 +173,7 @@ fn data_buffer(from: Peer) -> BufferType {
 
 /// The `size` bytes of connection data received from `from` in this callback.
 pub fn data(from: Peer, size: usize) -> Vec<u8> {
-    hostcalls::get_buffer(data_buffer(from), 0, size)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    hostcalls::get_buffer(data_buffer(from), 0, size).ok().flatten().unwrap_or_default()
 }
 
 /// Replaces the whole connection data from `from` (`size` bytes) with `bytes`: Envoy lets a

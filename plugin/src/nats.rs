@@ -22,7 +22,8 @@ use proxy_wasm::types::{Action, LogLevel, PeerType};
 pub struct NatsStream {
     vm: Vm,
     gateway: Gateway,
-    /// The client's identity, read once the TLS handshake is done (at its first data).
+    /// The client's identity, read at the client's first data: Envoy decrypts nothing
+    /// before the TLS handshake is done, while the server's `INFO` may come before it.
     principal: Option<Option<Principal>>,
     /// The connection is being closed: nothing more goes either way.
     closing: bool,
@@ -32,7 +33,10 @@ impl NatsStream {
     /// A new client connection of `vm`.
     pub fn new(vm: Vm) -> Self {
         let policy = vm.engine.policy();
-        let seals = policy.rules.iter().any(|r| r.applies_to(Direction::Request) && r.carries(Operation::Seal));
+        let seals = policy
+            .rules
+            .iter()
+            .any(|r| r.applies_to(Direction::Request) && r.carries(Operation::Seal));
         let gateway = Gateway::new(seals, policy.limits.max_body_bytes, tls());
         Self {
             vm,
@@ -49,9 +53,17 @@ impl NatsStream {
             host::set_data(from, size, &[]);
             return Action::Continue;
         }
-        let principal = self.principal.get_or_insert_with(|| principal(&self.vm, &[])).clone();
+        if from == Peer::Client && self.principal.is_none() {
+            self.principal = Some(principal(&self.vm, &[]));
+        }
+        // No delivery comes before the client's CONNECT and SUB, so none is decided without it.
+        let principal = self.principal.clone().flatten();
         let vm = &self.vm;
-        let direction = if from == Peer::Client { Direction::Request } else { Direction::Response };
+        let direction = if from == Peer::Client {
+            Direction::Request
+        } else {
+            Direction::Response
+        };
         let decide = |message: Message<'_>| decide(vm, direction, &message, principal.clone());
         let out = match from {
             Peer::Client => self.gateway.from_client(&bytes, decide),
@@ -62,7 +74,10 @@ impl NatsStream {
             Err(error) => {
                 // The error names the rule of the protocol that was broken, never payload bytes.
                 let side = if from == Peer::Client { "client" } else { "server" };
-                log(LogLevel::Info, &format!("eventseal: closing a NATS connection: the {side} sent {error}"));
+                log(
+                    LogLevel::Info,
+                    &format!("eventseal: closing a NATS connection: the {side} sent {error}"),
+                );
                 self.vm.metrics.add(&[Counter::NatsProtocolErrors]);
                 self.closing = true;
                 host::set_data(from, size, &[]);

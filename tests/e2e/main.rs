@@ -28,6 +28,7 @@ mod jwt;
 mod kms;
 mod metrics;
 mod nats;
+mod nats_filter;
 mod nats_gateway;
 mod pki;
 mod refusal;

@@ -96,6 +96,26 @@ impl TcpStream {
         self.record(|tcp| tcp.upstream.forwarded.clone())
     }
 
+    /// Takes the bytes that reached the upstream since the last take, as a relay in front
+    /// of a real socket writes them out ([`TcpStream::upstream_received`] then holds only
+    /// what came after).
+    pub fn take_upstream_received(&mut self) -> Vec<u8> {
+        self.take(|tcp| &mut tcp.downstream.forwarded)
+    }
+
+    /// Takes the bytes that reached the client since the last take.
+    pub fn take_client_received(&mut self) -> Vec<u8> {
+        self.take(|tcp| &mut tcp.upstream.forwarded)
+    }
+
+    fn take(&mut self, bytes: impl FnOnce(&mut TcpState) -> &mut Vec<u8>) -> Vec<u8> {
+        lock(&self.vm)
+            .host_mut()
+            .tcp_record_mut(self.id)
+            .map(|tcp| std::mem::take(bytes(tcp)))
+            .unwrap_or_default()
+    }
+
     /// Whether the client's end of stream (half close) reached the upstream.
     pub fn upstream_end_received(&self) -> bool {
         self.record(|tcp| tcp.downstream.end_forwarded)

@@ -83,14 +83,6 @@ impl Drop for HarnessGateway {
     }
 }
 
-/// The filter's stream of one connection, and how much of what it forwarded each way has
-/// been written out.
-struct Relay {
-    stream: FilterStream,
-    to_server: usize,
-    to_client: usize,
-}
-
 /// Relays one client until either side closes or the filter closes the connection.
 fn serve(plugin: &Plugin, client: TcpStream, server: SocketAddr, identity: Option<&str>) {
     let Ok(upstream) = TcpStream::connect(server) else { return };
@@ -98,13 +90,11 @@ fn serve(plugin: &Plugin, client: TcpStream, server: SocketAddr, identity: Optio
     if let Some(identity) = identity {
         let _ = stream.set_property(["connection", "uri_san_peer_certificate"].as_slice(), identity);
     }
-    let relay = Arc::new(Mutex::new(Relay {
-        stream,
-        to_server: 0,
-        to_client: 0,
-    }));
+    let relay = Arc::new(Mutex::new(stream));
     let (client_in, server_in) = (client.try_clone(), upstream.try_clone());
-    let (Ok(client_in), Ok(server_in)) = (client_in, server_in) else { return };
+    let (Ok(client_in), Ok(server_in)) = (client_in, server_in) else {
+        return;
+    };
     let from_server = {
         let (relay, client, upstream) = (Arc::clone(&relay), client.try_clone(), upstream.try_clone());
         thread::spawn(move || {
@@ -118,26 +108,23 @@ fn serve(plugin: &Plugin, client: TcpStream, server: SocketAddr, identity: Optio
 }
 
 /// Reads one side and writes what the filter forwards to the other, until a side closes.
-fn pump(relay: &Mutex<Relay>, mut from: TcpStream, mut to: TcpStream, other: TcpStream, from_client: bool) {
+fn pump(relay: &Mutex<FilterStream>, mut from: TcpStream, mut to: TcpStream, other: TcpStream, from_client: bool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = from.read(&mut buf).unwrap_or(0);
         let (out, closed) = {
-            let mut relay = relay.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut stream = relay.lock().unwrap_or_else(PoisonError::into_inner);
             let sent = if from_client {
-                relay.stream.send_downstream_data(&buf[..n], n == 0)
+                stream.send_downstream_data(&buf[..n], n == 0)
             } else {
-                relay.stream.send_upstream_data(&buf[..n], n == 0)
+                stream.send_upstream_data(&buf[..n], n == 0)
             };
-            let forwarded = if from_client {
-                relay.stream.upstream_received()
+            let out = if from_client {
+                stream.take_upstream_received()
             } else {
-                relay.stream.client_received()
+                stream.take_client_received()
             };
-            let written = if from_client { &mut relay.to_server } else { &mut relay.to_client };
-            let out = forwarded.get(*written..).unwrap_or_default().to_vec();
-            *written = forwarded.len();
-            (out, sent.is_err() || relay.stream.close_requested().is_some())
+            (out, sent.is_err() || stream.close_requested().is_some())
         };
         if to.write_all(&out).is_err() || n == 0 || closed {
             break;
