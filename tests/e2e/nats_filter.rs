@@ -27,6 +27,9 @@ const READER: &str = "spiffe://example.org/ns/billing/sa/invoicer";
 const OTHER: &str = "spiffe://example.org/ns/analytics/sa/reports";
 
 const SUBJECT: &str = "orders.acme.created";
+/// The Standard Webhooks secret of `hooks.>` (base64url of `HOOK_KEY`).
+const HOOK_SECRET: &str = "aG9va3MtYXJlLXNpZ25lZC13aXRoLXRoaXMtMzJieXRlcw";
+const HOOK_KEY: &[u8] = b"hooks-are-signed-with-this-32bytes";
 const SEALED: [&str; 3] = ["/data/card/number", "/data/customer/email", "/data/items/*/price"];
 
 fn keys() -> Value {
@@ -34,7 +37,10 @@ fn keys() -> Value {
     getrandom::fill(&mut key).expect("the OS RNG");
     use base64::Engine as _;
     let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-    json!({"keys": [{"kty": "oct", "kid": "orders-1", "alg": "A256GCM", "k": k, "status": "primary"}]})
+    json!({"keys": [
+        {"kty": "oct", "kid": "orders-1", "alg": "A256GCM", "k": k, "status": "primary"},
+        {"kty": "oct", "kid": "hooks-1", "alg": "HS256", "k": HOOK_SECRET, "status": "primary"},
+    ]})
 }
 
 fn policy() -> Value {
@@ -48,6 +54,7 @@ fn policy() -> Value {
              "producers": ["spiffe://example.org/ns/shop/*"], "context": context, "seal": {"fields": SEALED}},
             {"name": "orders-delivery", "match": {"subject": "orders.*.created"}, "apply_to": "delivery",
              "context": context, "open": {"fields": SEALED, "readers": ["spiffe://example.org/ns/billing/*"]}},
+            {"name": "hooks", "match": {"subject": "hooks.>"}, "verify": true},
         ],
     })
 }
@@ -232,6 +239,7 @@ in_both_hosts!(
     a_publish_sent_byte_by_byte_is_sealed_like_any_other,
     every_ping_is_answered_in_order_between_pipelined_publishes,
     an_unauthorized_publish_is_dropped_and_the_client_is_told,
+    a_signed_publish_verifies_and_a_forged_one_is_refused,
     broken_protocol_closes_that_connection_only,
     a_publish_over_max_payload_never_reaches_the_server,
     jetstream_stores_sealed_and_a_reader_consumes_opened,
@@ -269,6 +277,10 @@ async fn published_fields_are_sealed_at_rest_and_open_only_for_readers(host: Hos
         "the reader gets the event byte for byte\n{}",
         under.log()
     );
+    let log = under.log();
+    for plaintext in ["4111111111111111", "ada@example.com"] {
+        assert!(!log.contains(plaintext), "plaintext in the log:\n{log}");
+    }
     let sealed = next(&mut withheld, "the other subscriber").await;
     assert_eq!(
         sealed.payload, stored.payload,
@@ -518,4 +530,117 @@ async fn jetstream_stores_sealed_and_a_reader_consumes_opened(host: Host) {
         .expect("no error");
     assert_eq!(message.payload.as_ref(), published.as_slice(), "{}", under.log());
     message.ack().await.expect("ack through the gateway");
+}
+
+async fn a_signed_publish_verifies_and_a_forged_one_is_refused(host: Host) {
+    let under = Under::start(host, false);
+    let tap = under.tap().await;
+    let mut hooks = tap.subscribe("hooks.>").await.expect("subscribe");
+    round_trip(&tap).await;
+    let (sender, mut errors) = under.client(OTHER).await;
+    let body = br#"{"type":"invoice.paid","data":{"id":"inv_1"}}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let timestamp = i64::try_from(now).expect("fits");
+    let signed = |id: &str, signature: String| {
+        let mut headers = HeaderMap::new();
+        headers.insert("webhook-id", id);
+        headers.insert("webhook-timestamp", timestamp.to_string().as_str());
+        headers.insert("webhook-signature", signature.as_str());
+        headers
+    };
+    let good = signed("msg_1", jose::webhook_signature(HOOK_KEY, "msg_1", timestamp, body));
+    let forged = signed(
+        "msg_2",
+        jose::webhook_signature(b"not-the-key-not-the-key-not-the!", "msg_2", timestamp, body),
+    );
+    sender
+        .publish_with_headers("hooks.billing", forged, body.as_slice().into())
+        .await
+        .expect("publish");
+    sender
+        .publish_with_headers("hooks.billing", good, body.as_slice().into())
+        .await
+        .expect("publish");
+    sender.flush().await.expect("flush");
+    let error = tokio::time::timeout(WAIT, errors.recv())
+        .await
+        .expect("an error in time")
+        .expect("an error");
+    assert!(
+        error.contains("Publish to \"hooks.billing\"") && error.contains("signature-invalid"),
+        "{error}"
+    );
+    // Only the signed one arrives, with its bytes and headers as they were signed.
+    let arrived = next(&mut hooks, "the tap").await;
+    assert_eq!(arrived.payload.as_ref(), body.as_slice());
+    let headers = arrived.headers.as_ref().expect("the headers");
+    assert_eq!(headers.get("webhook-id").map(|v| v.as_str()), Some("msg_1"), "{}", under.log());
+}
+
+/// Envelopes do not depend on the transport: what the gateway sealed on NATS, the same
+/// module opens as an HTTP filter, and what it sealed over HTTP, the gateway opens on
+/// delivery. The HTTP policy binds the same context (tenant from a header, type from the
+/// body) under the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sealed_through_nats_opens_through_http_and_the_reverse() {
+    let under = Under::start(Host::Harness, false);
+    let context = json!({"tenant": {"header": "x-tenant"}, "type": {"body": "/type"}});
+    let http_policy = json!({
+        "keys": {"env": "EVENTSEAL_KEYS"},
+        "principal": {"source": "header", "header": "x-principal"},
+        "rules": [
+            {"name": "seal", "match": {"path": "/seal"}, "context": context, "seal": {"fields": SEALED}},
+            {"name": "open", "match": {"path": "/open"}, "context": context,
+             "open": {"fields": SEALED, "readers": ["spiffe://example.org/ns/billing/*"]}},
+        ],
+    });
+    let config = PluginConfig::new()
+        .configuration(http_policy.to_string())
+        .env("EVENTSEAL_KEYS", under.keys.to_string());
+    let http = crate::module().plugin(config).expect("the HTTP filter starts");
+    let through_http = |path: &str, body: &[u8]| {
+        let mut stream = http.http_stream().expect("a stream");
+        let headers = vec![
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "events"),
+            ("content-type", "application/json"),
+            ("x-tenant", "acme"),
+            ("x-principal", READER),
+        ];
+        stream.send_request_headers(headers, false).expect("headers");
+        stream.send_request_body(body, true).expect("body");
+        assert!(stream.local_reply().is_none(), "refused: {:?}", stream.local_reply());
+        stream.upstream_request().body
+    };
+    let tap = under.tap().await;
+    let mut at_rest = tap.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&tap).await;
+    let (producer, _) = under.client(PRODUCER).await;
+    let published = event(7, 600);
+    producer.publish(SUBJECT, published.clone().into()).await.expect("publish");
+    producer.flush().await.expect("flush");
+    let sealed_on_nats = next(&mut at_rest, "the tap").await.payload;
+    assert_eq!(
+        through_http("/open", &sealed_on_nats),
+        published,
+        "sealed on NATS, opened over HTTP"
+    );
+
+    let sealed_over_http = through_http("/seal", &published);
+    assert_sealed_at_rest(&under.keys, &published, &sealed_over_http);
+    let (reader, _) = under.client(READER).await;
+    let mut opened = reader.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&reader).await;
+    tap.publish(SUBJECT, sealed_over_http.into()).await.expect("publish at rest");
+    tap.flush().await.expect("flush");
+    let delivered = next(&mut opened, "the reader").await;
+    assert_eq!(
+        delivered.payload.as_ref(),
+        published.as_slice(),
+        "sealed over HTTP, opened on NATS delivery"
+    );
 }

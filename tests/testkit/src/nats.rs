@@ -392,8 +392,16 @@ impl RawClient {
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {}
-            // A TLS peer gone without close_notify, or a reset: closed all the same.
-            Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => self.closed = true,
+            // A TLS peer gone without close_notify, a reset, or (rustls answering an alert on
+            // a socket the peer shut) a broken pipe: closed all the same.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                self.closed = true;
+            }
             Err(e) => return Err(e),
         }
         Ok(())
