@@ -240,6 +240,7 @@ in_both_hosts!(
     every_ping_is_answered_in_order_between_pipelined_publishes,
     an_unauthorized_publish_is_dropped_and_the_client_is_told,
     a_signed_publish_verifies_and_a_forged_one_is_refused,
+    a_delivery_that_cannot_be_opened_is_withheld_and_the_reader_is_told,
     broken_protocol_closes_that_connection_only,
     a_publish_over_max_payload_never_reaches_the_server,
     jetstream_stores_sealed_and_a_reader_consumes_opened,
@@ -530,6 +531,41 @@ async fn jetstream_stores_sealed_and_a_reader_consumes_opened(host: Host) {
         .expect("no error");
     assert_eq!(message.payload.as_ref(), published.as_slice(), "{}", under.log());
     message.ack().await.expect("ack through the gateway");
+}
+
+async fn a_delivery_that_cannot_be_opened_is_withheld_and_the_reader_is_told(host: Host) {
+    let under = Under::start(host, false);
+    let tap = under.tap().await;
+    let mut at_rest = tap.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&tap).await;
+    let (producer, _) = under.client(PRODUCER).await;
+    producer.publish(SUBJECT, event(8, 300).into()).await.expect("publish");
+    producer.flush().await.expect("flush");
+    let sealed: Value = serde_json::from_slice(&next(&mut at_rest, "the tap").await.payload).expect("JSON");
+    // Someone with access to the server moves an envelope to another field.
+    let mut moved = sealed.clone();
+    moved["data"]["customer"]["email"] = sealed["data"]["card"]["number"].clone();
+    let (reader, mut errors) = under.client(READER).await;
+    let mut opened = reader.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&reader).await;
+    tap.publish(SUBJECT, serde_json::to_vec(&moved).expect("JSON").into())
+        .await
+        .expect("publish");
+    tap.publish(SUBJECT, serde_json::to_vec(&sealed).expect("JSON").into())
+        .await
+        .expect("publish");
+    tap.flush().await.expect("flush");
+    let error = tokio::time::timeout(WAIT, errors.recv())
+        .await
+        .expect("an error in time")
+        .expect("an error");
+    assert!(
+        error.contains("Permissions Violation for Subscription to \"orders.acme.created\"") && error.contains("sealed-field-rejected"),
+        "{error}"
+    );
+    // The moved envelope never reaches the reader, half opened or not; the next one does.
+    let delivered: Value = serde_json::from_slice(&next(&mut opened, "the reader").await.payload).expect("JSON");
+    assert_eq!(delivered, serde_json::from_slice::<Value>(&event(8, 300)).expect("JSON"));
 }
 
 async fn a_signed_publish_verifies_and_a_forged_one_is_refused(host: Host) {

@@ -841,6 +841,19 @@ mod tests {
     }
 
     #[test]
+    fn an_info_in_the_middle_of_the_stream_is_rewritten_too() {
+        let mut gateway = Gateway::new(true, 1 << 20, false);
+        let mut wire = INFO.to_vec();
+        wire.extend(b"MSG a 1 2\r\nhi\r\n");
+        wire.extend(INFO);
+        let out = gateway.from_server(&wire, |_| Verdict::Forward(None)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("connect_urls").count(), 0, "{text}");
+        assert_eq!(text.matches("\"max_payload\":1048576").count(), 0, "{text}");
+        assert!(text.contains("MSG a 1 2\r\nhi\r\n"));
+    }
+
+    #[test]
     fn the_worst_case_within_the_allowance_fits_the_server() {
         let server_max = 1 << 20;
         let p = advertised_max_payload(server_max, true, usize::MAX);
