@@ -540,13 +540,7 @@ impl Gateway {
                     headers,
                     payload,
                 } => {
-                    let parsed = headers.as_deref().map(read_headers).transpose()?.unwrap_or_default();
-                    let message = Message {
-                        subject: &subject,
-                        headers: &parsed,
-                        payload: &payload,
-                    };
-                    let verdict = match decide(message) {
+                    let verdict = match judge(&subject, headers.as_deref(), &payload, &mut decide)? {
                         Verdict::Forward(Some(sealed))
                             if sealed.len() + headers.as_ref().map_or(0, Vec::len) > self.server_max.unwrap_or(0) =>
                         {
@@ -600,8 +594,9 @@ impl Gateway {
             match frame {
                 Frame::Info(info) => {
                     let (seals, max_body) = (self.seals, self.max_body);
-                    let (info, server_max) = rewrite_info(&info, |max| advertised_max_payload(max, seals, max_body), self.tls)?;
-                    self.client.set_max_payload(advertised_max_payload(server_max, seals, max_body));
+                    let advertise = |max| advertised_max_payload(max, seals, max_body);
+                    let (info, server_max) = rewrite_info(&info, advertise, self.tls)?;
+                    self.client.set_max_payload(advertise(server_max));
                     self.server.set_max_payload(server_max);
                     self.server_max = Some(server_max);
                     out.extend(Frame::Info(info).encode());
@@ -612,30 +607,22 @@ impl Gateway {
                     reply,
                     headers,
                     payload,
-                } => {
-                    let parsed = headers.as_deref().map(read_headers).transpose()?.unwrap_or_default();
-                    let message = Message {
-                        subject: &subject,
-                        headers: &parsed,
-                        payload: &payload,
-                    };
-                    match decide(message) {
-                        Verdict::Forward(new) => {
-                            let payload = new.unwrap_or(payload);
-                            out.extend(
-                                Frame::Msg {
-                                    subject,
-                                    sid,
-                                    reply,
-                                    headers,
-                                    payload,
-                                }
-                                .encode(),
-                            );
-                        }
-                        Verdict::Refuse(kind) => out.extend(Frame::Err(violation("Subscription", &subject, kind)).encode()),
+                } => match judge(&subject, headers.as_deref(), &payload, &mut decide)? {
+                    Verdict::Forward(new) => {
+                        let payload = new.unwrap_or(payload);
+                        out.extend(
+                            Frame::Msg {
+                                subject,
+                                sid,
+                                reply,
+                                headers,
+                                payload,
+                            }
+                            .encode(),
+                        );
                     }
-                }
+                    Verdict::Refuse(kind) => out.extend(Frame::Err(violation("Subscription", &subject, kind)).encode()),
+                },
                 Frame::Pong => {
                     if self.pingers.pop_front() != Some(Pinger::Gateway) {
                         out.extend(Frame::Pong.encode());
@@ -657,6 +644,21 @@ impl Gateway {
         self.pingers.push_back(pinger);
         Ok(())
     }
+}
+
+/// Hands one message to `decide`, with its header block read first.
+fn judge(
+    subject: &str,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+    decide: &mut impl FnMut(Message<'_>) -> Verdict,
+) -> Result<Verdict, FrameError> {
+    let headers = headers.map(read_headers).transpose()?.unwrap_or_default();
+    Ok(decide(Message {
+        subject,
+        headers: &headers,
+        payload,
+    }))
 }
 
 /// nats-server's wording for a permission violation (`Permissions Violation for Publish to
