@@ -1,5 +1,6 @@
 //! `eventseal-bench`: the inputs of `benches/envoy-load.sh` and `benches/python-alternatives.py`,
-//! made by core itself, and eventseal's native sealing rate for the Python comparison.
+//! made by core itself, eventseal's native sealing rate for the Python comparison, and the
+//! NATS load generator of `benches/nats-load.sh`.
 //!
 //! ```text
 //! eventseal-bench keyring                     the workloads' keyring (JWK Set)
@@ -10,7 +11,13 @@
 //!                                             `id timestamp signature` lines for the 1 KiB event
 //! eventseal-bench native-seal <seconds>       events/s sealing 3 fields of the 1 KiB event (one thread)
 //! eventseal-bench filter-wasm                 the path of the filter wasm this crate built
+//! eventseal-bench nats-policy <fields>        the NATS gateway policy (EVENTSEAL_KEYS keyring)
+//! eventseal-bench nats-load <publish|delivery> --target URL --direct URL [options]
+//!                                             messages/s, p50 and p99 ms, errors of one NATS run
+//!                                             (src/nats_load.rs)
 //! ```
+
+mod nats_load;
 
 use eventseal_benches::{decide, engine, headers, signature_headers, workloads};
 use std::hint::black_box;
@@ -23,7 +30,7 @@ fn number(args: &[String], i: usize) -> u64 {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: eventseal-bench keyring | event <bytes> <fields> | policy <action> <fields> | sealed <bytes> <fields> | signed <count> <unix-time> <id-prefix> | native-seal <seconds> | filter-wasm"
+        "usage: eventseal-bench keyring | event <bytes> <fields> | policy <action> <fields> | sealed <bytes> <fields> | signed <count> <unix-time> <id-prefix> | native-seal <seconds> | filter-wasm | nats-policy <fields> | nats-load <publish|delivery> --target URL --direct URL [--messages N] [--window N] [--flush-every N] [--cert PEM --key PEM --ca PEM] [--expect plain|sealed] [--policy FILE]"
     );
     std::process::exit(2)
 }
@@ -66,6 +73,22 @@ fn main() {
             writeln!(out, "{:.0}", events as f64 / start.elapsed().as_secs_f64())
         }
         Some("filter-wasm") => writeln!(out, "{}", env!("EVENTSEAL_PROXY_WASM")),
+        Some("nats-policy") => writeln!(out, "{}", workloads::nats_policy(as_usize(2))),
+        Some("nats-load") => {
+            let options = nats_load::Options::parse(&args[2..]).unwrap_or_else(|e| {
+                eprintln!("nats-load: {e}");
+                usage()
+            });
+            let outcome = nats_load::run(&options).unwrap_or_else(|e| {
+                eprintln!("nats-load: {e}");
+                std::process::exit(1)
+            });
+            writeln!(
+                out,
+                "{:.0} {:.3} {:.3} {}",
+                outcome.rate, outcome.p50_ms, outcome.p99_ms, outcome.errors
+            )
+        }
         _ => usage(),
     }
     .and_then(|()| out.flush())

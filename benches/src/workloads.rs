@@ -107,3 +107,32 @@ pub fn decide(engine: &Engine, headers: &[(String, String)], body: &[u8], now: i
         Decision::Refuse { problem, .. } => panic!("refused: {problem:?}"),
     }
 }
+
+/// The subject of the NATS gateway workload (`benches/nats-load.sh`): the tenant is its
+/// second token.
+pub const NATS_SUBJECT: &str = "orders.acme.created";
+/// The producer the NATS policy admits on publish (a client certificate's URI SAN).
+pub const NATS_PRODUCER: &str = "spiffe://example.org/ns/shop/sa/checkout";
+/// The reader the NATS policy opens the fields for on delivery.
+pub const NATS_READER: &str = "spiffe://example.org/ns/billing/sa/invoicer";
+
+/// The NATS gateway policy: publishes on `orders.*.created` by a shop producer get the
+/// first `fields` sensitive members sealed, deliveries on it get them opened for billing
+/// readers; the tenant (the subject's second token) is the context. Keys come from the
+/// environment variable `EVENTSEAL_KEYS`.
+pub fn nats_policy(fields: usize) -> String {
+    let selectors = selectors(fields);
+    let context = json!({"tenant": {"subject_token": 2}});
+    json!({
+        "protocol": "nats",
+        "keys": {"env": "EVENTSEAL_KEYS"},
+        "principal": {"source": "mtls"},
+        "rules": [
+            {"name": "orders-publish", "match": {"subject": "orders.*.created"}, "apply_to": "publish",
+             "producers": ["spiffe://example.org/ns/shop/*"], "context": context, "seal": {"fields": selectors}},
+            {"name": "orders-delivery", "match": {"subject": "orders.*.created"}, "apply_to": "delivery",
+             "context": context, "open": {"fields": selectors, "readers": ["spiffe://example.org/ns/billing/*"]}},
+        ]
+    })
+    .to_string()
+}

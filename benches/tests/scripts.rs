@@ -23,6 +23,11 @@ fn envoy_load_script_parses() {
 }
 
 #[test]
+fn nats_load_script_parses() {
+    check("bash", &["-n", "nats-load.sh"]);
+}
+
+#[test]
 fn python_alternatives_script_parses() {
     check(
         "python3",
