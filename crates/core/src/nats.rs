@@ -110,6 +110,9 @@ impl std::error::Error for FrameError {}
 #[derive(Debug)]
 pub struct FrameReader {
     buffer: Vec<u8>,
+    /// Where the next frame starts in `buffer`: frames read are dropped once per
+    /// [`FrameReader::push`], not each, so many frames in one read cost one move.
+    start: usize,
     max_payload: usize,
 }
 
@@ -118,6 +121,7 @@ impl FrameReader {
     pub fn new(max_payload: usize) -> Self {
         Self {
             buffer: Vec::new(),
+            start: 0,
             max_payload,
         }
     }
@@ -130,11 +134,13 @@ impl FrameReader {
     /// Bytes held for a frame that is not complete yet: at most `max_payload` plus the
     /// control line and two line ends.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len() - self.start
     }
 
     /// Adds bytes read from the connection.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.drain(..self.start);
+        self.start = 0;
         self.buffer.extend_from_slice(bytes);
     }
 
@@ -144,8 +150,9 @@ impl FrameReader {
     /// [`FrameError`] for bytes that are not the protocol, a control line over the limit,
     /// or a payload over `max_payload`.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some(line_end) = self.buffer.windows(2).position(|w| w == b"\r\n") else {
-            return if self.buffer.len() >= MAX_CONTROL_LINE {
+        let buffer = &self.buffer[self.start..];
+        let Some(line_end) = buffer.windows(2).position(|w| w == b"\r\n") else {
+            return if buffer.len() >= MAX_CONTROL_LINE {
                 Err(FrameError::ControlLineTooLong)
             } else {
                 Ok(None)
@@ -154,7 +161,7 @@ impl FrameReader {
         if line_end + 2 > MAX_CONTROL_LINE {
             return Err(FrameError::ControlLineTooLong);
         }
-        let line = std::str::from_utf8(&self.buffer[..line_end]).map_err(|_| FrameError::Malformed("control line is not UTF-8"))?;
+        let line = std::str::from_utf8(&buffer[..line_end]).map_err(|_| FrameError::Malformed("control line is not UTF-8"))?;
         let (op, rest) = split_op(line);
         let fields: Vec<&str> = rest.split([' ', '\t']).filter(|f| !f.is_empty()).collect();
         let upper = op.to_ascii_uppercase();
@@ -217,7 +224,7 @@ impl FrameReader {
                 }
                 let reply = (fields.len() == names + counts + 1).then(|| fields[names].to_owned());
                 let start = line_end + 2;
-                let Some(body) = self.buffer.get(start..start + total + 2) else {
+                let Some(body) = buffer.get(start..start + total + 2) else {
                     return Ok(None);
                 };
                 if &body[total..] != b"\r\n" {
@@ -246,7 +253,7 @@ impl FrameReader {
             }
             _ => return Err(FrameError::Malformed("unknown operation")),
         };
-        self.buffer.drain(..consumed);
+        self.start += consumed;
         Ok(Some(frame))
     }
 }
