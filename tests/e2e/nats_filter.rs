@@ -680,3 +680,67 @@ async fn a_message_sealed_through_nats_opens_through_http_and_the_reverse() {
         "sealed over HTTP, opened on NATS delivery"
     );
 }
+
+/// The Node.js client of `examples/node` (`@nats-io/transport-node`, TLS first): publishes
+/// through Envoy sealed at rest, and receives through it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_client_with_tls_first_publishes_sealed_and_receives_opened() {
+    let under = Under::start(Host::Envoy, false);
+    let envoy = under.envoy.as_ref().expect("Envoy runs");
+    let node_modules = crate::envoy::workspace().join("examples/node/node_modules/@nats-io/transport-node");
+    assert!(node_modules.is_dir(), "@nats-io/transport-node is not installed: run scripts/setup");
+    let dir = std::env::temp_dir().join(format!("eventseal-node-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let files = |identity: &str, name: &str| {
+        let id = envoy.identity(identity);
+        let (cert, key, ca) = id.pem();
+        let paths = [("ca", ca), ("cert", cert), ("key", key)].map(|(kind, pem)| {
+            let path = dir.join(format!("{name}-{kind}.pem"));
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path.display().to_string()
+        });
+        paths.to_vec()
+    };
+    let node = |mode: &str, identity: &str, name: &str, extra: &[String]| {
+        let mut command = std::process::Command::new("node");
+        command
+            .current_dir(crate::envoy::workspace().join("examples/node"))
+            .arg("nats-client.mjs")
+            .arg(mode)
+            .arg(format!("tls://{}", envoy.addr()))
+            .args(files(identity, name))
+            .arg(SUBJECT)
+            .args(extra);
+        command
+    };
+    let tap = under.tap().await;
+    let mut at_rest = tap.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&tap).await;
+    let published = event(9, 500);
+    let event_file = dir.join("event.json");
+    std::fs::write(&event_file, &published).expect("write the event");
+    let status = node("publish", PRODUCER, "producer", &[event_file.display().to_string()])
+        .status()
+        .expect("node runs (scripts/setup installs it)");
+    assert!(status.success(), "node publish: {status}");
+    let stored = next(&mut at_rest, "the tap").await.payload;
+    assert_sealed_at_rest(&under.keys, &published, &stored);
+
+    let mut receiver = node("receive", READER, "reader", &[])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut lines = std::io::BufReader::new(receiver.stdout.take().expect("piped"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut lines, &mut line).expect("read");
+    assert_eq!(line.trim(), "ready");
+    tap.publish(SUBJECT, stored).await.expect("publish at rest");
+    tap.flush().await.expect("flush");
+    line.clear();
+    std::io::BufRead::read_line(&mut lines, &mut line).expect("read");
+    use base64::Engine as _;
+    let received = base64::engine::general_purpose::STANDARD.decode(line.trim()).expect("base64");
+    assert_eq!(received, published, "the Node reader gets the event opened");
+    assert!(receiver.wait().expect("node ends").success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,6 +40,12 @@ impl ClientIdentity {
         ClientIdentity { cert, key, ca }
     }
 
+    /// The certificate, its private key and the CA it trusts (PEM), for clients that read
+    /// them from files.
+    pub fn pem(&self) -> (&str, &str, &str) {
+        (&self.cert, &self.key, &self.ca)
+    }
+
     /// The same identity as a rustls client configuration (ring as the provider), for
     /// clients of other protocols over TLS (the NATS tests' raw client and `async-nats`).
     ///
