@@ -744,3 +744,39 @@ async fn a_node_client_with_tls_first_publishes_sealed_and_receives_opened() {
     assert!(receiver.wait().expect("node ends").success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A NATS policy the gateway cannot carry out keeps Envoy from starting, and the log names
+/// the location, as for HTTP: here a KMS key source, which a delivery could not wait for.
+#[test]
+fn a_nats_policy_with_a_kms_key_source_keeps_envoy_from_starting() {
+    let mut policy = policy();
+    policy["keys"]["vault_transit"] = json!({"cluster": "openbao", "key": "orders", "token_env": "BAO_TOKEN"});
+    let filter = Filter {
+        policy: policy.to_string(),
+        keys: keys().to_string(),
+        env: vec![("BAO_TOKEN".to_owned(), "a-token".to_owned())],
+        allow_on_headers_stop_iteration: false,
+    };
+    let server = NatsServer::start();
+    let listener = crate::envoy::Listener {
+        name: "refused-nats".to_owned(),
+        protocol: crate::envoy::Protocol::Nats,
+        filter: Some(filter),
+        tls: None,
+        cluster: "nats-server".to_owned(),
+    };
+    let bootstrap = crate::envoy::bootstrap(&[listener], &[("nats-server".to_owned(), server.addr())]);
+    let refused = match crate::envoy::Envoy::start(&bootstrap) {
+        Ok(envoy) => panic!("Envoy started with a policy the gateway cannot carry out:\n{}", envoy.stop()),
+        Err(refused) => refused,
+    };
+    let lines = crate::envoy::wasm_log_lines(&refused.log, Some("refused-nats"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("eventseal: configuration refused: configuration /keys/vault_transit")),
+        "{lines:#?}\n{}",
+        refused.log
+    );
+    assert!(!refused.log.contains("a-token"), "the token is in the log");
+}
