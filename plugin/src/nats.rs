@@ -6,15 +6,17 @@
 //! data callback continues, after replacing the buffer whole with the frames that are
 //! complete: bytes of a frame still arriving stay in the gateway, never in Envoy. Data from
 //! the server cannot be paused and resumed (`continueStream` is unimplemented for upstream
-//! data), so deliveries are decided in their callback, with local keys only (the root
-//! refuses a KMS key source for NATS at load). What cannot be read as the protocol closes
-//! that connection, and nothing of it is forwarded.
+//! data), so every message is decided in its callback. With a KMS key source, a message
+//! whose data key is not at hand (not fetched yet, not unwrapped yet, or the KMS down) is
+//! refused with `kms-unavailable` while the call it needs goes out from the root's next
+//! tick: the client is told, and a retry (or JetStream's redelivery) finds the key. What
+//! cannot be read as the protocol closes that connection, and nothing of it is forwarded.
 
 use crate::exchange::{Decided, Exchange, principal};
 use crate::host::{self, Peer, log};
 use crate::metrics::Counter;
 use crate::vm::Vm;
-use eventseal_core::{Decision, Direction, Gateway, Message, Operation, Principal, ProblemKind, Report, RequestHead, Verdict};
+use eventseal_core::{Decision, Direction, Gateway, Message, Operation, Principal, Problem, ProblemKind, Report, RequestHead, Verdict};
 use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, LogLevel, PeerType};
 
@@ -116,9 +118,14 @@ fn decide(vm: &Vm, direction: Direction, message: &Message<'_>, principal: Optio
             let _problem_json = exchange.refused(vm, Some(direction), &problem, &report);
             Verdict::Refuse(problem.kind)
         }
-        // The root refuses a KMS key source for NATS; were a call ever needed, the message
-        // could not wait for it.
-        Decided::Wait(_) => Verdict::Refuse(ProblemKind::KmsUnavailable),
+        // The calls were queued for the root's tick; this message cannot wait for them.
+        Decided::Wait(_) => {
+            if let Some(kms) = vm.kms.as_deref() {
+                let problem = Problem::kms_unavailable(&kms.borrow().transit().source(), direction, 1);
+                let _problem_json = exchange.refused(vm, Some(direction), &problem, &Report::default());
+            }
+            Verdict::Refuse(ProblemKind::KmsUnavailable)
+        }
     }
 }
 

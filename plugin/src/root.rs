@@ -72,18 +72,7 @@ impl Root {
 /// `allow_on_headers_stop_iteration`, proxy-wasm-cpp-host turns `StopIteration` into
 /// `StopAllIterationAndWatermark`), and header maps are read-only once forwarded. Only
 /// `envoy.headers: hold` can sign. Refusing here keeps the failure out of the request path.
-///
-/// On NATS, a delivery is decided in the callback that reads it: Envoy cannot pause data
-/// from the upstream and resume it later, so the filter cannot wait for a KMS call.
 fn refuse_what_envoy_cannot_do(policy: &Policy) -> Result<(), ConfigError> {
-    if policy.protocol == Protocol::Nats && policy.vault_transit.is_some() {
-        return Err(ConfigError::Invalid {
-            at: "/keys/vault_transit".to_owned(),
-            expected: "no KMS key source with \"protocol\": \"nats\": the NATS gateway seals and opens with the local \
-                       keyring only (a delivery cannot wait for a KMS call in Envoy)"
-                .to_owned(),
-        });
-    }
     if policy.envoy_headers == EnvoyHeaders::Hold || policy.protocol == Protocol::Nats {
         return Ok(());
     }
@@ -184,6 +173,24 @@ fn give_up(metrics: &Metrics, outbox: &mut Outbox) {
             outbox.config().cluster
         ),
     );
+}
+
+/// On NATS a message cannot wait for a KMS call (plugin/src/nats.rs): the data key that
+/// seals is asked for when the VM starts, from the first tick, so that the first publishes
+/// find it. Over HTTP a stream waits for it instead.
+fn prefetch_data_key(vm: &Vm) {
+    let policy = vm.engine.policy();
+    let seals = policy
+        .rules
+        .iter()
+        .any(|r| r.applies_to(eventseal_core::Direction::Request) && r.carries(Operation::Seal));
+    if let (Protocol::Nats, true, Some(kms)) = (policy.protocol, seals, vm.kms.as_deref()) {
+        let needs = eventseal_core::KmsNeeds {
+            seals: 1,
+            unwrap: Vec::new(),
+        };
+        let _ = kms.borrow_mut().prepare(now_ms(), &needs, None);
+    }
 }
 
 /// The `protocol` a configuration names, read even when the rest of it is refused.
@@ -298,7 +305,9 @@ impl RootContext for Root {
                 if let Some(period) = periods.into_iter().flatten().min() {
                     host::set_tick_period(Duration::from_millis(period));
                 }
-                self.vm = Some(Vm::new(engine, metrics, kms));
+                let vm = Vm::new(engine, metrics, kms);
+                prefetch_data_key(&vm);
+                self.vm = Some(vm);
                 self.delivery = None;
                 log(LogLevel::Info, &format!("eventseal: configured with {rules} rule(s)"));
                 true

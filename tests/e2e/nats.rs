@@ -48,6 +48,14 @@ impl Gateway {
     /// # Panics
     /// When Envoy is not installed or does not start.
     pub fn start_in_front_of(server: NatsServer, filter: Option<Filter>) -> Gateway {
+        Gateway::start_with_clusters(server, filter, &[])
+    }
+
+    /// `server` behind a gateway with `filter`, whose Envoy also has `clusters` (e.g. a KMS).
+    ///
+    /// # Panics
+    /// When Envoy is not installed or does not start.
+    pub fn start_with_clusters(server: NatsServer, filter: Option<Filter>, clusters: &[(String, SocketAddr)]) -> Gateway {
         let ca = TestCa::new();
         let listener = Listener {
             name: LISTENER.to_owned(),
@@ -60,7 +68,9 @@ impl Gateway {
             }),
             cluster: CLUSTER.to_owned(),
         };
-        let bootstrap = envoy::bootstrap(&[listener], &[(CLUSTER.to_owned(), server.addr())]);
+        let mut all = vec![(CLUSTER.to_owned(), server.addr())];
+        all.extend_from_slice(clusters);
+        let bootstrap = envoy::bootstrap(&[listener], &all);
         let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy refused ({}):\n{}", r.status, r.log));
         Gateway { envoy, server, ca }
     }

@@ -745,38 +745,106 @@ async fn a_node_client_with_tls_first_publishes_sealed_and_receives_opened() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A NATS policy the gateway cannot carry out keeps Envoy from starting, and the log names
-/// the location, as for HTTP: here a KMS key source, which a delivery could not wait for.
-#[test]
-fn a_nats_policy_with_a_kms_key_source_keeps_envoy_from_starting() {
+/// With a KMS key source (Vault Transit on a real OpenBao), what a client publishes is
+/// sealed under a data key the KMS wrapped, and a reader gets it opened. A gateway that has
+/// not unwrapped a message's data key yet cannot wait for the KMS: the delivery is refused
+/// with `kms-unavailable` (never delivered sealed or half opened), the unwrap goes out, and
+/// the message opens when it comes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_kms_messages_seal_under_data_keys_and_a_key_not_unwrapped_yet_is_refused_not_skipped() {
+    use eventseal_testkit::openbao::{OpenBao, decrypt_field, openbao_decrypt, wrapped_of};
+    let mut bao = OpenBao::start();
+    bao.create_transit_key("transit", "orders");
     let mut policy = policy();
-    policy["keys"]["vault_transit"] = json!({"cluster": "openbao", "key": "orders", "token_env": "BAO_TOKEN"});
-    let filter = Filter {
-        policy: policy.to_string(),
-        keys: keys().to_string(),
-        env: vec![("BAO_TOKEN".to_owned(), "a-token".to_owned())],
-        allow_on_headers_stop_iteration: false,
+    policy["keys"] = json!({"vault_transit": {
+        "cluster": "openbao", "authority": bao.addr().to_string(), "key": "orders", "token_env": "BAO_TOKEN",
+    }});
+    let start = |server: NatsServer| {
+        let filter = Filter {
+            policy: policy.to_string(),
+            keys: keys().to_string(),
+            env: vec![("BAO_TOKEN".to_owned(), bao.token().to_owned())],
+            allow_on_headers_stop_iteration: false,
+        };
+        EnvoyGateway::start_with_clusters(server, Some(filter), &[("openbao".to_owned(), bao.addr())])
     };
-    let server = NatsServer::start();
-    let listener = crate::envoy::Listener {
-        name: "refused-nats".to_owned(),
-        protocol: crate::envoy::Protocol::Nats,
-        filter: Some(filter),
-        tls: None,
-        cluster: "nats-server".to_owned(),
+    let gateway = start(NatsServer::start());
+    let connect = |gateway: &EnvoyGateway, identity: &str| {
+        let tls = gateway.identity(identity).rustls_config().expect("a client TLS config");
+        let (errors, received) = mpsc::unbounded_channel::<String>();
+        let options = async_nats::ConnectOptions::new()
+            .ignore_discovered_servers()
+            .event_callback(move |event| {
+                let errors = errors.clone();
+                async move {
+                    if let Event::ServerError(error) = event {
+                        let _ = errors.send(error.to_string());
+                    }
+                }
+            })
+            .tls_first()
+            .tls_client_config(tls)
+            .connect(format!("tls://{}", gateway.addr()));
+        async move { (options.await.expect("connect through the gateway"), received) }
     };
-    let bootstrap = crate::envoy::bootstrap(&[listener], &[("nats-server".to_owned(), server.addr())]);
-    let refused = match crate::envoy::Envoy::start(&bootstrap) {
-        Ok(envoy) => panic!("Envoy started with a policy the gateway cannot carry out:\n{}", envoy.stop()),
-        Err(refused) => refused,
+    let tap = connect_plain(gateway.server.addr()).await.expect("connect to nats-server");
+    let mut at_rest = tap.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&tap).await;
+    let (producer, mut refusals) = connect(&gateway, PRODUCER).await;
+    let published = event(10, 400);
+    // The data key is asked for when the VM starts; until it is there, a publish is refused
+    // with kms-unavailable and the client publishes again.
+    let stored = loop {
+        producer.publish(SUBJECT, published.clone().into()).await.expect("publish");
+        producer.flush().await.expect("flush");
+        tokio::select! {
+            message = next(&mut at_rest, "the tap") => break message.payload,
+            refusal = refusals.recv() => {
+                let refusal = refusal.expect("the error channel");
+                assert!(refusal.contains("kms-unavailable"), "{refusal}\n{}", gateway.envoy.log());
+            }
+        }
     };
-    let lines = crate::envoy::wasm_log_lines(&refused.log, Some("refused-nats"));
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("eventseal: configuration refused: configuration /keys/vault_transit")),
-        "{lines:#?}\n{}",
-        refused.log
+    let stored_json: Value = serde_json::from_slice(&stored).expect("JSON at rest");
+    let card = stored_json["data"]["card"]["number"].as_str().expect("sealed");
+    assert_eq!(
+        decrypt_field(&openbao_decrypt(&bao, &wrapped_of(card)), card),
+        json!("4111111111111111"),
+        "the envelope opens with the data key OpenBao unwraps"
     );
-    assert!(!refused.log.contains("a-token"), "the token is in the log");
+    let (reader, _) = connect(&gateway, READER).await;
+    let mut opened = reader.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&reader).await;
+    tap.publish(SUBJECT, stored.clone()).await.expect("publish at rest");
+    tap.flush().await.expect("flush");
+    assert_eq!(next(&mut opened, "the reader").await.payload.as_ref(), published.as_slice());
+    drop(gateway);
+
+    // A new gateway (a new VM: no data key cached) in front of the same stored event.
+    let fresh = start(NatsServer::start());
+    let tap = connect_plain(fresh.server.addr()).await.expect("connect to nats-server");
+    let (reader, mut refusals) = connect(&fresh, READER).await;
+    let mut opened = reader.subscribe(SUBJECT).await.expect("subscribe");
+    round_trip(&reader).await;
+    tap.publish(SUBJECT, stored.clone()).await.expect("publish at rest");
+    tap.flush().await.expect("flush");
+    let refusal = tokio::time::timeout(WAIT, refusals.recv())
+        .await
+        .expect("a refusal in time")
+        .expect("a refusal");
+    assert!(
+        refusal.contains("Subscription to \"orders.acme.created\"") && refusal.contains("kms-unavailable"),
+        "{refusal}"
+    );
+    // Delivered again (as JetStream would) until the unwrap the refusal started has landed.
+    let delivered = loop {
+        tap.publish(SUBJECT, stored.clone()).await.expect("publish at rest");
+        tap.flush().await.expect("flush");
+        tokio::select! {
+            message = next(&mut opened, "the reader") => break message.payload,
+            refusal = refusals.recv() => assert!(refusal.expect("the error channel").contains("kms-unavailable")),
+        }
+    };
+    assert_eq!(delivered.as_ref(), published.as_slice(), "opened once the data key was unwrapped");
+    assert!(!fresh.envoy.log().contains(bao.token()), "the KMS token is in Envoy's log");
 }
