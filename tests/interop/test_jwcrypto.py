@@ -83,11 +83,13 @@ def test_binding_and_key_status_are_enforced_by_eventseal_not_jose(vector):
 
 def test_generate_reproduces_the_committed_vectors(tmp_path):
     subprocess.run([sys.executable, str(VECTORS / "generate.py"), "--out", str(tmp_path)], check=True)
-    # The dir vectors, the KMS vectors of FORMAT.md §10 in kms/, the event vectors of §2.1 in events/.
-    sets = ["*.json", "kms/*.json", "events/*.json"]
+    # The dir vectors, the KMS vectors of FORMAT.md §10 in kms/, the event vectors of §2.1 in
+    # events/, the audit chains in audit/.
+    sets = ["*.json", "kms/*.json", "events/*.json", "audit/*.json"]
     fresh = {str(path.relative_to(tmp_path)): path.read_bytes() for pattern in sets for path in tmp_path.glob(pattern)}
     committed = {str(path.relative_to(VECTORS)): path.read_bytes() for pattern in sets for path in VECTORS.glob(pattern)}
-    assert any(name.startswith("kms/") for name in committed) and any(name.startswith("events/") for name in committed)
+    for subset in ("kms/", "events/", "audit/"):
+        assert any(name.startswith(subset) for name in committed), subset
     assert sorted(fresh) == sorted(committed)
     changed = [name for name in sorted(fresh) if fresh[name] != committed[name]]
     assert not changed, f"generate.py output differs from the committed files: {changed}"

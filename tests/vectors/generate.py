@@ -9,13 +9,15 @@ Keys and IVs are FIXED (derived with SHA-256 from a label), so the output is
 deterministic: running this script again must reproduce the committed files byte
 for byte (tests/interop/test_jwcrypto.py checks it). Never reuse these keys.
 
-    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json, kms/*.json and events/*.json
+    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json, kms/*.json, events/*.json and audit/*.json
     python3 tests/vectors/generate.py --out DIR  # write them somewhere else
 """
 
 import argparse
 import base64
+import datetime
 import hashlib
+import hmac
 import json
 import pathlib
 
@@ -857,6 +859,96 @@ event_vector(
     r'{"type":"t.created","data":{"c\u0061rd":"1","card":"2","items":[{"pr\u0069ce":3,"price":4}]}}',
 )
 
+# --- audit chains (docs/OPERATIONS.md, "Audit trail"), in tests/vectors/audit/ --------------
+#
+# A record is one JSON line, members in a fixed order; its `mac` is HMAC-SHA256 under the
+# audit key of the exact bytes of the record without `mac` (or SHA-256 for an unkeyed chain),
+# lowercase hex; `prev` names the previous record's mac, `seq` counts from 0 per instance.
+
+AUDIT_KID = "audit-2026"
+AUDIT_KEY = derive("eventseal test vector audit key", 32)
+AUDIT_KEYRING = {"keys": [
+    {"kty": "oct", "kid": AUDIT_KID, "alg": "HS256", "use": "audit", "k": b64(AUDIT_KEY), "status": "primary"},
+    jwk(PRIMARY, "primary"),
+]}
+AUDIT_FACTS = [
+    {"time_unix_nanos": 1795000000123456789, "request_id": "req-1", "principal": "spiffe://example.org/ns/shop/sa/checkout",
+     "rule": "orders-seal", "direction": "request", "event_id": "evt-1", "event_type": "com.example.order.created",
+     "operations": ["seal"], "fields": [{"pointer": "/data/card", "result": "sealed", "kid": PRIMARY},
+                                        {"pointer": "/data/note", "result": "absent", "kid": None}],
+     "other_kids": [], "outcome": "allowed", "reason": None},
+    {"time_unix_nanos": 1795000001000000000, "request_id": None, "principal": "lecteur-é",
+     "rule": "orders-open", "direction": "response", "event_id": None, "event_type": None,
+     "operations": ["open"], "fields": [], "other_kids": [], "outcome": "refused", "reason": "reader-forbidden"},
+    {"time_unix_nanos": 1795000002999000000, "request_id": "req-3", "principal": None,
+     "rule": "orders-seal", "direction": None, "event_id": None, "event_type": None,
+     "operations": ["admit"], "fields": [], "other_kids": [], "outcome": "refused", "reason": "producer-forbidden"},
+]
+
+
+def rfc3339_millis(nanos: int) -> str:
+    moment = datetime.datetime.fromtimestamp(nanos // 1_000_000_000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1_000_000 % 1000:03d}Z"
+
+
+def audit_line(instance: str, seq: int, prev: str, facts: dict, keyed: bool) -> tuple:
+    """One record as its line, and its mac."""
+    kids = sorted({f["kid"] for f in facts["fields"] if f["kid"]} | set(facts["other_kids"]))
+    fields = [{k: v for k, v in (("pointer", f["pointer"]), ("result", f["result"]), ("kid", f["kid"])) if v is not None}
+              for f in facts["fields"]]
+    record = {
+        "audit": 1, "instance": instance, "seq": seq, "time": rfc3339_millis(facts["time_unix_nanos"]),
+        "request_id": facts["request_id"], "principal": facts["principal"], "rule": facts["rule"],
+        "direction": facts["direction"], "event_id": facts["event_id"], "event_type": facts["event_type"],
+        "operations": facts["operations"], "fields": fields, "kids": kids, "outcome": facts["outcome"],
+        "reason": facts["reason"], "mac_kid": AUDIT_KID if keyed else None, "prev": prev,
+    }
+    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    if keyed:
+        mac = hmac.new(AUDIT_KEY, body.encode("utf-8"), hashlib.sha256).hexdigest()
+    else:
+        mac = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return body[:-1] + f',"mac":"{mac}"}}', mac
+
+
+def audit_chain(instance: str, keyed: bool = True) -> list:
+    lines, prev = [], ""
+    for seq, facts in enumerate(AUDIT_FACTS):
+        line, prev = audit_line(instance, seq, prev, facts, keyed)
+        lines.append(line)
+    return lines
+
+
+def audit_vector(name, description, log, expected, *, keyring=None, require_keyed=False, facts=None):
+    record = {"description": description, "keys": keyring or AUDIT_KEYRING, "require_keyed": require_keyed,
+              "log": log, "expected": expected}
+    if facts is not None:
+        record["instance"], record["facts"] = facts
+    return name, record
+
+
+CHAIN = audit_chain("worker-0")
+EDITED = CHAIN[1].replace('"reader-forbidden"', '"producer-forbidden"')
+AUDIT_VECTORS = [
+    audit_vector("300-keyed-chain", "Three records of one instance, keyed: the chain verifies, and a writer given "
+                 "the same facts writes these lines byte for byte.", CHAIN, "valid", facts=("worker-0", AUDIT_FACTS)),
+    audit_vector("301-proxy-log-around-records", "Records inside proxy log lines: other lines are skipped.",
+                 [f"[2026-11-30 12:00:00.000][1][info][wasm] wasm log eventseal: {line}" for line in CHAIN]
+                 + ["[2026-11-30 12:00:01.000][1][info][main] unrelated line"], "valid"),
+    audit_vector("302-edited-record", "A refusal reason rewritten in the second record.",
+                 [CHAIN[0], EDITED, CHAIN[2]], {"line": 2, "reason": "edited"}),
+    audit_vector("303-deleted-record", "The second record deleted.", [CHAIN[0], CHAIN[2]],
+                 {"line": 2, "reason": "sequence"}),
+    audit_vector("304-swapped-records", "The second and third records swapped.", [CHAIN[0], CHAIN[2], CHAIN[1]],
+                 {"line": 2, "reason": "sequence"}),
+    audit_vector("305-unknown-audit-key", "A keyring without the audit key that keyed the chain.", CHAIN,
+                 {"line": 1, "reason": "unknown_key"}, keyring={"keys": [jwk(PRIMARY, "primary")]}),
+    audit_vector("306-unkeyed-chain", "A chain only hashed (no audit key): it verifies when unkeyed chains are allowed.",
+                 audit_chain("worker-1", keyed=False), "valid"),
+    audit_vector("307-unkeyed-chain-refused", "The same unkeyed chain where a keyed chain is required.",
+                 audit_chain("worker-1", keyed=False), {"line": 1, "reason": "unkeyed"}, require_keyed=True),
+]
+
 
 def write(out: pathlib.Path, vectors) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -877,6 +969,7 @@ def main() -> None:
     write(out, VECTORS)
     write(out / "kms", KMS_VECTORS)
     write(out / "events", EVENT_VECTORS)
+    write(out / "audit", AUDIT_VECTORS)
 
 
 if __name__ == "__main__":
