@@ -28,8 +28,8 @@
 
 use std::path::Path;
 
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -98,7 +98,7 @@ impl SealerComponent {
     /// # Errors
     /// As [`SealerComponent::from_file`], without the I/O.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let engine = Engine::default();
+        let engine = crate::engine()?;
         let component = Component::new(&engine, bytes).map_err(|e| Error::Compile(format!("{e:#}")))?;
         let mut linker = Linker::<State>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| Error::Link(format!("{e:#}")))?;

@@ -22,6 +22,8 @@ mod tcp;
 #[cfg(feature = "runtime")]
 mod dispatcher;
 #[cfg(feature = "runtime")]
+mod engine;
+#[cfg(feature = "runtime")]
 mod vm;
 
 // The host side of the ABI: store state, guest memory, imports.
@@ -49,6 +51,7 @@ mod shared;
 #[cfg(feature = "runtime")]
 pub use crate::{
     abi::{LogLevel, Status},
+    engine::engine,
     error::Error,
     headers::Headers,
     http::{HttpExchange, HttpOutcome, HttpStream, LocalReply, Message, StreamState},

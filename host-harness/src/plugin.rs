@@ -10,6 +10,7 @@ use wasmtime::{Engine, Extern, Linker, Store};
 
 use crate::abi::LogLevel;
 use crate::dispatcher;
+use crate::engine::{configured_as_harness, engine};
 use crate::error::Error;
 use crate::http::message::{HttpExchange, HttpOutcome};
 use crate::http::state::HttpState;
@@ -58,8 +59,43 @@ impl Module {
     ///
     /// [`Error::Compile`] if it is not valid wasm.
     pub fn from_bytes(bytes: &[u8]) -> Result<Module, Error> {
-        let engine = Engine::default();
-        let module = wasmtime::Module::new(&engine, bytes).map_err(|e| Error::Compile(chain(&e)))?;
+        let module = wasmtime::Module::new(&engine()?, bytes).map_err(|e| Error::Compile(chain(&e)))?;
+        Module::linked(module)
+    }
+
+    /// Compiles a module ahead of time for this host, with the harness's [`engine()`]:
+    /// wasmtime's serialized form (`Engine::precompile_module`), which a later process
+    /// turns back into a module with `wasmtime::Module::deserialize` on an [`engine()`] and
+    /// [`Module::from_compiled`], without compiling. For a build script that embeds a module
+    /// in a program.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compile`] if it is not valid wasm.
+    pub fn precompile(bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        engine()?.precompile_module(bytes).map_err(|e| Error::Compile(chain(&e)))
+    }
+
+    /// A module wasmtime has compiled already, e.g. deserialized from the output of
+    /// [`Module::precompile`]. Its engine must have the harness's configuration (an
+    /// [`engine()`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compile`] if the module's engine is configured differently from
+    /// [`engine()`], [`Error::Link`] if the harness cannot provide its imports.
+    pub fn from_compiled(module: wasmtime::Module) -> Result<Module, Error> {
+        if !configured_as_harness(module.engine())? {
+            return Err(Error::Compile(
+                "the module was compiled with another engine configuration than the harness's".to_owned(),
+            ));
+        }
+        Module::linked(module)
+    }
+
+    /// The module with the harness's imports linked.
+    fn linked(module: wasmtime::Module) -> Result<Module, Error> {
+        let engine = module.engine().clone();
         let mut linker = Linker::new(&engine);
         hostcalls::add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;
         wasi::add_to_linker(&mut linker).map_err(|e| Error::Link(chain(&e)))?;

@@ -59,3 +59,35 @@ fn plugins_from_one_module_run_in_parallel_threads() {
     let counts: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(counts, [1, 2, 3, 4]);
 }
+
+#[test]
+fn a_module_compiled_ahead_of_time_is_wasmtimes_serialized_module() {
+    let wasm = std::fs::read(eventseal_harness_test_programs::FILTER_WASM).unwrap();
+    let compiled = Module::precompile(&wasm).unwrap();
+    assert_eq!(
+        wasmtime::Engine::detect_precompiled(&compiled),
+        Some(wasmtime::Precompiled::Module)
+    );
+    assert!(matches!(Module::precompile(b"not wasm"), Err(Error::Compile(_))));
+}
+
+#[test]
+fn a_module_compiled_with_the_harness_engine_runs_and_one_from_another_configuration_is_refused() {
+    let wasm = std::fs::read(eventseal_harness_test_programs::FILTER_WASM).unwrap();
+    let ours = wasmtime::Module::new(&eventseal_harness::engine().unwrap(), &wasm).unwrap();
+    let plugin = Module::from_compiled(ours).unwrap().plugin(PluginConfig::new()).unwrap();
+    plugin
+        .run_http(eventseal_harness::HttpExchange::new([(":method", "GET"), (":path", "/")]))
+        .unwrap();
+    assert_eq!(plugin.metric("filter_requests_total").unwrap().value(), 1);
+
+    let fuel = wasmtime::Engine::new(wasmtime::Config::new().consume_fuel(true)).unwrap();
+    let theirs = wasmtime::Module::new(&fuel, &wasm).unwrap();
+    let Err(error) = Module::from_compiled(theirs) else {
+        panic!("a module from another engine configuration was accepted")
+    };
+    assert!(
+        matches!(&error, Error::Compile(m) if m.contains("another engine configuration")),
+        "{error}"
+    );
+}
