@@ -3,7 +3,7 @@
 //! CLI loads the compiled filter instead of compiling it first (seconds in Cranelift). The
 //! compiled code is for this machine's CPU; where wasmtime refuses it (a CLI built for
 //! another target, or copied to a CPU without features this one has), the CLI compiles the
-//! embedded wasm instead (`src/filter.rs`).
+//! embedded wasm instead (`src/embedded.rs`).
 
 use std::path::PathBuf;
 

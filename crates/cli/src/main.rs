@@ -1,5 +1,5 @@
 //! The `eventseal` command line.
-#![deny(unsafe_code)] // one exception: loading the precompiled filter (src/filter.rs)
+#![forbid(unsafe_code)]
 
 mod demo;
 mod event;

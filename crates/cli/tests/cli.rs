@@ -425,7 +425,7 @@ fn bad_arguments_are_one_clear_line() {
 
 /// A proxy log written by the filter itself, through the harness, as Envoy would write it.
 fn filter_audit_log(dir: &std::path::Path) -> (PathBuf, PathBuf, Vec<String>) {
-    use eventseal_harness::{Headers, Module, PluginConfig};
+    use eventseal_harness::{Headers, PluginConfig};
     let keys = serde_json::json!({"keys": [
         {"kty": "oct", "kid": "k1", "alg": "A256GCM", "k": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "status": "primary"},
         {"kty": "oct", "kid": "a1", "alg": "HS256", "use": "audit", "k": "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8", "status": "primary"},
@@ -438,7 +438,8 @@ fn filter_audit_log(dir: &std::path::Path) -> (PathBuf, PathBuf, Vec<String>) {
              "open": {"fields": ["/card"], "readers": ["billing"]}}
         ]
     });
-    let plugin = Module::from_file(env!("EVENTSEAL_PROXY_WASM"))
+    // The CLI's own filter (precompiled), not compiled again here.
+    let plugin = eventseal::embedded::filter_module()
         .unwrap()
         .plugin(
             PluginConfig::new()

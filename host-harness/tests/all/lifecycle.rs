@@ -64,10 +64,7 @@ fn plugins_from_one_module_run_in_parallel_threads() {
 fn a_module_compiled_ahead_of_time_is_wasmtimes_serialized_module() {
     let wasm = std::fs::read(eventseal_harness_test_programs::FILTER_WASM).unwrap();
     let compiled = Module::precompile(&wasm).unwrap();
-    assert_eq!(
-        wasmtime::Engine::detect_precompiled(&compiled),
-        Some(wasmtime::Precompiled::Module)
-    );
+    assert_eq!(wasmtime::Engine::detect_precompiled(&compiled), Some(wasmtime::Precompiled::Module));
     assert!(matches!(Module::precompile(b"not wasm"), Err(Error::Compile(_))));
 }
 
