@@ -12,7 +12,7 @@ use crate::keyring::{KeyUse, Keyring};
 use crate::policy::{Operation, Rule};
 use crate::problem::{Direction, ProblemKind};
 use core::fmt;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -174,7 +174,7 @@ fn chain_mac(keyring: &Keyring, kid: Option<&str>, body: &str) -> Option<String>
     let digest: Vec<u8> = match kid {
         Some(kid) => {
             let key = keyring.get(kid).filter(|k| k.key_use() == KeyUse::Audit)?;
-            let mut mac = <Hmac<Sha256>>::new_from_slice(key.mac_secret()?.expose()).ok()?;
+            let mut mac = key.mac_key()?.start();
             mac.update(body.as_bytes());
             mac.finalize().into_bytes().to_vec()
         }

@@ -1,6 +1,6 @@
 //! Keyrings: JWK Sets (RFC 7517) of symmetric keys with a rotation status.
 
-use crate::secret::SecretBytes;
+use crate::secret::{MacKey, SecretBytes};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -100,7 +100,8 @@ pub struct Key {
 enum KeyMaterial {
     /// Expanded once at load: AES round keys are not recomputed per field.
     Aead(Box<Aes256Gcm>),
-    Mac(SecretBytes),
+    /// Keyed once at load: no signature or audit record hashes the key again.
+    Mac(Box<MacKey>),
 }
 
 impl Key {
@@ -126,9 +127,9 @@ impl Key {
         }
     }
 
-    pub(crate) fn mac_secret(&self) -> Option<&SecretBytes> {
+    pub(crate) fn mac_key(&self) -> Option<&MacKey> {
         match &self.material {
-            KeyMaterial::Mac(secret) => Some(secret),
+            KeyMaterial::Mac(key) => Some(key),
             KeyMaterial::Aead(_) => None,
         }
     }
@@ -288,7 +289,8 @@ fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
             })?;
             // Audit keys are kept apart from signing keys: an audit key must never verify an event.
             let key_use = if declared == Some("audit") { KeyUse::Audit } else { KeyUse::Sign };
-            (key_use, KeyMaterial::Mac(secret))
+            let key = MacKey::new(&secret).map_err(|_| invalid("/k", "an HMAC key"))?;
+            (key_use, KeyMaterial::Mac(Box::new(key)))
         }
         (Some("A256GCM"), Some(_)) => return Err(invalid("/use", "\"enc\" for an A256GCM key, when present")),
         (Some("HS256"), Some(_)) => return Err(invalid("/use", "\"sig\" or \"audit\" for an HS256 key, when present")),
@@ -367,9 +369,15 @@ mod tests {
 
     #[test]
     fn errors_and_debug_never_show_key_bytes() {
-        let ring = ring(json!([{"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "primary"}])).unwrap();
+        let ring = ring(json!([
+            {"kty": "oct", "kid": "a", "alg": "A256GCM", "k": K1, "status": "primary"},
+            {"kty": "oct", "kid": "h", "alg": "HS256", "k": K1, "status": "primary"},
+            {"kty": "oct", "kid": "t", "alg": "HS256", "use": "audit", "k": K1, "status": "primary"},
+        ]))
+        .unwrap();
         let shown = format!("{ring:?}");
         assert!(!shown.contains(K1), "{shown}");
+        assert!(!shown.contains("[0, 1, 2") && !shown.contains("Hmac"), "{shown}");
         let err = Keyring::from_jwks(&format!(
             "{{\"keys\":[{{\"kty\":\"oct\",\"kid\":\"a\",\"alg\":\"A128GCM\",\"k\":\"{K1}\"}}]}}"
         ))

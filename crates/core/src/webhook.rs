@@ -1,11 +1,11 @@
 //! Standard Webhooks signatures (`v1`, HMAC-SHA256 over `id.timestamp.body`).
 
 use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
+use crate::secret::MacKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use core::fmt;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use subtle::ConstantTimeEq;
 
 /// Header carrying the message id.
@@ -106,9 +106,8 @@ fn valid_id(id: &str) -> bool {
     (1..=MAX_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn mac(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length; this cannot fail.
-    let mut mac = <Hmac<Sha256>>::new_from_slice(secret).expect("HMAC accepts any key length");
+fn mac(key: &MacKey, id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
+    let mut mac = key.start();
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -132,8 +131,8 @@ pub fn sign(keyring: &Keyring, id: &str, timestamp: i64, body: &[u8]) -> Result<
         .filter(|k| k.key_use() == KeyUse::Sign && k.status() == KeyStatus::Active);
     let signatures: Vec<String> = core::iter::once(primary)
         .chain(active)
-        .filter_map(|k| k.mac_secret())
-        .map(|secret| format!("v1,{}", STANDARD.encode(mac(secret.expose(), id, timestamp, body))))
+        .filter_map(|k| k.mac_key())
+        .map(|key| format!("v1,{}", STANDARD.encode(mac(key, id, timestamp, body))))
         .collect();
     Ok(signatures.join(" "))
 }
@@ -163,8 +162,8 @@ pub fn verify(keyring: &Keyring, headers: WebhookHeaders<'_>, body: &[u8], now: 
         .keys()
         .filter(|k| k.key_use() == KeyUse::Sign && k.status() != KeyStatus::Disabled);
     for key in verifying {
-        let Some(secret) = key.mac_secret() else { continue };
-        let expected = mac(secret.expose(), id, timestamp, body);
+        let Some(mac_key) = key.mac_key() else { continue };
+        let expected = mac(mac_key, id, timestamp, body);
         // Compare against every candidate without stopping early on a mismatch.
         let matched = candidates.iter().fold(subtle::Choice::from(0), |any, c| any | c.ct_eq(&expected));
         if bool::from(matched) {

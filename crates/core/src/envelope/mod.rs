@@ -4,8 +4,8 @@
 
 use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey};
 use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, Nonce, Tag};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use core::fmt;
@@ -228,7 +228,11 @@ fn seal_under(cipher: &Aes256Gcm, header: &[u8], encrypted_key: &[u8], plaintext
     out.reserve(encoded(header.len()) + encoded(encrypted_key.len()) + encoded(NONCE_LEN) + encoded(buffer.len()) + encoded(TAG_LEN) + 4);
     URL_SAFE_NO_PAD.encode_string(header, out);
     // The AAD is the encoded header as it stands in the envelope (RFC 7516 §5.1 step 14).
-    let tag = cipher.encrypt_in_place_detached(Nonce::from_slice(&nonce), &out.as_bytes()[start..], &mut buffer);
+    let tag = cipher.encrypt_inout_detached(
+        &Nonce::<Aes256Gcm>::from(nonce),
+        &out.as_bytes()[start..],
+        buffer.as_mut_slice().into(),
+    );
     let Ok(tag) = tag else {
         out.truncate(start);
         return Err(SealFailure::ValueTooLong);
@@ -435,7 +439,12 @@ pub fn open_bytes_with(
     };
     let mut plaintext = Zeroizing::new(sealed);
     cipher
-        .decrypt_in_place_detached(Nonce::from_slice(&nonce), h.as_bytes(), &mut plaintext, Tag::from_slice(&tag))
+        .decrypt_inout_detached(
+            &Nonce::<Aes256Gcm>::from(nonce),
+            h.as_bytes(),
+            plaintext.as_mut_slice().into(),
+            &Tag::<Aes256Gcm>::from(tag),
+        )
         .map_err(|_| Rejection::Unauthenticated)?;
     // The binding is checked only once the header is known to be authentic.
     if header.ptr != pointer {
