@@ -47,7 +47,8 @@ mod bindings {
 }
 
 pub use bindings::exports::eventseal::seal::sealing::{
-    ConfigDocument, ConfigError, Exchange, FieldOutcome, FieldResult, Header, Outcome, Principal, Problem, ProblemKind, TextOutcome,
+    BatchOutcome, BatchRefusal, ConfigDocument, ConfigError, Exchange, FieldOutcome, FieldResult, Header, Outcome, Principal, Problem,
+    ProblemKind, TextOutcome,
 };
 
 /// The most the component may write to stderr (a panic message) that is kept for errors.
@@ -83,7 +84,7 @@ impl SealerComponent {
     /// # Errors
     /// [`Error::Io`] if the file cannot be read, [`Error::Compile`] if it is not a valid
     /// component, [`Error::Link`] if it imports more than WASI 0.2 or does not export
-    /// `eventseal:seal/sealing@0.1.1`.
+    /// `eventseal:seal/sealing@0.1.2`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -181,6 +182,17 @@ pub enum Operation {
     Verify,
 }
 
+/// The operations that have a batch form (signatures are verified one event at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOperation {
+    /// `seal-many`.
+    Seal,
+    /// `open-many`.
+    Open,
+    /// `sign-many`.
+    Sign,
+}
+
 impl Sealer {
     /// Seals an event (the routed rule must have `seal`).
     ///
@@ -259,6 +271,29 @@ impl Sealer {
             Operation::Verify => sealer.call_verify_text(store, handle, event, exchange, principal),
         };
         self.trapped(&format!("{}-text", operation.export()), result)
+    }
+
+    /// Runs `operation` on a batch of events (`seal-many`, `open-many`, `sign-many`).
+    ///
+    /// # Errors
+    /// The outer [`Error`] if the component traps; the inner [`Problem`] if it refuses
+    /// the batch as a whole.
+    pub fn call_many(
+        &mut self,
+        operation: BatchOperation,
+        events: &[String],
+        exchange: &Exchange,
+        principal: Option<&Principal>,
+    ) -> Result<Result<BatchOutcome, Problem>, Error> {
+        let handle = self.handle.ok_or(Error::Failed)?;
+        let sealer = self.instance.eventseal_seal_sealing().sealer();
+        let store = &mut self.store;
+        let result = match operation {
+            BatchOperation::Seal => sealer.call_seal_many(store, handle, events, exchange, principal),
+            BatchOperation::Open => sealer.call_open_many(store, handle, events, exchange, principal),
+            BatchOperation::Sign => sealer.call_sign_many(store, handle, events, exchange, principal),
+        };
+        self.trapped(&format!("{operation:?}-many"), result)
     }
 
     fn trapped<T>(&mut self, export: &str, result: wasmtime::Result<T>) -> Result<T, Error> {

@@ -13,6 +13,7 @@
 //!
 //! `build.rs` builds both artifacts in release, as they ship.
 
+mod batch;
 mod cases;
 mod cross;
 mod text;

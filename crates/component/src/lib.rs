@@ -90,7 +90,40 @@ impl wit::GuestSealer for Sealer {
     ) -> Result<wit::TextOutcome, wit::Problem> {
         self.run_text(Operation::Verify, event, &exchange, principal)
     }
+
+    fn seal_many(
+        &self,
+        events: Vec<String>,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::BatchOutcome, wit::Problem> {
+        self.run_many(Operation::Seal, events, exchange, principal)
+    }
+
+    fn open_many(
+        &self,
+        events: Vec<String>,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::BatchOutcome, wit::Problem> {
+        self.run_many(Operation::Open, events, exchange, principal)
+    }
+
+    fn sign_many(
+        &self,
+        events: Vec<String>,
+        mut exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::BatchOutcome, wit::Problem> {
+        // One id on many events would make receivers refuse all but the first as replays.
+        let body_headers = exchange.response.as_mut().unwrap_or(&mut exchange.headers);
+        body_headers.retain(|(name, _)| !name.eq_ignore_ascii_case(eventseal_core::WEBHOOK_ID_HEADER));
+        self.run_many(Operation::Sign, events, exchange, principal)
+    }
 }
+
+/// The most events one batch call takes: bounds what one call holds in the component.
+const MAX_BATCH: usize = 1024;
 
 impl Sealer {
     /// Loads the policy, and the keyring from the argument in place of the policy's key source.
@@ -214,6 +247,44 @@ impl Sealer {
             signed: outcome.signed,
             tolerated: outcome.tolerated,
         })
+    }
+
+    /// [`Sealer::run_text`] on each event of a batch, each decided on its own.
+    fn run_many(
+        &self,
+        operation: Operation,
+        events: Vec<String>,
+        exchange: wit::Exchange,
+        principal: Option<wit::Principal>,
+    ) -> Result<wit::BatchOutcome, wit::Problem> {
+        if events.len() > MAX_BATCH {
+            return Err(wit::Problem {
+                kind: wit::ProblemKind::PayloadTooLarge,
+                status: 413,
+                title: ProblemKind::PayloadTooLarge.title().to_owned(),
+                detail: format!("a batch holds at most {MAX_BATCH} events, this one {}", events.len()),
+                retry: None,
+            });
+        }
+        let mut batch = wit::BatchOutcome {
+            events: Vec::with_capacity(events.len()),
+            headers: Vec::with_capacity(events.len()),
+            refused: Vec::new(),
+        };
+        for (index, event) in (0u32..).zip(events) {
+            match self.run_text(operation, event, &exchange, principal.clone()) {
+                Ok(outcome) => {
+                    batch.events.push(outcome.event);
+                    batch.headers.push(outcome.headers);
+                }
+                Err(problem) => {
+                    batch.events.push(String::new());
+                    batch.headers.push(Vec::new());
+                    batch.refused.push(wit::BatchRefusal { index, problem });
+                }
+            }
+        }
+        Ok(batch)
     }
 }
 

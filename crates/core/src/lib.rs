@@ -43,7 +43,7 @@ pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEAL
 pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, RewrapError, TransitCall, TransitRewrap, VaultTransit};
 pub use secret::SecretBytes;
 // Standard Webhooks signatures.
-pub use webhook::{SignError, Verified, VerifyError, WebhookHeaders, sign, verify};
+pub use webhook::{ID_HEADER as WEBHOOK_ID_HEADER, SignError, Verified, VerifyError, WebhookHeaders, sign, verify};
 // The NATS client protocol as data, for a gateway in front of nats-server (no I/O).
 pub use nats::{
     ENVELOPE_HEADER_ALLOWANCE, Frame, FrameError, FrameReader, Gateway, MAX_CONTROL_LINE, MAX_WAITING, Message, SEALED_FIELDS_ALLOWANCE,
