@@ -268,20 +268,35 @@ impl Sealer {
         }
         let mut batch = wit::BatchOutcome {
             events: Vec::with_capacity(events.len()),
-            headers: Vec::with_capacity(events.len()),
+            header_names: Vec::new(),
+            header_values: Vec::new(),
             refused: Vec::new(),
         };
+        let mut headers = Vec::with_capacity(events.len());
         for (index, event) in (0u32..).zip(events) {
             match self.run_text(operation, event, &exchange, principal.clone()) {
                 Ok(outcome) => {
                     batch.events.push(outcome.event);
-                    batch.headers.push(outcome.headers);
+                    headers.push(outcome.headers);
                 }
                 Err(problem) => {
                     batch.events.push(String::new());
-                    batch.headers.push(Vec::new());
+                    headers.push(Vec::new());
                     batch.refused.push(wit::BatchRefusal { index, problem });
                 }
+            }
+        }
+        // The columns: every name any event got, in the order first seen (one operation
+        // sets the same names on every event, unless a tolerated failure skipped some).
+        for (name, _) in headers.iter().flatten() {
+            if !batch.header_names.contains(name) {
+                batch.header_names.push(name.clone());
+            }
+        }
+        for event_headers in headers {
+            for name in &batch.header_names {
+                let value = event_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+                batch.header_values.push(value.unwrap_or_default());
             }
         }
         Ok(batch)
