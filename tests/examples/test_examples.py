@@ -1,34 +1,29 @@
-"""Runs the Python and Node.js examples that embed eventseal.component.wasm and checks
-what they print: sealed fields are JWE compact envelopes that an independent JOSE
-library opens with the keyring, the signature is a valid Standard Webhooks signature,
-the opened event equals the original, a replay and a tampered event are refused with
-the filter's problem kinds, and each language opens what the other sealed.
+"""Runs the Python and Node.js examples against the installed packages (the wheel in a
+fresh venv, the npm tarball in a fresh folder; tests/conftest.py) and checks what they
+print: sealed fields are JWE compact envelopes that an independent JOSE library opens
+with the keyring, the signature is a valid Standard Webhooks signature, the opened event
+equals the original, a replay and a tampered event are refused with the filter's problem
+kinds, and each language opens what the other sealed.
 
-Needs: the Rust toolchain with the wasm32-wasip2 target (the component is built here),
-the venv from tests/requirements.txt (wasmtime, jwcrypto) and Node.js 20+ with
-`npm install` run in examples/node. A missing piece fails with the command that installs it.
+Needs: the Rust toolchain with the wasm32-wasip2 target, the venv from
+tests/requirements.txt, Node.js 20+ and the packages' build tools (scripts/setup). A
+missing piece fails with the command that installs it.
 """
 
 import base64
 import copy
 import hashlib
 import hmac
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-# Where cargo (run from ROOT) builds: CARGO_TARGET_DIR if set, as cargo reads it.
-TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")
-COMPONENT = TARGET / "eventseal.component.wasm"
-BUILD = ["cargo", "build", "--locked", "-p", "eventseal-component", "--target", "wasm32-wasip2", "--release"]
 SEALED_POINTERS = ["/data/card/number", "/data/customer/email"]
 
 
@@ -50,39 +45,11 @@ def b64decode(segment):
 
 
 @pytest.fixture(scope="session")
-def component():
-    """Builds the component and puts it where both examples look for it."""
-    if shutil.which("cargo") is None:
-        pytest.fail("cargo is missing: install the Rust toolchain (rustup), then scripts/setup")
-    built = subprocess.run(BUILD, cwd=ROOT, capture_output=True, text=True)
-    if built.returncode != 0:
-        pytest.fail(f"{' '.join(BUILD)} failed (rustup target add wasm32-wasip2?):\n{built.stderr[-4000:]}")
-    shutil.copyfile(TARGET / "wasm32-wasip2" / "release" / "eventseal_component.wasm", COMPONENT)
-    return COMPONENT
-
-
-@pytest.fixture(scope="session")
-def node_example(component):
-    """Transpiles the component for Node.js with jco (examples/node/generated/)."""
-    node_dir = EXAMPLES / "node"
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("node and npm are missing: install Node.js 20 or later (apt-get install nodejs npm)")
-    if not (node_dir / "node_modules" / "@bytecodealliance" / "jco").is_dir():
-        pytest.fail("jco is not installed: cd examples/node && npm install --no-audit --no-fund")
-    env = {**os.environ, "EVENTSEAL_COMPONENT": str(component)}
-    done = subprocess.run(["npm", "run", "--silent", "transpile"], cwd=node_dir, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"npm run transpile failed:\n{done.stdout}\n{done.stderr}")
-    return node_dir
-
-
-@pytest.fixture(scope="session")
-def python_example(component):
-    try:
-        import wasmtime  # noqa: F401
-    except ImportError:
-        pytest.fail("the wasmtime package is missing: .venv/bin/pip install -r tests/requirements.txt")
-    return EXAMPLES / "python"
+def node_example(installed_node):
+    """The Node example beside the installed package, as a user's service would sit."""
+    for name in ("service.mjs", "policy.json"):
+        shutil.copyfile(EXAMPLES / "node" / name, installed_node / name)
+    return installed_node
 
 
 @pytest.fixture(scope="session")
@@ -101,15 +68,15 @@ def keyring():
 
 
 @pytest.fixture(scope="session")
-def examples(python_example, node_example, component, keyring):
+def examples(installed_python, node_example, keyring):
     """Runs an example: examples(language, mode, stdin=None) -> (exit code, parsed stdout)."""
 
     def run(language, mode, stdin=None):
         command = {
-            "python": [sys.executable, str(python_example / "service.py"), mode],
+            "python": [str(installed_python), str(EXAMPLES / "python" / "service.py"), mode],
             "node": ["node", str(node_example / "service.mjs"), mode],
         }[language]
-        env = {**os.environ, "EVENTSEAL_KEYRING": json.dumps(keyring), "EVENTSEAL_COMPONENT": str(component)}
+        env = {**os.environ, "EVENTSEAL_KEYRING": json.dumps(keyring)}
         done = subprocess.run(command, input=stdin, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode in (0, 1), f"{language} {mode} crashed:\n{done.stdout}\n{done.stderr}"
         return done.returncode, json.loads(done.stdout)
@@ -206,22 +173,17 @@ def test_a_tampered_event_is_refused_without_revealing_it(language, examples):
     assert "4000" not in json.dumps(out)
 
 
-def test_the_python_sealer_takes_and_returns_bytes_and_refuses_non_utf8_as_the_gateway_does(python_example, component, keyring):
-    """The wrapper sends events to the component as text; callers still see bytes, and
+def test_the_python_package_takes_and_returns_bytes_and_refuses_non_utf8_as_the_gateway_does(eventseal, keyring):
+    """The package sends events to the component as text; callers still see bytes, and
     bytes that are not UTF-8 (so not JSON) are refused by the component, not by Python."""
-    spec = importlib.util.spec_from_file_location("service", python_example / "service.py")
-    service = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(service)
-    sealer = service.Sealer(component, (python_example / "policy.json").read_text(), json.dumps(keyring))
-    headers = {"content-type": "application/json"}
-    try:
-        sealed = sealer.seal(json.dumps(service.ORDER).encode(), *service.PUBLISH, headers)
+    policy = (EXAMPLES / "python" / "policy.json").read_text()
+    with eventseal.Sealer(policy, keyring) as sealer:
+        order = {"type": "com.example.order.created", "data": {"card": {"number": "4111 1111 1111 1111"}}}
+        sealed = sealer.seal(json.dumps(order).encode(), route="/events/orders")
         assert isinstance(sealed.event, bytes) and pointer_get(json.loads(sealed.event), SEALED_POINTERS[0]).count(".") == 4
-        with pytest.raises(service.Refused) as refused:
-            sealer.seal(b'{"data": {"card": {"number": "\xff"}}}', *service.PUBLISH, headers)
+        with pytest.raises(eventseal.MalformedJson) as refused:
+            sealer.seal(b'{"data": {"card": {"number": "\xff"}}}', route="/events/orders")
         assert (refused.value.kind, refused.value.status) == ("malformed-json", 400)
-    finally:
-        sealer.close()
 
 
 def read_keeping_every_member(text):
@@ -249,7 +211,7 @@ EVENT_VECTORS = sorted((ROOT / "tests" / "vectors" / "events").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", EVENT_VECTORS, ids=[p.stem for p in EVENT_VECTORS])
-def test_what_the_component_forwards_holds_every_selected_field_sealed_as_python_reads_it(path, python_example, component, keyring):
+def test_what_the_component_forwards_holds_every_selected_field_sealed_as_python_reads_it(path, eventseal, keyring):
     """The parser-differential oracle through the shipped component: an event vector is
     either refused as malformed-json, or every value its selectors reach in Python's own
     reading of the output (lone surrogates and repeated names included) is an envelope
@@ -257,17 +219,13 @@ def test_what_the_component_forwards_holds_every_selected_field_sealed_as_python
     from jwcrypto import jwe, jwk
 
     vector = json.loads(path.read_text(encoding="utf-8"))
-    spec = importlib.util.spec_from_file_location("service", python_example / "service.py")
-    service = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(service)
     policy = {
         "rules": [{"name": "in", "match": {"path": "/in"}, "context": {"type": {"body": "/type"}}, "seal": {"fields": vector["fields"]}}]
     }
-    sealer = service.Sealer(component, json.dumps(policy), json.dumps(keyring))
-    try:
+    with eventseal.Sealer(policy, keyring) as sealer:
         try:
-            out = sealer.seal(vector["event"].encode(), "POST", "/in", {"content-type": "application/json"})
-        except service.Refused as refused:
+            out = sealer.seal(vector["event"].encode(), route="/in")
+        except eventseal.Refused as refused:
             assert vector["expected"] == "malformed", f"refused a valid event: {refused}"
             assert (refused.kind, refused.status) == ("malformed-json", 400)
             return
@@ -284,5 +242,3 @@ def test_what_the_component_forwards_holds_every_selected_field_sealed_as_python
                 token.deserialize(value, key=key)
                 pointers.append(pointer)
         assert sorted(pointers) == sorted(vector["sealed"])
-    finally:
-        sealer.close()

