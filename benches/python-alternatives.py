@@ -1,47 +1,74 @@
-"""eventseal against what a Python user would write to seal the same fields, in one run.
+"""eventseal against what a Python or Node.js user would write to seal the same fields, in one run.
 
-    .venv/bin/python benches/python-alternatives.py [--rounds 5] [--seconds 2]
+    python3 benches/python-alternatives.py [--rounds 5] [--seconds 2] [--no-build]
+
+It builds the packages (scripts/package) and installs them as users do: the wheel into
+a fresh venv (target/bench/venv, with pyca `cryptography` and jwcrypto for the
+hand-written contenders), the npm tarball into a fresh folder (target/bench/node), and
+runs itself again in that venv.
 
 Every contender seals the 3 fields /data/f0../data/f2 of the same 1 KiB CloudEvents-style
 event (the core bench's workload, benches/src/workloads.rs) as per-field JWE
 compact envelopes (`dir`, A256GCM, `kid`, `ptr` and `ctx` in the protected header, as
-docs/FORMAT.md says) and returns the event as JSON bytes, single-threaded:
+docs/FORMAT.md says) and returns the event as JSON, single-threaded:
 
-  jwcrypto          the JOSE library a user reaches for (`jwcrypto.jwe.JWE` per field)
-  pyca-handwritten  the fastest hand-written Python: pyca `cryptography` AESGCM, the
-                    compact envelope built by hand
-  component         eventseal.component.wasm called from Python through PyPI `wasmtime`
-                    (examples/python/service.py's Sealer, which calls the text form,
-                    `seal-text`)
-  eventseal-native  eventseal-core natively (`eventseal-bench native-seal`, one thread)
+  jwcrypto             the JOSE library a Python user reaches for (`jwcrypto.jwe.JWE` per field)
+  pyca-handwritten     the fastest hand-written Python: pyca `cryptography` AESGCM, the
+                       compact envelope built by hand
+  python-package       the installed `eventseal` package, `Sealer.seal` per event
+  python-package-batch the same, `Sealer.seal_many` with 100 events per call
+  node-crypto          the fastest hand-written Node.js: node:crypto AES-256-GCM, the
+                       envelope built by hand (benches/node-contenders.mjs)
+  node-package         the installed `@eventseal/component`, `seal` per event
+  node-package-batch   the same, `sealMany` with 100 events per call
+  eventseal-native     eventseal-core natively (`eventseal-bench native-seal`, one thread)
 
-Before timing, the component opens what each Python contender sealed, so all of them make
-envelopes eventseal accepts. The contenders run interleaved (A B C D, A B C D, ...) and the
-table shows the median events/s and the ratio to the hand-written pyca version.
+Before timing, the Python package opens what each contender sealed, so all of them make
+envelopes eventseal accepts. The contenders run interleaved (A B C ..., A B C ..., ...)
+and the table shows the median events/s and the ratio to the hand-written pyca version.
 """
 
 import argparse
 import base64
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from jwcrypto import jwe, jwk
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples" / "python"))
-from service import Sealer  # noqa: E402  (the example's wrapper around the component)
-
 TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # as cargo, run from ROOT, reads it
 BENCH = TARGET / "release" / "eventseal-bench"
-COMPONENT = TARGET / "wasm32-wasip2" / "release" / "eventseal_component.wasm"
+WORK = TARGET / "bench"
 POINTERS = ["/data/f0", "/data/f1", "/data/f2"]
 HEADERS = {"content-type": "application/json", "x-principal": "bench"}
+BATCH = 100
+# The table's Node.js contenders and their names in benches/node-contenders.mjs.
+NODE = {"node-crypto": "node-crypto", "node-package": "package", "node-package-batch": "package-batch"}
+# The hand-written contenders' libraries, at the versions tests/requirements.txt pins.
+PYTHON_CONTENDERS = ["cryptography==50.0.2", "jwcrypto==1.6.1"]
+
+
+def prepare(args):
+    """Builds the packages and installs them fresh, then runs this script in the venv."""
+    if not args.no_build:
+        subprocess.run([str(ROOT / "scripts" / "package")], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "eventseal-benches", "--bin", "eventseal-bench"], cwd=ROOT, check=True)
+    (wheel,) = (ROOT / "dist").glob("eventseal-*.whl")
+    (tarball,) = (ROOT / "dist").glob("eventseal-component-*.tgz")
+    shutil.rmtree(WORK, ignore_errors=True)
+    venv, node = WORK / "venv", WORK / "node"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(wheel), *PYTHON_CONTENDERS], check=True)
+    node.mkdir(parents=True)
+    subprocess.run(["npm", "init", "-y"], cwd=node, check=True, capture_output=True)
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], cwd=node, check=True)
+    shutil.copyfile(ROOT / "benches" / "node-contenders.mjs", node / "node-contenders.mjs")
+    os.execv(venv / "bin" / "python", [str(venv / "bin" / "python"), __file__, "--inside", *sys.argv[1:]])
 
 
 def b64(data):
@@ -50,12 +77,6 @@ def b64(data):
 
 def bench_tool(*args):
     return subprocess.run([str(BENCH), *map(str, args)], check=True, capture_output=True).stdout
-
-
-def build():
-    cargo = ["cargo", "build", "--quiet", "--release"]
-    subprocess.run([*cargo, "-p", "eventseal-benches", "--bin", "eventseal-bench"], cwd=ROOT, check=True)
-    subprocess.run([*cargo, "-p", "eventseal-component", "--target", "wasm32-wasip2"], cwd=ROOT, check=True)
 
 
 def seal_key(keyring):
@@ -74,6 +95,8 @@ def field(event, pointer):
 
 
 def jwcrypto_sealer(kid, key):
+    from jwcrypto import jwe, jwk
+
     jwk_key = jwk.JWK(kty="oct", k=b64(key).decode())
 
     def seal(body):
@@ -89,6 +112,8 @@ def jwcrypto_sealer(kid, key):
 
 
 def pyca_sealer(kid, key):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     aead = AESGCM(key)
 
     def seal(body):
@@ -104,21 +129,36 @@ def pyca_sealer(kid, key):
     return seal
 
 
-def component_sealer(sealer):
+def package_sealer(sealer):
     def seal(body):
-        return sealer.seal(body, "POST", "/bench", HEADERS).event
+        return sealer.seal(body, route="/bench", headers=HEADERS).event
 
     return seal
 
 
-def rate(seal, body, seconds):
+def package_batch_sealer(sealer):
+    def seal(body):
+        return [o.event for o in sealer.seal_many([body] * BATCH, route="/bench", headers=HEADERS)]
+
+    return seal
+
+
+def node_contender(name, files):
+    def run(seconds):
+        command = ["node", "node-contenders.mjs", name, str(seconds), *map(str, files)]
+        return subprocess.run(command, cwd=WORK / "node", check=True, capture_output=True, text=True).stdout.strip()
+
+    return run
+
+
+def rate(seal, body, seconds, per_call=1):
     """Events per second sealing `body` for about `seconds`."""
     events, start = 0, time.perf_counter()
     deadline = start + seconds
     while True:
         for _ in range(16):
             seal(body)
-        events += 16
+        events += 16 * per_call
         now = time.perf_counter()
         if now >= deadline:
             return events / (now - start)
@@ -128,47 +168,60 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--no-build", action="store_true", help="use the binaries already in target/")
+    parser.add_argument("--no-build", action="store_true", help="use the packages in dist/ and the binaries in target/")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not args.no_build:
-        build()
+    if not args.inside:
+        prepare(args)
+
+    from eventseal import Sealer  # the installed package, in the venv prepare() made
 
     body = bench_tool("event", 1024, 3)
     keyring_text = bench_tool("keyring").decode()
+    seal_policy = bench_tool("policy", "seal", 3).decode()
+    files = [WORK / "policy.json", WORK / "keyring.json", WORK / "event.json"]
+    for path, content in zip(files, [seal_policy, keyring_text, body.decode()]):
+        path.write_text(content)
     kid, key = seal_key(json.loads(keyring_text))
-    component_seal = Sealer(COMPONENT, bench_tool("policy", "seal", 3).decode(), keyring_text)
-    component_open = Sealer(COMPONENT, bench_tool("policy", "open", 3).decode(), keyring_text)
-    contenders = {
-        "jwcrypto": jwcrypto_sealer(kid, key),
-        "pyca-handwritten": pyca_sealer(kid, key),
-        "component": component_sealer(component_seal),
+    package_seal = Sealer(seal_policy, keyring_text)
+    package_open = Sealer(bench_tool("policy", "open", 3).decode(), keyring_text)
+    python = {
+        "jwcrypto": (jwcrypto_sealer(kid, key), 1),
+        "pyca-handwritten": (pyca_sealer(kid, key), 1),
+        "python-package": (package_sealer(package_seal), 1),
+        "python-package-batch": (package_batch_sealer(package_seal), BATCH),
     }
+    node = {name: node_contender(script_name, files) for name, script_name in NODE.items()}
     # Every contender's envelopes open with eventseal, to the original event.
     original = json.loads(body)
-    for name, seal in contenders.items():
-        sealed = seal(body)
+    samples = {name: seal(body) for name, (seal, _) in python.items()}
+    samples.update({name: run("sample").encode() for name, run in node.items()})
+    for name, sealed in samples.items():
+        sealed = sealed[0] if isinstance(sealed, list) else sealed
         if any(str(v).startswith("sensitive") for v in json.loads(sealed)["data"].values()):
             sys.exit(f"{name} left a field in plaintext")
-        opened = component_open.open(sealed, "POST", "/bench", HEADERS, principal="bench").event
+        opened = package_open.open(sealed, route="/bench", headers=HEADERS, principal="bench").event
         if json.loads(opened) != original:
             sys.exit(f"eventseal did not open {name}'s envelopes to the original event")
 
-    samples = {name: [] for name in [*contenders, "eventseal-native"]}
+    rates = {name: [] for name in [*python, *node, "eventseal-native"]}
     for round_ in range(args.rounds):
         print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
-        for name, seal in contenders.items():
-            samples[name].append(rate(seal, body, args.seconds))
-        samples["eventseal-native"].append(float(bench_tool("native-seal", args.seconds)))
+        for name, (seal, per_call) in python.items():
+            rates[name].append(rate(seal, body, args.seconds, per_call))
+        for name, run in node.items():
+            rates[name].append(float(run(args.seconds)))
+        rates["eventseal-native"].append(float(bench_tool("native-seal", args.seconds)))
 
-    base = statistics.median(samples["pyca-handwritten"])
+    base = statistics.median(rates["pyca-handwritten"])
     print(f"sealing 3 fields of a 1 KiB event, one thread, events/s; median of {args.rounds} interleaved rounds of {args.seconds:g}s")
     print("| contender | events/s | per event | ÷ pyca hand-written |")
     print("|---|---:|---:|---:|")
-    for name, values in samples.items():
+    for name, values in rates.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {1e6 / median:.1f} µs | {median / base:.2f}× |")
-    component_seal.close()
-    component_open.close()
+    package_seal.close()
+    package_open.close()
 
 
 if __name__ == "__main__":
