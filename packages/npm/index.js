@@ -96,15 +96,23 @@ function refusal({ kind, status, title, detail, retry }) {
 
 /** An event that went through: what the gateway would forward. */
 export class Outcome {
+  #event;
+
   constructor(event, headers, fields, verified, signed, tolerated) {
-    // The component answers in the form it was asked in; give both.
-    this.event = typeof event === 'string' ? encoder.encode(event) : event;
+    // The component answers in the form it was asked in; the bytes of a text answer
+    // are made once, when first asked for (a caller that publishes text never needs them).
+    this.#event = typeof event === 'string' ? undefined : event;
     this.text = typeof event === 'string' ? event : decoder.decode(event);
     this.headers = Object.fromEntries(headers);
     this.fields = fields.map(({ pointer, kid, result }) => ({ pointer, kid: kid ?? null, result }));
     this.verified = verified ?? null;
     this.signed = signed;
     this.tolerated = tolerated ?? null;
+  }
+
+  /** The event to pass on, byte for byte. */
+  get event() {
+    return (this.#event ??= encoder.encode(this.text));
   }
 
   /** The event parsed. */
