@@ -245,7 +245,8 @@ describe('batches', () => {
   const reader = { route: 'GET /archive/orders', principal: BILLING };
 
   test('sealMany decides each event as seal does, with each refusal in its place', () => {
-    const events = [order(10), '{"type": ', order(11), { data: {} }, JSON.stringify(order(12))];
+    const bytes = new TextEncoder().encode(JSON.stringify(order(13)));
+    const events = [order(10), '{"type": ', order(11), { data: {} }, JSON.stringify(order(12)), bytes];
     const batch = sealer.sealMany(events, { route });
     assert.equal(batch.length, events.length);
     events.forEach((event, i) => {
@@ -266,9 +267,15 @@ describe('batches', () => {
       assert.deepEqual(batch[i].headers, single.headers);
       assert.deepEqual(batch[i].fields, [], 'batches carry no per-field outcomes');
       const opened = sealer.open(batch[i].event, reader);
-      assert.deepEqual(opened.json(), typeof event === 'string' ? JSON.parse(event) : event);
+      assert.equal(opened.text, typeof event === 'string' ? event : event instanceof Uint8Array ? new TextDecoder().decode(event) : JSON.stringify(event));
     });
-    assert.deepEqual(batch.map((r) => r.constructor.name), ['Outcome', 'MalformedJson', 'Outcome', 'ContextMissing', 'Outcome']);
+    assert.deepEqual(batch.map((r) => r.constructor.name), ['Outcome', 'MalformedJson', 'Outcome', 'ContextMissing', 'Outcome', 'Outcome']);
+  });
+
+  test('a batch travels as text: bytes that are not UTF-8 are a TypeError, for seal to refuse', () => {
+    const notUtf8 = Uint8Array.of(0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d);
+    assert.throws(() => sealer.sealMany([order(14), notUtf8], { route }), (e) => e instanceof TypeError && /event 1/.test(e.message));
+    assert.ok(refusalOf(() => sealer.seal(notUtf8, { route })) instanceof eventseal.MalformedJson);
   });
 
   test('openMany gives exactly what open gives, event by event', () => {
