@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 
 import * as eventseal from '@eventseal/component';
 import {
@@ -362,6 +363,24 @@ describe('configuration and lifetime', () => {
     closing.close();
     assert.throws(() => closing.seal(order(31), { route: '/archive/orders' }), /closed/);
     assert.throws(() => closing.sealMany([order(31)], { route: '/archive/orders' }), /closed/);
+  });
+
+  test('a worker thread has its own instance of the component: what it seals, the main thread opens', async () => {
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       import('@eventseal/component').then(({ Sealer }) => {
+         const sealer = new Sealer(workerData.policy, workerData.keyring);
+         parentPort.postMessage(sealer.seal(workerData.event, { route: '/archive/orders' }).text);
+       });`,
+      { eval: true, workerData: { policy: POLICY, keyring: KEYRING, event: order(33) } },
+    );
+    try {
+      const sealed = await new Promise((resolve, reject) => worker.once('message', resolve).once('error', reject));
+      assert.equal(JSON.parse(sealed).data.card.number.split('.').length, 5);
+      assert.deepEqual(sealer.open(sealed, { route: 'GET /archive/orders', principal: BILLING }).json(), order(33));
+    } finally {
+      await worker.terminate();
+    }
   });
 
   test('the replay memory is per sealer', () => {
