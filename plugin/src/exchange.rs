@@ -5,7 +5,7 @@
 
 use crate::host::{self, log};
 use crate::kms::Prepared;
-use crate::metrics;
+use crate::metrics::{self, Counter};
 use crate::property::decode_value;
 use crate::replay::SharedReplayCache;
 use crate::vm::Vm;
@@ -190,8 +190,11 @@ impl Exchange {
             body,
             now: host::now_secs(),
         };
+        let mut replay = SharedReplayCache::new(vm.engine.policy().replay_capacity);
         let Some(kms) = vm.kms.as_deref() else {
-            return Decided::Now(vm.engine.decide(&job, &mut SharedReplayCache));
+            let decision = vm.engine.decide(&job, &mut replay);
+            vm.metrics.shift(Counter::ReplayIds, replay.held_change);
+            return Decided::Now(decision);
         };
         let now_ms = host::now_ms();
         let needs = vm.engine.kms_needs(&job);
@@ -202,7 +205,9 @@ impl Exchange {
                     seal: seal.as_deref(),
                     open: &kms.lookup(now_ms),
                 };
-                Decided::Now(vm.engine.decide_with(&job, &mut SharedReplayCache, keys))
+                let decision = vm.engine.decide_with(&job, &mut replay, keys);
+                vm.metrics.shift(Counter::ReplayIds, replay.held_change);
+                Decided::Now(decision)
             }
             Prepared::Wait(calls) => Decided::Wait(calls),
             Prepared::Unavailable(retry_after) => Decided::Now(Decision::Refuse {

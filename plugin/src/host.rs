@@ -47,7 +47,14 @@ impl Metrics {
         Self(
             Counter::all()
                 // A host that cannot define a metric gets an id that increments nothing.
-                .map(|counter| hostcalls::define_metric(MetricType::Counter, &counter.name()).unwrap_or(u32::MAX))
+                .map(|counter| {
+                    let kind = if counter.is_gauge() {
+                        MetricType::Gauge
+                    } else {
+                        MetricType::Counter
+                    };
+                    hostcalls::define_metric(kind, &counter.name()).unwrap_or(u32::MAX)
+                })
                 .collect(),
         )
     }
@@ -63,6 +70,15 @@ impl Metrics {
         }
         for (&id, &n) in self.0.iter().zip(&counts).filter(|(_, n)| **n > 0) {
             let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Moves a gauge by `change`, up or down.
+    pub fn shift(&self, gauge: Counter, change: i64) {
+        if change != 0
+            && let Some(&id) = self.0.get(gauge.index())
+        {
+            let _ = hostcalls::increment_metric(id, change);
         }
     }
 

@@ -45,6 +45,9 @@ pub enum Counter {
     /// NATS connections closed because a side did not speak the protocol, sent a control
     /// line or payload over the limit, or outran the gateway's bounds.
     NatsProtocolErrors,
+    /// A gauge: signature ids held in the replay buckets of this VM id (expired ones not
+    /// yet dropped included), at most `signatures.replay_capacity`.
+    ReplayIds,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -70,6 +73,7 @@ impl Counter {
             Self::KmsCallsResent,
             Self::HoldUnavailable,
             Self::NatsProtocolErrors,
+            Self::ReplayIds,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -95,6 +99,7 @@ impl Counter {
             Self::KmsCallsResent => "eventseal_kms_calls_resent".to_owned(),
             Self::HoldUnavailable => "eventseal_hold_unavailable".to_owned(),
             Self::NatsProtocolErrors => "eventseal_nats_protocol_errors".to_owned(),
+            Self::ReplayIds => "eventseal_replay_ids".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -119,8 +124,16 @@ impl Counter {
             Self::KmsCallsResent => 14,
             Self::HoldUnavailable => 15,
             Self::NatsProtocolErrors => 16,
-            Self::Refused(i) => 17 + i,
+            Self::ReplayIds => 17,
+            Self::Refused(i) => 18 + i,
         }
+    }
+}
+
+impl Counter {
+    /// Whether Envoy keeps it as a gauge (it goes down as well as up), not a counter.
+    pub fn is_gauge(self) -> bool {
+        self == Self::ReplayIds
     }
 }
 

@@ -1,53 +1,76 @@
-//! Core's replay cache over proxy-wasm shared data, so that a message id accepted by one
-//! stream is refused on every other stream and worker of the same VM id.
+//! Core's bounded replay cache ([`eventseal_core::ReplayBucket`]) over proxy-wasm shared
+//! data, so that a message id accepted by one stream is refused on every other stream and
+//! worker of the same VM id.
 //!
-//! One entry per id: key `eventseal.replay.<id>`, value `<expiry> <token>` (expiry in Unix
-//! seconds as decimal, token a random per-insert nonce). An unexpired entry is a replay.
-//! An expired entry is overwritten with the CAS it was read with, so of two workers racing
-//! on it only one wins; the loser sees `CasMismatch` and refuses. ABI 0.2.1 has no
-//! "insert if absent": for a brand-new key the write is unconditional, so the writer reads
-//! the entry back and accepts only if it still holds its own token.
+//! One shared-data entry per bucket: key `eventseal.replay.<bucket>`, value the bucket's
+//! encoding. A bucket is read, changed by core and written back with the CAS it was read
+//! with, so of two workers racing on it one writes and the other reads again and retries.
+//! Entries are never deleted (ABI 0.2.1 cannot), but there are at most
+//! `signatures.replay_capacity / 16` of them, each at most 256 bytes. ABI 0.2.1 has no
+//! "insert if absent": the first write of a bucket is unconditional, so the writer reads
+//! it back and retries unless it holds its own bytes. Two workers creating one bucket in
+//! the same instant can still lose one id, once per bucket in the life of the VM id.
+//! Host errors and lasting contention fail closed: the message is refused with
+//! `replay-cache-full` (503, `Retry-After: 1`), never accepted unrecorded.
 
 use crate::host;
-use eventseal_core::ReplayCache;
+use eventseal_core::{Admission, ReplayBucket, ReplayCache, ReplaySlot, bucket_count};
 
-/// Key prefix of replay entries in shared data.
+/// Key prefix of replay buckets in shared data.
 const PREFIX: &str = "eventseal.replay.";
 
-/// The replay cache of this VM id.
-#[derive(Debug, Default)]
-pub struct SharedReplayCache;
+/// Reads and writes of one bucket before giving up on contention.
+const ATTEMPTS: usize = 4;
 
-fn expiry_of(value: &[u8]) -> Option<i64> {
-    let text = core::str::from_utf8(value).ok()?;
-    text.split(' ').next()?.parse().ok()
+/// Refusal when the bucket cannot be read or written.
+const UNAVAILABLE: Admission = Admission::Full { retry_after: 1 };
+
+/// The replay cache of this VM id, for one decision.
+#[derive(Debug)]
+pub struct SharedReplayCache {
+    buckets: usize,
+    /// How many ids this decision added to the buckets it wrote, less the expired ones it
+    /// dropped from them: the change of the `eventseal_replay_ids` gauge.
+    pub held_change: i64,
 }
 
-fn token() -> u64 {
-    let mut bytes = [0u8; 8];
-    // Without randomness the token is 0: the read-back check then only loses precision.
-    let _ = getrandom::fill(&mut bytes);
-    u64::from_le_bytes(bytes)
+impl SharedReplayCache {
+    /// The cache for a capacity of `capacity` ids (`signatures.replay_capacity`).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            buckets: bucket_count(capacity),
+            held_change: 0,
+        }
+    }
 }
 
 impl ReplayCache for SharedReplayCache {
-    fn insert_if_new(&mut self, id: &str, expires_at: i64, now: i64) -> bool {
-        let key = format!("{PREFIX}{id}");
-        // A host error is treated as "seen": refusing is the safe side.
-        let Ok((current, cas)) = host::shared_data(&key) else {
-            return false;
-        };
-        if current.as_deref().and_then(expiry_of).is_some_and(|expiry| expiry >= now) {
-            return false;
+    fn admit(&mut self, id: &str, expires_at: i64, now: i64) -> Admission {
+        let slot = ReplaySlot::of(id, self.buckets);
+        let key = format!("{PREFIX}{}", slot.bucket);
+        for _ in 0..ATTEMPTS {
+            let Ok((current, cas)) = host::shared_data(&key) else {
+                return UNAVAILABLE;
+            };
+            let Some(mut bucket) = ReplayBucket::decode(current.as_deref().unwrap_or_default()) else {
+                return UNAVAILABLE;
+            };
+            let before = bucket.len();
+            let admission = bucket.admit(slot, expires_at, now);
+            if admission != Admission::New {
+                return admission;
+            }
+            let value = bucket.encode();
+            // `CasMismatch`: another stream or worker wrote the bucket since we read it.
+            if host::set_shared_data(&key, &value, cas).is_err() {
+                continue;
+            }
+            let kept = cas.is_some() || matches!(host::shared_data(&key), Ok((Some(stored), _)) if stored == value);
+            if kept {
+                self.held_change += bucket.len() as i64 - before as i64;
+                return Admission::New;
+            }
         }
-        let value = format!("{expires_at} {:016x}", token());
-        // `CasMismatch`: another stream or worker wrote the entry since we read it.
-        if host::set_shared_data(&key, value.as_bytes(), cas).is_err() {
-            return false;
-        }
-        match host::shared_data(&key) {
-            Ok((Some(stored), _)) => stored == value.as_bytes(),
-            _ => false,
-        }
+        UNAVAILABLE
     }
 }

@@ -213,6 +213,59 @@ mod workers {
     }
 
     #[test]
+    fn the_replay_memory_is_bounded_and_fails_closed_when_full() {
+        // One bucket of 16 ids, shared by two workers of the VM id.
+        let shared = SharedState::new();
+        let policy =
+            json!({"signatures": {"replay_capacity": 16}, "rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
+        let keys = json!({"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"}]});
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let config = PluginConfig::new()
+                    .configuration(policy.to_string())
+                    .env("EVENTSEAL_KEYS", keys.to_string());
+                module().plugin(config.shared_state(&shared)).expect("a worker starts")
+            })
+            .collect();
+        let key = jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1");
+        let body = br#"{"type":"invoice.paid"}"#;
+        let deliver = |worker: usize, id: &str| {
+            let ts = now();
+            let signed = headers(&[
+                ("webhook-id", id.to_owned()),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", jose::webhook_signature(&key, id, ts, body)),
+            ]);
+            let mut stream = workers[worker].http_stream().expect("a stream");
+            stream.send_request_headers(&signed, false).expect("headers");
+            stream.send_request_body(body, true).expect("body");
+            (stream.upstream_request().end_of_stream, stream.local_reply())
+        };
+        for i in 0..16 {
+            let (reached, reply) = deliver(i % 2, &format!("msg_{i}"));
+            assert!(reached && reply.is_none(), "message {i} must go upstream: {reply:?}");
+        }
+        assert_eq!(shared.metric("eventseal_replay_ids").map(|m| m.value()), Some(16));
+
+        // Full: a new id cannot be remembered, so it is refused, not let through unrecorded.
+        let (reached, reply) = deliver(0, "msg_16");
+        let reply = reply.expect("refused");
+        assert!(!reached);
+        assert_eq!(reply.status, 503);
+        assert!(String::from_utf8_lossy(&reply.body).contains("urn:eventseal:problem:replay-cache-full"));
+        let retry: u64 = reply.headers.get("retry-after").expect("Retry-After").parse().expect("seconds");
+        assert!((1..=301).contains(&retry), "{retry}");
+        // And every id it holds is still refused as a replay, on either worker.
+        for i in 0..16 {
+            let (reached, reply) = deliver(1 - i % 2, &format!("msg_{i}"));
+            let reply = reply.unwrap_or_else(|| panic!("replay of message {i} let through (upstream reached: {reached})"));
+            assert_eq!(reply.status, 401, "{}", String::from_utf8_lossy(&reply.body));
+        }
+        assert_eq!(shared.metric("eventseal_refused_replay_cache_full").map(|m| m.value()), Some(1));
+        assert_eq!(shared.metric("eventseal_refused_signature_replayed").map(|m| m.value()), Some(16));
+    }
+
+    #[test]
     fn an_oversized_body_is_refused_before_its_end() {
         let plugin = module().plugin(config(json!({"max_body_bytes": 100}))).expect("the filter starts");
         let mut stream = plugin.http_stream().expect("a stream");

@@ -161,8 +161,8 @@ impl Sealer {
         }
         .map_err(|e| config_error(&e, inline))?;
         Ok(Self {
+            replay: RefCell::new(MemoryReplayCache::new(policy.replay_capacity)),
             engine: Engine::new(policy, keyring),
-            replay: RefCell::new(MemoryReplayCache::default()),
         })
     }
 
@@ -371,6 +371,7 @@ fn problem_kind(kind: ProblemKind) -> wit::ProblemKind {
         ProblemKind::SealFailed => W::SealFailed,
         ProblemKind::SignFailed => W::SignFailed,
         ProblemKind::KmsUnavailable => W::KmsUnavailable,
+        ProblemKind::ReplayCacheFull => W::ReplayCacheFull,
         // A kind newer than this WIT version: refuse as an internal failure; the status
         // and detail still come from core. The test below pins every known kind.
         _ => W::SealFailed,

@@ -10,6 +10,7 @@ use crate::keyring::{KeyId, Keyring};
 use crate::pointer::FieldPath;
 use crate::policy::{ContextSource, Denied, FieldSet, Grant, OnError, OpenGroup, PathMatch, Policy, Rule};
 use crate::problem::{Direction, Problem, ProblemKind};
+use crate::replay::{Admission, DEFAULT_REPLAY_CAPACITY, ReplayBucket, ReplaySlot, bucket_count};
 use crate::webhook::{self, VerifyError, WebhookHeaders};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -61,22 +62,54 @@ fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
 
 /// Remembers accepted signature ids until they expire, to refuse replays.
 pub trait ReplayCache {
-    /// Records `id` until `expires_at` (Unix seconds); `false` if it was already recorded.
-    fn insert_if_new(&mut self, id: &str, expires_at: i64, now: i64) -> bool;
+    /// Records `id` until `expires_at` (Unix seconds), if it is new and there is room
+    /// (see [`crate::replay`]).
+    fn admit(&mut self, id: &str, expires_at: i64, now: i64) -> Admission;
 }
 
-/// A replay cache in process memory, for single-process hosts and tests.
-#[derive(Debug, Default)]
-pub struct MemoryReplayCache(HashMap<String, i64>);
+/// A replay cache in process memory, for single-process hosts and tests, bounded as
+/// [`crate::replay`] says: buckets are allocated as ids arrive, at most `bucket_count`.
+#[derive(Debug)]
+pub struct MemoryReplayCache {
+    buckets: HashMap<usize, ReplayBucket>,
+    bucket_count: usize,
+}
+
+impl MemoryReplayCache {
+    /// A cache of at most `capacity` ids (rounded up to whole buckets).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            buckets: HashMap::new(),
+            bucket_count: bucket_count(capacity),
+        }
+    }
+
+    /// Ids held, expired ones not yet dropped included.
+    pub fn len(&self) -> usize {
+        self.buckets.values().map(ReplayBucket::len).sum()
+    }
+
+    /// Whether no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for MemoryReplayCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_REPLAY_CAPACITY)
+    }
+}
 
 impl ReplayCache for MemoryReplayCache {
-    fn insert_if_new(&mut self, id: &str, expires_at: i64, now: i64) -> bool {
-        self.0.retain(|_, expiry| *expiry >= now);
-        if self.0.contains_key(id) {
-            return false;
+    fn admit(&mut self, id: &str, expires_at: i64, now: i64) -> Admission {
+        let slot = ReplaySlot::of(id, self.bucket_count);
+        let bucket = self.buckets.entry(slot.bucket).or_default();
+        let admission = bucket.admit(slot, expires_at, now);
+        if bucket.is_empty() {
+            self.buckets.remove(&slot.bucket);
         }
-        self.0.insert(id.to_owned(), expires_at);
-        true
+        admission
     }
 }
 
@@ -350,8 +383,10 @@ impl Engine {
         let verified =
             webhook::verify(&self.keyring, headers, job.body, job.now, tolerance).map_err(|e| Problem::verify(&e, job.direction))?;
         let expires_at = verified.timestamp.saturating_add(i64::try_from(tolerance).unwrap_or(i64::MAX));
-        if !replay.insert_if_new(&verified.id, expires_at, job.now) {
-            return Err(Problem::verify(&VerifyError::Replayed, job.direction));
+        match replay.admit(&verified.id, expires_at, job.now) {
+            Admission::New => {}
+            Admission::Replayed => return Err(Problem::verify(&VerifyError::Replayed, job.direction)),
+            Admission::Full { retry_after } => return Err(Problem::replay_cache_full(job.direction, retry_after)),
         }
         Ok(verified.kid)
     }
@@ -779,8 +814,8 @@ mod tests {
     #[test]
     fn replay_cache_forgets_expired_ids() {
         let mut cache = MemoryReplayCache::default();
-        assert!(cache.insert_if_new("a", 100, 0));
-        assert!(!cache.insert_if_new("a", 100, 50));
-        assert!(cache.insert_if_new("a", 300, 101));
+        assert_eq!(cache.admit("a", 100, 0), Admission::New);
+        assert_eq!(cache.admit("a", 100, 50), Admission::Replayed);
+        assert_eq!(cache.admit("a", 300, 101), Admission::New);
     }
 }

@@ -14,6 +14,7 @@ mod nats;
 mod pointer;
 mod policy;
 mod problem;
+mod replay;
 mod secret;
 mod webhook;
 
@@ -27,6 +28,8 @@ pub use policy::{
     AuditDelivery, ConfigError, ContextSource, Denied, EnvoyHeaders, FieldSet, Grant, KeySource, Match, OnError, OpenGroup, Operation,
     PathMatch, Policy, PrincipalSource, Protocol, Rule,
 };
+// Replay protection with a fixed memory bound: the bucket rule hosts store (shared data).
+pub use replay::{Admission, DEFAULT_REPLAY_CAPACITY, REPLAY_WAYS, ReplayBucket, ReplaySlot, bucket_count};
 // Refusals: one problem type and status per error (RFC 9457).
 pub use problem::{Direction, PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 // The envelope (docs/FORMAT.md): one value at a time, and whole events.

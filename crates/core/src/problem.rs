@@ -65,11 +65,14 @@ pub enum ProblemKind {
     SignFailed,
     /// The key management service could not be reached.
     KmsUnavailable,
+    /// The replay memory has no room for the message's id (a full bucket): refused, since
+    /// an id that is not remembered could be replayed.
+    ReplayCacheFull,
 }
 
 impl ProblemKind {
     /// Every kind, for hosts that define one counter or one WIT case per kind.
-    pub const ALL: [ProblemKind; 17] = [
+    pub const ALL: [ProblemKind; 18] = [
         Self::MalformedJson,
         Self::JsonTooDeep,
         Self::UnsupportedMediaType,
@@ -87,6 +90,7 @@ impl ProblemKind {
         Self::SealFailed,
         Self::SignFailed,
         Self::KmsUnavailable,
+        Self::ReplayCacheFull,
     ];
 
     /// The last segment of the problem `type` URI.
@@ -109,6 +113,7 @@ impl ProblemKind {
             Self::SealFailed => "seal-failed",
             Self::SignFailed => "sign-failed",
             Self::KmsUnavailable => "kms-unavailable",
+            Self::ReplayCacheFull => "replay-cache-full",
         }
     }
 
@@ -137,6 +142,7 @@ impl ProblemKind {
             Self::SealFailed => "Event could not be sealed",
             Self::SignFailed => "Event could not be signed",
             Self::KmsUnavailable => "Key service unavailable",
+            Self::ReplayCacheFull => "Replay memory is full",
         }
     }
 
@@ -144,7 +150,7 @@ impl ProblemKind {
     pub fn status(self, direction: Direction) -> u16 {
         match (self, direction) {
             (Self::SealFailed | Self::SignFailed, _) => 500,
-            (Self::KmsUnavailable, _) => 503,
+            (Self::KmsUnavailable | Self::ReplayCacheFull, _) => 503,
             (_, Direction::Response) => 502,
             (Self::MalformedJson | Self::JsonTooDeep | Self::FieldMissing | Self::ContextMissing, _) => 400,
             (Self::UnsupportedMediaType, _) => 415,
@@ -216,6 +222,18 @@ impl Problem {
         }
     }
 
+    /// The replay memory had no room for a verified message's id: 503 with `Retry-After`.
+    pub fn replay_cache_full(direction: Direction, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(u32::try_from(retry_after).unwrap_or(u32::MAX).max(1)),
+            ..Self::new(
+                ProblemKind::ReplayCacheFull,
+                direction,
+                "the replay memory has no room for this message id until older ids expire",
+            )
+        }
+    }
+
     /// The refusal of a body that is not an event core can work on: too large, too deep,
     /// or not JSON (a host that sees the size first refuses with this too).
     pub fn document(error: &DocumentError, direction: Direction) -> Self {
@@ -278,6 +296,7 @@ mod tests {
             (ProducerForbidden, 403),
             (SealedFieldRejected, 422),
             (KmsUnavailable, 503),
+            (ReplayCacheFull, 503),
         ] {
             assert_eq!(kind.status(req), status, "{kind:?}");
         }
@@ -310,7 +329,8 @@ mod tests {
                 | ProblemKind::SealedFieldRejected
                 | ProblemKind::SealFailed
                 | ProblemKind::SignFailed
-                | ProblemKind::KmsUnavailable => {}
+                | ProblemKind::KmsUnavailable
+                | ProblemKind::ReplayCacheFull => {}
             }
         }
     }

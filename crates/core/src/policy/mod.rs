@@ -71,6 +71,8 @@ pub struct Policy {
     pub vault_transit: Option<VaultTransit>,
     /// Signature timestamp tolerance in seconds, either side of now.
     pub tolerance_secs: u64,
+    /// The most signature ids the replay memory holds (`signatures.replay_capacity`).
+    pub replay_capacity: usize,
     /// Where the filter ships its audit records, batched, besides the proxy log.
     pub audit: Option<AuditDelivery>,
     /// How the Envoy filter treats the headers of a body it decides on (`envoy.headers`).

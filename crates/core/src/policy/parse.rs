@@ -12,6 +12,9 @@ use crate::kms::{DataKeyLimits, VaultTransit};
 use crate::nats::SubjectPattern;
 use crate::pointer::FieldPath;
 use crate::webhook::DEFAULT_TOLERANCE_SECS;
+
+/// The largest `signatures.replay_capacity`: 2^24 ids, 256 MiB of entries.
+const MAX_REPLAY_CAPACITY: usize = 1 << 24;
 use serde_json::{Map, Value};
 
 /// A configuration node with its JSON location, for precise errors.
@@ -104,6 +107,7 @@ impl Policy {
             keys: KeySource::Env("EVENTSEAL_KEYS".to_owned()),
             vault_transit: None,
             tolerance_secs: DEFAULT_TOLERANCE_SECS,
+            replay_capacity: crate::DEFAULT_REPLAY_CAPACITY,
             audit: None,
             envoy_headers: EnvoyHeaders::Forward,
             protocol: Protocol::Http,
@@ -141,9 +145,17 @@ impl Policy {
             })
         })?;
         member(root, "", "signatures", |n| {
-            let map = n.object(&["tolerance_seconds"])?;
+            let map = n.object(&["tolerance_seconds", "replay_capacity"])?;
             member(map, n.at, "tolerance_seconds", |n| {
                 policy.tolerance_secs = n.positive()?;
+                Ok(())
+            })?;
+            member(map, n.at, "replay_capacity", |n| {
+                let capacity = n.positive()?;
+                if capacity > MAX_REPLAY_CAPACITY as u64 {
+                    return Err(invalid(n.at, "at most 16777216 (2^24) ids"));
+                }
+                policy.replay_capacity = capacity as usize;
                 Ok(())
             })
         })?;

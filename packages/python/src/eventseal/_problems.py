@@ -154,6 +154,12 @@ class KmsUnavailable(Refused):
     kind = "kms-unavailable"
 
 
+class ReplayCacheFull(Refused):
+    """The replay memory has no room for the message's id until older ids expire (retry after `retry_after`). Type ``urn:eventseal:problem:replay-cache-full``."""
+
+    kind = "replay-cache-full"
+
+
 class NoRule(Refused):
     """No policy rule routes the exchange, or the rule lacks the operation's action. Type ``urn:eventseal:problem:no-rule``."""
 
