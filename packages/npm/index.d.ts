@@ -165,6 +165,8 @@ export declare class SealFailed extends Refused {}
 export declare class SignFailed extends Refused {}
 /** `kms-unavailable` (503): the key management service could not be reached. */
 export declare class KmsUnavailable extends Refused {}
+/** `replay-cache-full` (503, with `retryAfter`): the replay memory has no room for the message's id until older ids expire. */
+export declare class ReplayCacheFull extends Refused {}
 /** `no-rule` (500): no policy rule routes the exchange, or the rule lacks the operation's action. */
 export declare class NoRule extends Refused {}
 /** `invalid-claims` (500): the principal's claims are not a JSON object. */

@@ -63,6 +63,7 @@ export class SealedFieldRejected extends Refused {}
 export class SealFailed extends Refused {}
 export class SignFailed extends Refused {}
 export class KmsUnavailable extends Refused {}
+export class ReplayCacheFull extends Refused {}
 export class NoRule extends Refused {}
 export class InvalidClaims extends Refused {}
 
@@ -84,6 +85,7 @@ const REFUSALS = {
   'seal-failed': SealFailed,
   'sign-failed': SignFailed,
   'kms-unavailable': KmsUnavailable,
+  'replay-cache-full': ReplayCacheFull,
   'no-rule': NoRule,
   'invalid-claims': InvalidClaims,
 };
