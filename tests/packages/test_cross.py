@@ -287,4 +287,6 @@ def test_the_gateway_refuses_a_reader_the_policy_does_not_name_what_a_package_se
     assert refused.value.code == 403
     problem = json.loads(refused.value.read())
     assert problem["type"] == "urn:eventseal:problem:reader-forbidden"
-    assert len(upstream.bodies) == before, "nothing reached the upstream"
+    # Forward mode: the request headers went upstream before the body was decided, so the
+    # upstream may see a request whose body never comes (docs/OPERATIONS.md); the event does not.
+    assert all(body == b"" for body in upstream.bodies[before:]), upstream.bodies[before:]
