@@ -263,6 +263,45 @@ mod workers {
         }
         assert_eq!(shared.metric("eventseal_refused_replay_cache_full").map(|m| m.value()), Some(1));
         assert_eq!(shared.metric("eventseal_refused_signature_replayed").map(|m| m.value()), Some(16));
+        // The memory is the one bucket, at most 16 entries of 16 bytes, whatever came.
+        let (bucket, _) = shared.shared_data("", "eventseal.replay.0").expect("the bucket");
+        assert_eq!(bucket.len(), 16 * 16);
+    }
+
+    #[test]
+    fn far_more_unique_ids_than_the_capacity_stay_within_its_bound() {
+        // 64 ids in 4 buckets; 400 unique, validly signed messages arrive.
+        let shared = SharedState::new();
+        let policy =
+            json!({"signatures": {"replay_capacity": 64}, "rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
+        let keys = json!({"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"}]});
+        let config = PluginConfig::new()
+            .configuration(policy.to_string())
+            .env("EVENTSEAL_KEYS", keys.to_string());
+        let plugin = module().plugin(config.shared_state(&shared)).expect("the filter starts");
+        let key = jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1");
+        let body = br#"{"type":"invoice.paid"}"#;
+        let mut statuses = std::collections::BTreeMap::new();
+        for i in 0..400 {
+            let (id, ts) = (format!("msg_{i}"), now());
+            let signed = headers(&[
+                ("webhook-id", id.clone()),
+                ("webhook-timestamp", ts.to_string()),
+                ("webhook-signature", jose::webhook_signature(&key, &id, ts, body)),
+            ]);
+            let mut stream = plugin.http_stream().expect("a stream");
+            stream.send_request_headers(&signed, false).expect("headers");
+            stream.send_request_body(body, true).expect("body");
+            *statuses.entry(stream.local_reply().map_or(200, |r| r.status)).or_insert(0) += 1;
+        }
+        // Every bucket filled up, then refused: 64 through, the rest 503, none let through unrecorded.
+        assert_eq!(statuses, [(200, 64), (503, 336)].into_iter().collect());
+        assert_eq!(shared.metric("eventseal_replay_ids").map(|m| m.value()), Some(64));
+        for bucket in 0..4 {
+            let (entries, _) = shared.shared_data("", &format!("eventseal.replay.{bucket}")).expect("a bucket");
+            assert_eq!(entries.len(), 16 * 16, "bucket {bucket}");
+        }
+        assert!(shared.shared_data("", "eventseal.replay.4").is_none(), "no fifth bucket");
     }
 
     #[test]
