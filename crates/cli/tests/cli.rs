@@ -94,6 +94,57 @@ fn audit_verify_accepts_intact_logs_and_names_the_first_broken_link() {
 }
 
 #[test]
+fn audit_verify_refuses_unkeyed_chains_unless_allowed_and_chains_whose_key_is_missing() {
+    let dir = temp_dir("audit-unkeyed");
+    let records = |ring: &Keyring| -> String {
+        let mut chain = AuditChain::new("test");
+        (0..3)
+            .map(|i| {
+                let facts = AuditFacts {
+                    time_unix_nanos: i,
+                    operations: vec!["open"],
+                    outcome: "allowed",
+                    ..AuditFacts::default()
+                };
+                chain.append(ring, &facts)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let audit_key = |kid: &str| stdout(&eventseal(&["keys", "generate", "--purpose", "audit", "--kid", kid]));
+    let (audit_1, audit_2) = (audit_key("audit-1"), audit_key("audit-2"));
+    let verify = |keyring: &str, log: &str, extra: &[&str]| {
+        let (keys_path, log_path) = (dir.join("keys.json"), dir.join("audit.log"));
+        std::fs::write(&keys_path, keyring).unwrap();
+        std::fs::write(&log_path, log).unwrap();
+        let mut args = vec!["audit", "verify", "--keyring", keys_path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(log_path.to_str().unwrap());
+        eventseal(&args)
+    };
+
+    // A chain written without an audit key only detects accidental damage: refused unless allowed.
+    let unkeyed = records(&Keyring::from_jwks(r#"{"keys":[]}"#).unwrap());
+    let keyring = format!("{{\"keys\":[{audit_1}]}}");
+    let refused = verify(&keyring, &unkeyed, &[]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(err.contains("unkeyed") || err.contains("without an audit key"), "{err}");
+    assert!(stdout(&verify(&keyring, &unkeyed, &["--allow-unkeyed"])).contains("3 records"));
+
+    // A keyed chain checked with a keyring that lacks its key is refused, naming the key.
+    let keyed = records(&Keyring::from_jwks(&keyring).unwrap());
+    assert!(stdout(&verify(&keyring, &keyed, &[])).contains("3 records"));
+    let other = format!("{{\"keys\":[{audit_2}]}}");
+    for extra in [&[][..], &["--allow-unkeyed"]] {
+        let missing = verify(&other, &keyed, extra);
+        assert!(!missing.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&missing.stderr).into_owned();
+        assert!(err.contains("audit-1"), "{err}");
+    }
+}
+
+#[test]
 fn every_command_has_help() {
     for args in [
         &["--help"][..],
