@@ -4,8 +4,8 @@
 //! encrypted key, and the test's own AES-GCM decrypts the field), an allowed reader gets
 //! it opened, and while OpenBao is down the client gets 503 with `Retry-After` and the
 //! upstream none of the body; after OpenBao is back, requests succeed again. Envoy's
-//! `/stats` counts the KMS calls and the failed ones. With a slow relay in front of
-//! OpenBao: concurrent requests wait for one shared call (Envoy's own count of requests
+//! `/stats` counts the KMS calls and the failed ones. With a relay in front of OpenBao
+//! that holds the call until the test's condition holds: concurrent requests wait for one shared call (Envoy's own count of requests
 //! to the KMS cluster agrees), and when the client whose stream sent the call goes away,
 //! Envoy cancels the call and the filter sends it again for the request still waiting.
 
@@ -19,6 +19,19 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Requests Envoy's listener `prefix` has in hand (`http.<prefix>.downstream_rq_active`).
+fn active_requests(admin: SocketAddr, prefix: &str) -> u64 {
+    let name = format!("http.{prefix}.downstream_rq_active");
+    client::get(admin, &format!("/stats?filter=^{name}$"))
+        .ok()
+        .and_then(|r| {
+            let text = String::from_utf8_lossy(&r.body).into_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
 
 /// The KMS counters and the KMS cluster's request count from Envoy's `/stats`.
 fn kms_stats(envoy: &Envoy) -> impl Fn(&str) -> u64 + use<> {
@@ -34,15 +47,31 @@ fn kms_stats(envoy: &Envoy) -> impl Fn(&str) -> u64 + use<> {
     }
 }
 
-/// A TCP relay in front of OpenBao that holds each chunk Envoy sends for `delay`, so
-/// that requests arriving meanwhile find the KMS call still out.
-struct SlowRelay {
+/// When a relay lets what Envoy sends to the KMS through.
+type Release = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Waits until `release` says so (checked every few milliseconds, for at most 60 s).
+fn hold_until(release: &Release) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !release() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay's condition did not come true in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A TCP relay in front of OpenBao that holds what Envoy sends until a condition of the
+/// test holds, so that the KMS call is certainly still out while the test arranges what
+/// must happen meanwhile: a wait on a condition, not on a guess of how slow the machine is.
+struct HeldRelay {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
-impl SlowRelay {
-    fn start(to: SocketAddr, delay: Duration) -> SlowRelay {
+impl HeldRelay {
+    fn start(to: SocketAddr, release: Release) -> HeldRelay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("a local address");
         let stop = Arc::new(AtomicBool::new(false));
@@ -58,15 +87,16 @@ impl SlowRelay {
                 let (Ok(client_in), Ok(server_in)) = (client.try_clone(), server.try_clone()) else {
                     continue;
                 };
-                std::thread::spawn(move || relay(client_in, server, delay));
-                std::thread::spawn(move || relay(server_in, client, Duration::ZERO));
+                let release = Arc::clone(&release);
+                std::thread::spawn(move || relay(client_in, server, Some(release)));
+                std::thread::spawn(move || relay(server_in, client, None));
             }
         });
-        SlowRelay { addr, stop }
+        HeldRelay { addr, stop }
     }
 }
 
-impl Drop for SlowRelay {
+impl Drop for HeldRelay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Wake the accept loop so it sees the flag.
@@ -74,24 +104,17 @@ impl Drop for SlowRelay {
     }
 }
 
-fn relay(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+fn relay(mut from: TcpStream, mut to: TcpStream, release: Option<Release>) {
     let mut buffer = [0u8; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buffer) {
-        std::thread::sleep(delay);
+        if let Some(release) = &release {
+            hold_until(release);
+        }
         if to.write_all(&buffer[..n]).is_err() {
             return;
         }
     }
     let _ = to.shutdown(Shutdown::Write);
-}
-
-/// OpenBao, a relay in front of it that holds requests for `delay`, and Envoy reaching the
-/// KMS through the relay, with the default data-key limits.
-fn behind_slow_relay(delay: Duration) -> (OpenBao, SlowRelay, Envoy, Upstream) {
-    let bao = started_bao();
-    let relay = SlowRelay::start(bao.addr(), delay);
-    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
-    (bao, relay, envoy, upstream)
 }
 
 /// Envoy and the upstream for the `kms` listener, the KMS cluster going to `kms`.
@@ -221,9 +244,16 @@ fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
     assert!(received.iter().all(|r| r.body.is_empty() && !r.end_of_stream), "{received:?}");
 
     bao.restart();
-    std::thread::sleep(Duration::from_millis(1200));
-    upstream.reset(ok());
-    let response = post(&envoy, "/events/orders", &event(3));
+    // Requests are refused until the filter's backoff ends (at most backoff_max_ms), then sealed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        upstream.reset(ok());
+        let response = post(&envoy, "/events/orders", &event(3));
+        if response.status != Some(503) || std::time::Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(response.status, Some(200), "{}", String::from_utf8_lossy(&response.body));
     let sealed = upstream_body(&upstream);
     assert_eq!(
@@ -244,7 +274,18 @@ fn envoy_seals_and_opens_with_openbao_and_fails_closed_while_it_is_down() {
 
 #[test]
 fn concurrent_requests_in_envoy_share_one_kms_call() {
-    let (bao, _relay, envoy, upstream) = behind_slow_relay(Duration::from_millis(400));
+    // The relay holds the KMS call until Envoy has all five requests in hand, so each of
+    // them finds the call still out: one call then means single flight, not five requests
+    // served one after another from a cached key.
+    let admin = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
+    let five_waiting = {
+        let admin = Arc::clone(&admin);
+        move || admin.get().is_some_and(|&admin| active_requests(admin, "kms") >= 5)
+    };
+    let bao = started_bao();
+    let relay = HeldRelay::start(bao.addr(), Arc::new(five_waiting));
+    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    admin.set(envoy.admin).expect("set once");
     let listener = envoy.listener("kms");
     let clients: Vec<_> = (0..5)
         .map(|n| std::thread::spawn(move || post_to(listener, "/events/orders", &event(n))))
@@ -276,8 +317,30 @@ fn concurrent_requests_in_envoy_share_one_kms_call() {
 
 #[test]
 fn in_envoy_a_kms_call_whose_client_went_away_is_sent_again_for_the_others() {
-    let (bao, _relay, envoy, upstream) = behind_slow_relay(Duration::from_millis(600));
+    // The relay holds the KMS call until the first client has gone away, so the call is
+    // certainly still out when Envoy cancels it, however slow the machine.
+    let admin = Arc::new(std::sync::OnceLock::<SocketAddr>::new());
+    let went_away = Arc::new(AtomicBool::new(false));
+    let released = {
+        let (admin, went_away) = (Arc::clone(&admin), Arc::clone(&went_away));
+        move || went_away.load(Ordering::SeqCst) && admin.get().is_some_and(|&admin| active_requests(admin, "kms") <= 1)
+    };
+    let bao = started_bao();
+    let relay = HeldRelay::start(bao.addr(), Arc::new(released));
+    let (envoy, upstream) = envoy_with_kms(&bao, &json!({}), relay.addr);
+    admin.set(envoy.admin).expect("set once");
     let listener = envoy.listener("kms");
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} did not happen in 60 s:\n{}",
+                envoy.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     // The first client sends its event, so its stream sends the datakey call, and goes
     // away while the call is out: Envoy resets the stream and cancels the call. Written by
     // hand on purpose: a client that sends a request and vanishes without reading it.
@@ -291,10 +354,11 @@ fn in_envoy_a_kms_call_whose_client_went_away_is_sent_again_for_the_others() {
     gone.write_all(head.as_bytes())
         .and_then(|()| gone.write_all(body.as_bytes()))
         .expect("send");
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("the KMS call", &|| kms_stats(&envoy)("wasmcustom.eventseal_kms_calls") >= 1);
     let waiting = std::thread::spawn(move || post_to(listener, "/events/orders", &event(2)));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("the second request", &|| active_requests(envoy.admin, "kms") >= 2);
     drop(gone);
+    went_away.store(true, Ordering::SeqCst);
     let response = waiting.join().expect("the client thread");
     assert_ok(&response, &envoy);
     // The stream that went away reached the upstream as headers only (then a reset).
