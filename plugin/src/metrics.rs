@@ -45,6 +45,12 @@ pub enum Counter {
     /// NATS connections closed because a side did not speak the protocol, sent a control
     /// line or payload over the limit, or outran the gateway's bounds.
     NatsProtocolErrors,
+    /// Fields opened under a `retired` key: envelopes still to be resealed (a rotation is
+    /// finished when this stops moving).
+    OpenedUnderRetiredKey,
+    /// Signatures that verified under a signing key other than the primary: senders still
+    /// signing with a key being rotated out.
+    VerifiedUnderNonPrimaryKey,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -70,6 +76,8 @@ impl Counter {
             Self::KmsCallsResent,
             Self::HoldUnavailable,
             Self::NatsProtocolErrors,
+            Self::OpenedUnderRetiredKey,
+            Self::VerifiedUnderNonPrimaryKey,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -95,6 +103,8 @@ impl Counter {
             Self::KmsCallsResent => "eventseal_kms_calls_resent".to_owned(),
             Self::HoldUnavailable => "eventseal_hold_unavailable".to_owned(),
             Self::NatsProtocolErrors => "eventseal_nats_protocol_errors".to_owned(),
+            Self::OpenedUnderRetiredKey => "eventseal_opened_under_retired_key".to_owned(),
+            Self::VerifiedUnderNonPrimaryKey => "eventseal_verified_under_non_primary_key".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -119,7 +129,9 @@ impl Counter {
             Self::KmsCallsResent => 14,
             Self::HoldUnavailable => 15,
             Self::NatsProtocolErrors => 16,
-            Self::Refused(i) => 17 + i,
+            Self::OpenedUnderRetiredKey => 17,
+            Self::VerifiedUnderNonPrimaryKey => 18,
+            Self::Refused(i) => 19 + i,
         }
     }
 }
@@ -152,6 +164,10 @@ pub fn forwarded(report: &Report) -> Vec<Counter> {
     if report.verified_by.is_some() {
         out.push(Counter::SignaturesVerified);
     }
+    if report.verified_by_non_primary {
+        out.push(Counter::VerifiedUnderNonPrimaryKey);
+    }
+    out.extend(report.retired_opens.iter().map(|_| Counter::OpenedUnderRetiredKey));
     if report.signed {
         out.push(Counter::SignaturesSigned);
     }

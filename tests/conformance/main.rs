@@ -23,6 +23,17 @@ pub fn module() -> &'static Module {
     })
 }
 
+/// The Standard Webhooks vectors (`v1`, `v1a`, from the independent generator) as cases,
+/// through the shipped filter in both modes.
+mod webhook_vectors {
+    #[test]
+    fn every_webhook_vector_through_the_filter() {
+        for (name, case) in eventseal_testkit::webhooks::cases() {
+            eventseal_testkit::harness::case_value(crate::module(), &name, &case);
+        }
+    }
+}
+
 /// One test per case file, each run through the shipped filter in the harness.
 mod cases {
     fn run(name: &str) {
