@@ -280,8 +280,8 @@ fn run_case(name: &str, case: &Case) {
         return;
     }
     let mut sealer = created.unwrap_or_else(|e| panic!("{name}: configuration refused: {}", e.message));
-    let (request_headers, request_body) = prepare_request(&case, &sets);
-    let who = principal(&case, &request_headers);
+    let (request_headers, request_body) = prepare_request(case, &sets);
+    let who = principal(case, &request_headers);
     let mut exchange = Exchange {
         method: case.request.method.clone(),
         path: case.request.path.clone(),
@@ -300,7 +300,7 @@ fn run_case(name: &str, case: &Case) {
             );
         }
     }
-    let secrets = plaintexts(&case);
+    let secrets = plaintexts(case);
     let mut problems = Vec::new();
     let leaks = |problem: &Problem| {
         for secret in &secrets {

@@ -284,6 +284,28 @@ impl Keyring {
     }
 }
 
+/// The public half of an Ed25519 JWK, for verifiers: `kty`, `crv`, `kid`, `alg`, `use`,
+/// `x` (base64url) and `status`, without `d`. The JWK is validated as in a keyring.
+///
+/// # Errors
+/// [`KeyringError`] for an invalid JWK, or one that is not an Ed25519 key (`/kty`).
+pub fn public_jwk(jwk: &Value) -> Result<Value, KeyringError> {
+    let key = parse_jwk(jwk, "")?;
+    let public = key.ed25519_public().ok_or_else(|| KeyringError::Invalid {
+        at: "/kty".to_owned(),
+        expected: "\"OKP\" (an Ed25519 key): a symmetric key has no public half".to_owned(),
+    })?;
+    Ok(serde_json::json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "kid": key.kid.as_str(),
+        "alg": "EdDSA",
+        "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(public.to_bytes()),
+        "status": key.status.as_str(),
+    }))
+}
+
 fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
     let invalid = |member: &str, expected: &str| KeyringError::Invalid {
         at: format!("{at}{member}"),
