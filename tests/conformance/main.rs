@@ -254,6 +254,28 @@ mod audit {
     use eventseal_harness::{Headers, PluginConfig};
     use serde_json::{Value, json};
 
+    /// The filter's log lines, and the audit records among them.
+    fn audit_log(plugin: &eventseal_harness::Plugin) -> (Vec<String>, Vec<Value>) {
+        let log: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
+        let records = log
+            .iter()
+            .filter(|l| l.contains("{\"audit\":1,"))
+            .map(|l| serde_json::from_str(l).expect("a record is one JSON object"))
+            .collect();
+        (log, records)
+    }
+
+    /// The filter with `policy` and the keyring `keys`.
+    fn start(policy: &Value, keys: &Value) -> eventseal_harness::Plugin {
+        module()
+            .plugin(
+                PluginConfig::new()
+                    .configuration(policy.to_string())
+                    .env("EVENTSEAL_KEYS", keys.to_string()),
+            )
+            .expect("the filter starts")
+    }
+
     #[test]
     fn keys_being_rotated_out_are_marked_in_the_record() {
         use crate::case::now;
@@ -272,13 +294,7 @@ mod audit {
             "principal": {"source": "header", "header": "x-client"},
             "rules": [{"name": "in", "match": {"path": "/in"}, "verify": true, "open": {"fields": ["/card"], "readers": ["*"]}}]
         });
-        let plugin = module()
-            .plugin(
-                PluginConfig::new()
-                    .configuration(policy.to_string())
-                    .env("EVENTSEAL_KEYS", keys.to_string()),
-            )
-            .expect("the filter starts");
+        let plugin = start(&policy, &keys);
         let send = |id: &str, seal_key: (&[u8], &str), hook_key: &[u8]| {
             let card = jose::seal(seal_key.0, seal_key.1, "/card", &serde_json::Map::new(), &json!("4111"), None);
             let body = json!({"card": card}).to_string();
@@ -303,12 +319,7 @@ mod audit {
         };
         send("msg_stale", (&old_k, "k-old"), &hook_old);
         send("msg_current", (&new_k, "k-new"), &hook_new);
-        let log: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
-        let records: Vec<Value> = log
-            .iter()
-            .filter(|l| l.contains("{\"audit\":1,"))
-            .map(|l| serde_json::from_str(l).expect("a record is one JSON object"))
-            .collect();
+        let (log, records) = audit_log(&plugin);
         assert_eq!(records.len(), 2, "{log:#?}");
         assert_eq!(records[0]["stale_kids"], json!(["hooks-old", "k-old"]), "{:#}", records[0]);
         assert!(records[1].get("stale_kids").is_none(), "{:#}", records[1]);
@@ -332,13 +343,7 @@ mod audit {
                 {"name": "admin", "match": {"path": "/admin"}, "producers": ["ops-*"]}
             ]
         });
-        let plugin = module()
-            .plugin(
-                PluginConfig::new()
-                    .configuration(policy.to_string())
-                    .env("EVENTSEAL_KEYS", keys.to_string()),
-            )
-            .expect("the filter starts");
+        let plugin = start(&policy, &keys);
         let send = |path: &str, client: &str, body: Option<&str>| {
             let headers: Headers = [
                 (":method", "POST"),
@@ -366,12 +371,7 @@ mod audit {
         send("/admin", "ops-7", None); // admitted, no body action
         send("/health", "anyone", None); // no rule: no decision, no record
 
-        let log: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
-        let records: Vec<Value> = log
-            .iter()
-            .filter(|l| l.contains("{\"audit\":1,"))
-            .map(|l| serde_json::from_str(l).expect("a record is one JSON object"))
-            .collect();
+        let (log, records) = audit_log(&plugin);
         let outcomes: Vec<(&str, &str)> = records
             .iter()
             .map(|r| (r["rule"].as_str().unwrap_or(""), r["outcome"].as_str().unwrap_or("")))

@@ -973,16 +973,17 @@ AUDIT_VECTORS = [
 # Ed25519 is deterministic (RFC 8032), so a signer given the keyring must write the
 # `webhook-signature` of a vector marked `"signs": true` byte for byte.
 
+def ed_seed(kid: str) -> bytes:
+    """The 32-byte Ed25519 private key (RFC 8032's seed) of a test kid."""
+    return derive("eventseal test vector ed25519 key " + kid, 32)
+
+
 def ed_key(kid: str) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(derive("eventseal test vector ed25519 key " + kid, 32))
+    return Ed25519PrivateKey.from_private_bytes(ed_seed(kid))
 
 
 def ed_public(kid: str) -> bytes:
     return ed_key(kid).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-def ed_seed(kid: str) -> bytes:
-    return derive("eventseal test vector ed25519 key " + kid, 32)
 
 
 ED_PRIMARY = "hooks-ed-2026"

@@ -329,21 +329,28 @@ fn a_lone_surrogate_in_a_nested_member_name_is_refused_not_forwarded_in_plaintex
     }
 }
 
+/// The body of [`verify_policy_and_event`]'s event.
+const HOOK_BODY: &str = r#"{"type":"invoice.paid","id":"inv-1"}"#;
+
+/// A policy that verifies signatures on `/hooks`, and an event ([`HOOK_BODY`]), in `dir`.
+fn verify_policy_and_event(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (policy, event) = (dir.join("policy.json"), dir.join("event.json"));
+    std::fs::write(
+        &policy,
+        r#"{"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]}"#,
+    )
+    .unwrap();
+    std::fs::write(&event, HOOK_BODY).unwrap();
+    (policy, event)
+}
+
 #[test]
 fn sign_then_verify_through_the_filter() {
     let dir = temp_dir("sign-verify");
     let jwk = stdout(&eventseal(&["keys", "generate", "--purpose", "sign", "--kid", "hooks-1"]));
     let keys = dir.join("keys.json");
     std::fs::write(&keys, format!("{{\"keys\":[{jwk}]}}")).unwrap();
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]}"#,
-    )
-    .unwrap();
-    let event = dir.join("event.json");
-    let body = r#"{"type":"invoice.paid","id":"inv-1"}"#;
-    std::fs::write(&event, body).unwrap();
+    let (policy, event) = verify_policy_and_event(&dir);
     let (keys, policy, event) = (keys.to_str().unwrap(), policy.to_str().unwrap(), event.to_str().unwrap());
 
     let lines = stdout(&eventseal(&["sign", "--keyring", keys, "--id", "msg_1", event]));
@@ -366,9 +373,9 @@ fn sign_then_verify_through_the_filter() {
         args.push(event);
         eventseal(&args)
     };
-    assert_eq!(stdout(&verify(event)).trim_end(), body, "a verified event passes unchanged");
+    assert_eq!(stdout(&verify(event)).trim_end(), HOOK_BODY, "a verified event passes unchanged");
     let forged = dir.join("forged.json");
-    std::fs::write(&forged, body.replace("inv-1", "inv-2")).unwrap();
+    std::fs::write(&forged, HOOK_BODY.replace("inv-1", "inv-2")).unwrap();
     let err = fails_with_one_line(&verify(forged.to_str().unwrap()));
     let problem: serde_json::Value = serde_json::from_str(&err).unwrap();
     assert_eq!(
@@ -558,15 +565,7 @@ fn ed25519_keys_sign_v1a_and_their_public_half_verifies_it_through_the_filter() 
     std::fs::write(&signer, format!("{{\"keys\":[{private}]}}")).unwrap();
     std::fs::write(&verifier, format!("{{\"keys\":[{public}]}}")).unwrap();
     std::fs::write(&hmac_only, format!("{{\"keys\":[{}]}}", std::fs::read_to_string(&hs).unwrap())).unwrap();
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]}"#,
-    )
-    .unwrap();
-    let event = dir.join("event.json");
-    let body = r#"{"type":"invoice.paid","id":"inv-1"}"#;
-    std::fs::write(&event, body).unwrap();
+    let (policy, event) = verify_policy_and_event(&dir);
     let (policy, event) = (policy.to_str().unwrap(), event.to_str().unwrap());
 
     let lines = stdout(&eventseal(&["sign", "--keyring", signer.to_str().unwrap(), "--id", "msg_1", event]));
@@ -588,10 +587,10 @@ fn ed25519_keys_sign_v1a_and_their_public_half_verifies_it_through_the_filter() 
         args.push(event);
         eventseal(&args)
     };
-    assert_eq!(stdout(&verify(&verifier, event)).trim_end(), body, "the public key verifies");
+    assert_eq!(stdout(&verify(&verifier, event)).trim_end(), HOOK_BODY, "the public key verifies");
     let problem = |out: &Output| -> serde_json::Value { serde_json::from_str(&fails_with_one_line(out)).unwrap() };
     let forged = dir.join("forged.json");
-    std::fs::write(&forged, body.replace("inv-1", "inv-2")).unwrap();
+    std::fs::write(&forged, HOOK_BODY.replace("inv-1", "inv-2")).unwrap();
     let tampered = problem(&verify(&verifier, forged.to_str().unwrap()));
     assert_eq!(tampered["type"], "urn:eventseal:problem:signature-invalid");
     assert_eq!(tampered["detail"], "no valid signature");

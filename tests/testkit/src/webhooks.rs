@@ -8,7 +8,6 @@
 
 use crate::case::now;
 use serde_json::{Value, json};
-use std::path::Path;
 
 /// The vectors as `(name, case)`, sorted by name.
 ///
@@ -16,14 +15,8 @@ use std::path::Path;
 ///
 /// When the folder or a vector cannot be read.
 pub fn cases() -> Vec<(String, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vectors/webhooks");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 20, "the webhook vectors are missing from {}", dir.display());
+    let files = crate::generate::vector_files("webhooks");
+    assert!(files.len() >= 20, "the webhook vectors are missing from tests/vectors/webhooks");
     files
         .iter()
         .map(|path| {

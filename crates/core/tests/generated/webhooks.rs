@@ -1,32 +1,12 @@
-//! Runs the Standard Webhooks vectors of `tests/vectors/webhooks/` (`v1` HMAC-SHA256 and
+//! The Standard Webhooks vectors of `tests/vectors/webhooks/` (`v1` HMAC-SHA256 and
 //! `v1a` Ed25519), written by the independent Python generator (`tests/vectors/generate.py`,
 //! pyca `cryptography` for Ed25519): each keyring loads or is refused where the vector says,
 //! each header verifies under the named key or is refused for the named reason, and where the
 //! vector says so, signing with the keyring writes its header byte for byte (Ed25519 is
 //! deterministic, so this is a known answer for the signing side too).
 
+use crate::vectors;
 use eventseal_core::{KeyStatus, Keyring, KeyringError, VerifyError, WebhookHeaders, sign, verify};
-use serde_json::Value;
-use std::path::Path;
-
-fn vectors() -> Vec<(String, Value)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/webhooks");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/vectors/webhooks exists")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 20, "expected the generated webhook vectors in {}", dir.display());
-    files
-        .into_iter()
-        .map(|path| {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&path).expect("readable");
-            (name, serde_json::from_str(&text).expect("JSON"))
-        })
-        .collect()
-}
 
 fn class(error: &VerifyError) -> &'static str {
     match error {
@@ -43,7 +23,9 @@ fn class(error: &VerifyError) -> &'static str {
 #[test]
 fn every_webhook_vector() {
     let mut signed = 0;
-    for (name, vector) in vectors() {
+    let vectors = vectors("webhooks");
+    assert!(vectors.len() >= 20, "the webhook vectors are missing");
+    for (name, vector) in vectors {
         let expected = &vector["expected"];
         let keyring = Keyring::from_value(&vector["keys"], "");
         if let Some(at) = expected["keyring_error"].as_str() {
@@ -91,7 +73,7 @@ fn every_webhook_vector() {
 
 #[test]
 fn a_public_key_cannot_sign() {
-    let (_, vector) = vectors()
+    let (_, vector) = vectors("webhooks")
         .into_iter()
         .find(|(name, _)| name.starts_with("401-"))
         .expect("the public-key vector");
