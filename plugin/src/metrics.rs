@@ -45,6 +45,12 @@ pub enum Counter {
     /// NATS connections closed because a side did not speak the protocol, sent a control
     /// line or payload over the limit, or outran the gateway's bounds.
     NatsProtocolErrors,
+    /// Fields opened under a `retired` key: envelopes still to be resealed (a rotation is
+    /// finished when this stops moving).
+    OpenedUnderRetiredKey,
+    /// Signatures that verified under a signing key other than the primary: senders still
+    /// signing with a key being rotated out.
+    VerifiedUnderNonPrimaryKey,
     /// A gauge: signature ids held in the replay buckets of this VM id (expired ones not
     /// yet dropped included), at most `signatures.replay_capacity`.
     ReplayIds,
@@ -73,6 +79,8 @@ impl Counter {
             Self::KmsCallsResent,
             Self::HoldUnavailable,
             Self::NatsProtocolErrors,
+            Self::OpenedUnderRetiredKey,
+            Self::VerifiedUnderNonPrimaryKey,
             Self::ReplayIds,
         ]
         .into_iter()
@@ -99,6 +107,8 @@ impl Counter {
             Self::KmsCallsResent => "eventseal_kms_calls_resent".to_owned(),
             Self::HoldUnavailable => "eventseal_hold_unavailable".to_owned(),
             Self::NatsProtocolErrors => "eventseal_nats_protocol_errors".to_owned(),
+            Self::OpenedUnderRetiredKey => "eventseal_opened_under_retired_key".to_owned(),
+            Self::VerifiedUnderNonPrimaryKey => "eventseal_verified_under_non_primary_key".to_owned(),
             Self::ReplayIds => "eventseal_replay_ids".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
@@ -124,8 +134,10 @@ impl Counter {
             Self::KmsCallsResent => 14,
             Self::HoldUnavailable => 15,
             Self::NatsProtocolErrors => 16,
-            Self::ReplayIds => 17,
-            Self::Refused(i) => 18 + i,
+            Self::OpenedUnderRetiredKey => 17,
+            Self::VerifiedUnderNonPrimaryKey => 18,
+            Self::ReplayIds => 19,
+            Self::Refused(i) => 20 + i,
         }
     }
 }
@@ -165,6 +177,10 @@ pub fn forwarded(report: &Report) -> Vec<Counter> {
     if report.verified_by.is_some() {
         out.push(Counter::SignaturesVerified);
     }
+    if report.verified_by_non_primary {
+        out.push(Counter::VerifiedUnderNonPrimaryKey);
+    }
+    out.extend(report.retired_opens.iter().map(|_| Counter::OpenedUnderRetiredKey));
     if report.signed {
         out.push(Counter::SignaturesSigned);
     }

@@ -81,11 +81,10 @@ fn prepare_request(case: &Case, sets: &[&Value]) -> (Vec<(String, String)>, Vec<
     let mut headers = header_pairs(&case.request.headers);
     let mut body = case.request.body.as_ref().map_or_else(Vec::new, |b| body_bytes(b, sets));
     if let Some(sign) = &case.sign_request {
-        let secret = jose::key_bytes(sets, &sign.kid);
         let timestamp = now() + sign.timestamp_offset_seconds;
         let signature = match sign.tamper.as_deref() {
             Some("malformed") => "v1,this is not base64!".to_owned(),
-            _ => jose::webhook_signature(&secret, &sign.id, timestamp, &body),
+            _ => jose::webhook_signature_by(sets, &sign.kid, &sign.id, timestamp, &body),
         };
         if sign.tamper.as_deref() == Some("body") {
             body.push(b'\n');
@@ -231,7 +230,7 @@ fn check_message(
             problems.push(format!("{side}: signature timestamp {timestamp} is not now"));
         }
         for kid in &signature.kids {
-            let expected = jose::webhook_signature(&jose::key_bytes(sets, kid), id, timestamp, body);
+            let expected = jose::webhook_signature_by(sets, kid, id, timestamp, body);
             if !given.contains(&expected.as_str()) {
                 problems.push(format!("{side}: no signature by {kid}"));
             }
@@ -259,7 +258,20 @@ fn check_refusal(problem: &Problem, status: u16, problem_type: Option<&str>) -> 
 
 /// Runs `tests/cases/<name>.json` through the component.
 pub fn run(name: &str) {
-    let case = Case::load(name);
+    run_case(name, &Case::load(name));
+}
+
+/// The Standard Webhooks vectors (`v1`, `v1a`, from the independent generator) as cases,
+/// through the component.
+#[test]
+fn every_webhook_vector_through_the_component() {
+    for (name, case) in eventseal_testkit::webhooks::cases() {
+        run_case(&name, &Case::from_value(&name, case));
+    }
+}
+
+/// Runs one case through the component.
+fn run_case(name: &str, case: &Case) {
     let sets: Vec<&Value> = [Some(&case.keys), case.foreign_keys.as_ref()].into_iter().flatten().collect();
     let created = component()
         .create(&case.config.to_string(), &case.keys.to_string())
@@ -273,8 +285,8 @@ pub fn run(name: &str) {
         return;
     }
     let mut sealer = created.unwrap_or_else(|e| panic!("{name}: configuration refused: {}", e.message));
-    let (request_headers, request_body) = prepare_request(&case, &sets);
-    let who = principal(&case, &request_headers);
+    let (request_headers, request_body) = prepare_request(case, &sets);
+    let who = principal(case, &request_headers);
     let mut exchange = Exchange {
         method: case.request.method.clone(),
         path: case.request.path.clone(),
@@ -293,7 +305,7 @@ pub fn run(name: &str) {
             );
         }
     }
-    let secrets = plaintexts(&case);
+    let secrets = plaintexts(case);
     let mut problems = Vec::new();
     let leaks = |problem: &Problem| {
         for secret in &secrets {
@@ -327,6 +339,11 @@ pub fn run(name: &str) {
             Some(problem) => {
                 leaks(problem);
                 problems.extend(check_refusal(problem, reply.status, Some(&reply.problem_type)));
+                if let Some(part) = &reply.detail_contains
+                    && !problem.detail.contains(part.as_str())
+                {
+                    problems.push(format!("detail {:?} does not contain {part:?}", problem.detail));
+                }
             }
             None => problems.push(format!("not refused: request {request:?}, response {client:?}")),
         }

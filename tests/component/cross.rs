@@ -304,3 +304,80 @@ fn both_hosts_decide_every_delivery_the_same_way() {
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+/// RFC 8037 Appendix A.1: an Ed25519 private key `d` and its public key `x`.
+const ED_D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+
+fn ed_key(x: &str, d: Option<&str>) -> Value {
+    let mut jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": "hooks-ed", "alg": "EdDSA", "use": "sig", "x": x, "status": "primary"});
+    if let Some(d) = d {
+        jwk["d"] = json!(d);
+    }
+    jwk
+}
+
+/// A gateway that only verifies, with `keys`, its clock `skew` seconds ahead of now.
+fn verifying_gateway(keys: &Value, skew: u64) -> Plugin {
+    let policy = json!({"rules": [{"name": "hooks", "match": {"methods": ["POST"], "path": "/hooks"}, "verify": true}]});
+    filter()
+        .plugin(
+            PluginConfig::new()
+                .configuration(policy.to_string())
+                .env("EVENTSEAL_KEYS", keys.to_string())
+                .start_time(std::time::SystemTime::now() + std::time::Duration::from_secs(skew)),
+        )
+        .expect("the verifying gateway starts")
+}
+
+/// The problem type slug and detail of a refusal.
+fn refusal(outcome: &HttpOutcome) -> (u16, String, String) {
+    let reply = outcome.local_reply().unwrap_or_else(|| panic!("not refused: {outcome:?}"));
+    let problem: Value = serde_json::from_slice(&reply.body).expect("problem+json");
+    let kind = problem["type"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("urn:eventseal:problem:");
+    (
+        reply.status,
+        kind.to_owned(),
+        problem["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn a_gateway_with_only_the_public_key_verifies_v1a_the_component_signed_and_refuses_the_rest() {
+    // The service's keyring: the shared sealing key, and the Ed25519 private key.
+    let service_keys = json!({"keys": [keys()["keys"][0].clone(), ed_key(ED_X, Some(ED_D))]});
+    let mut signer = component()
+        .create(&policy(true).to_string(), &service_keys.to_string())
+        .expect("the component instantiates")
+        .unwrap_or_else(|e| panic!("configuration refused: {}", e.message));
+    let body = br#"{"type":"invoice.paid","id":"evt-9"}"#;
+    let signed = signer
+        .sign(body, &exchange("/relay", request_headers("acme", "shop", &[])), None)
+        .expect("no trap")
+        .unwrap_or_else(|p| panic!("refused: {p:?}"));
+    let headers = signature_headers(&signed);
+    let signature = headers.iter().find(|(n, _)| n == "webhook-signature").map(|(_, v)| v.as_str());
+    assert!(signature.is_some_and(|s| s.starts_with("v1a,") && !s.contains(' ')), "{headers:?}");
+    let public_only = json!({"keys": [ed_key(ED_X, None)]});
+    let send = |gateway: &Plugin, body: &[u8]| through_gateway(gateway, "/hooks", &headers, body);
+
+    let outcome = send(&verifying_gateway(&public_only, 0), body);
+    let upstream = outcome.forwarded_request().unwrap_or_else(|| panic!("refused: {outcome:?}"));
+    assert_eq!(upstream.body, body, "forwarded unchanged");
+
+    let tampered = send(&verifying_gateway(&public_only, 0), br#"{"type":"invoice.paid","id":"evt-8"}"#);
+    assert_eq!(refusal(&tampered), (401, "signature-invalid".into(), "no valid signature".into()));
+    let late = send(&verifying_gateway(&public_only, 600), body);
+    assert_eq!(refusal(&late).0, 401);
+    assert_eq!(refusal(&late).1, "signature-expired");
+    let other_key = json!({"keys": [ed_key("DAOPqiwZ5nCZ5XMCdnZ1sW5z6IrV9H8mSNF_LpXsW10", None)]});
+    let wrong = send(&verifying_gateway(&other_key, 0), body);
+    assert_eq!(refusal(&wrong), (401, "signature-invalid".into(), "no valid signature".into()));
+    let hmac_only = send(&verifying_gateway(&keys(), 0), body);
+    let (status, kind, detail) = refusal(&hmac_only);
+    assert_eq!((status, kind.as_str()), (401, "signature-invalid"));
+    assert!(detail.starts_with("no signature this keyring can check"), "{detail}");
+}

@@ -23,6 +23,17 @@ pub fn module() -> &'static Module {
     })
 }
 
+/// The Standard Webhooks vectors (`v1`, `v1a`, from the independent generator) as cases,
+/// through the shipped filter in both modes.
+mod webhook_vectors {
+    #[test]
+    fn every_webhook_vector_through_the_filter() {
+        for (name, case) in eventseal_testkit::webhooks::cases() {
+            eventseal_testkit::harness::case_value(crate::module(), &name, &case);
+        }
+    }
+}
+
 /// One test per case file, each run through the shipped filter in the harness.
 mod cases {
     fn run(name: &str) {
@@ -335,6 +346,82 @@ mod audit {
     use eventseal_harness::{Headers, PluginConfig};
     use serde_json::{Value, json};
 
+    /// The filter's log lines, and the audit records among them.
+    fn audit_log(plugin: &eventseal_harness::Plugin) -> (Vec<String>, Vec<Value>) {
+        let log: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
+        let records = log
+            .iter()
+            .filter(|l| l.contains("{\"audit\":1,"))
+            .map(|l| serde_json::from_str(l).expect("a record is one JSON object"))
+            .collect();
+        (log, records)
+    }
+
+    /// The filter with `policy` and the keyring `keys`.
+    fn start(policy: &Value, keys: &Value) -> eventseal_harness::Plugin {
+        module()
+            .plugin(
+                PluginConfig::new()
+                    .configuration(policy.to_string())
+                    .env("EVENTSEAL_KEYS", keys.to_string()),
+            )
+            .expect("the filter starts")
+    }
+
+    #[test]
+    fn keys_being_rotated_out_are_marked_in_the_record() {
+        use crate::case::now;
+        use crate::jose;
+        // Key n is 32 bytes of n.
+        let (new_k, old_k) = ([1u8; 32], [2u8; 32]);
+        let (hook_new, hook_old) = ([3u8; 32], [4u8; 32]);
+        let keys = json!({"keys": [
+            {"kty": "oct", "kid": "k-new", "alg": "A256GCM", "k": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE", "status": "primary"},
+            {"kty": "oct", "kid": "k-old", "alg": "A256GCM", "k": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI", "status": "retired"},
+            {"kty": "oct", "kid": "hooks-new", "alg": "HS256", "k": "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM", "status": "primary"},
+            {"kty": "oct", "kid": "hooks-old", "alg": "HS256", "k": "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ", "status": "active"},
+            {"kty": "oct", "kid": "a1", "alg": "HS256", "use": "audit", "k": "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU", "status": "primary"},
+        ]});
+        let policy = json!({
+            "principal": {"source": "header", "header": "x-client"},
+            "rules": [{"name": "in", "match": {"path": "/in"}, "verify": true, "open": {"fields": ["/card"], "readers": ["*"]}}]
+        });
+        let plugin = start(&policy, &keys);
+        let send = |id: &str, seal_key: (&[u8], &str), hook_key: &[u8]| {
+            let card = jose::seal(seal_key.0, seal_key.1, "/card", &serde_json::Map::new(), &json!("4111"), None);
+            let body = json!({"card": card}).to_string();
+            let ts = now();
+            let signature = jose::webhook_signature(hook_key, id, ts, body.as_bytes());
+            let headers: Headers = [
+                (":method", "POST"),
+                (":path", "/in"),
+                (":authority", "gateway.example"),
+                ("content-type", "application/json"),
+                ("x-client", "reader"),
+                ("webhook-id", id),
+                ("webhook-timestamp", &ts.to_string()),
+                ("webhook-signature", &signature),
+            ]
+            .into();
+            let mut stream = plugin.http_stream().expect("a stream");
+            stream.send_request_headers(headers, false).expect("headers");
+            let _ = stream.send_request_body(body.as_bytes(), true).expect("body");
+            assert!(stream.local_reply().is_none(), "{id}: refused");
+            let _ = stream.finish();
+        };
+        send("msg_stale", (&old_k, "k-old"), &hook_old);
+        send("msg_current", (&new_k, "k-new"), &hook_new);
+        let (log, records) = audit_log(&plugin);
+        assert_eq!(records.len(), 2, "{log:#?}");
+        assert_eq!(records[0]["stale_kids"], json!(["hooks-old", "k-old"]), "{:#}", records[0]);
+        assert!(records[1].get("stale_kids").is_none(), "{:#}", records[1]);
+        let counter = |name: &str| plugin.metric(name).map(|m| m.value());
+        assert_eq!(counter("eventseal_opened_under_retired_key"), Some(1));
+        assert_eq!(counter("eventseal_verified_under_non_primary_key"), Some(1));
+        let keyring = Keyring::from_value(&keys, "").expect("a valid keyring");
+        verify_audit_log(&log.join("\n"), &keyring, true).unwrap_or_else(|e| panic!("the chain does not verify: {e:?}"));
+    }
+
     #[test]
     fn every_decision_is_recorded_in_a_verifiable_chain() {
         let keys = json!({"keys": [
@@ -348,13 +435,7 @@ mod audit {
                 {"name": "admin", "match": {"path": "/admin"}, "producers": ["ops-*"]}
             ]
         });
-        let plugin = module()
-            .plugin(
-                PluginConfig::new()
-                    .configuration(policy.to_string())
-                    .env("EVENTSEAL_KEYS", keys.to_string()),
-            )
-            .expect("the filter starts");
+        let plugin = start(&policy, &keys);
         let send = |path: &str, client: &str, body: Option<&str>| {
             let headers: Headers = [
                 (":method", "POST"),
@@ -382,12 +463,7 @@ mod audit {
         send("/admin", "ops-7", None); // admitted, no body action
         send("/health", "anyone", None); // no rule: no decision, no record
 
-        let log: Vec<String> = plugin.logs().into_iter().map(|l| l.message).collect();
-        let records: Vec<Value> = log
-            .iter()
-            .filter(|l| l.contains("{\"audit\":1,"))
-            .map(|l| serde_json::from_str(l).expect("a record is one JSON object"))
-            .collect();
+        let (log, records) = audit_log(&plugin);
         let outcomes: Vec<(&str, &str)> = records
             .iter()
             .map(|r| (r["rule"].as_str().unwrap_or(""), r["outcome"].as_str().unwrap_or("")))

@@ -461,10 +461,20 @@ fn every_case_through_envoy_matches_the_harness() {
     assert!(names.len() >= 30, "only {} cases", names.len());
     // Every case in both modes (`envoy.headers` forward and hold), each on its own listener.
     let dir = envoy::workspace().join("tests/cases");
-    let cases: Vec<(String, Case)> = names
+    let mut cases: Vec<(String, Case)> = names
         .iter()
         .flat_map(|n| Mode::BOTH.map(|mode| (format!("{n}{}", mode.suffix()), Case::load_from(&dir, n).in_mode(mode))))
         .collect();
+    // The Standard Webhooks vectors (v1, v1a, from the independent generator) as cases.
+    for (name, case) in eventseal_testkit::webhooks::cases() {
+        let name = format!("webhook-vector-{name}");
+        cases.extend(Mode::BOTH.map(|mode| {
+            (
+                format!("{name}{}", mode.suffix()),
+                Case::from_value(&name, case.clone()).in_mode(mode),
+            )
+        }));
+    }
     let (refused, served): (Vec<_>, Vec<_>) = cases.iter().partition(|(_, c)| c.expect.config_refused.is_some());
 
     let bench = Bench::start(&served);

@@ -81,3 +81,54 @@ fn prometheus_shows_the_filter_counters_after_traffic() {
         "{stats}"
     );
 }
+
+/// A rotation is watched in `/stats`: openings under a `retired` key and verifications
+/// under a signing key other than the primary move their counters in real Envoy.
+#[test]
+fn stats_count_openings_under_retired_keys_and_verifications_under_non_primary_keys() {
+    let dir = envoy::workspace().join("tests/cases");
+    let retired = Case::load_from(&dir, "rotation-retired-key-still-opens");
+    let non_primary = Case::load_from(&dir, "rotation-verify-non-primary-key");
+    let (ca, jwt, upstream) = (TestCa::new(), JwtIssuer::new(), Upstream::start());
+    let listeners = [
+        listener("retired", &retired, &ca, &jwt),
+        listener("non-primary", &non_primary, &ca, &jwt),
+    ];
+    let bootstrap = envoy::bootstrap(&listeners, &[("upstream".to_owned(), upstream.addr)]);
+    let envoy = Envoy::start(&bootstrap).unwrap_or_else(|r| panic!("Envoy did not start ({}):\n{}", r.status, r.log));
+    let send = |name: &str, case: &Case| {
+        let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);
+        let request = crate::case::prepare_request(case, &[&case.keys, &foreign]);
+        let spiffe = case.identity.as_ref().and_then(|i| i.spiffe.as_deref());
+        upstream.reset(Answer {
+            headers: vec![(":status".to_owned(), "200".to_owned())],
+            body: None,
+            chunks: 1,
+        });
+        let response = client::send(
+            envoy.listener(name),
+            spiffe.map(|s| ca.client(s)).as_ref(),
+            &client::Request {
+                headers: &request.headers,
+                body: request.body.as_deref(),
+                chunks: 1,
+            },
+        )
+        .expect("Envoy answers");
+        assert_eq!(response.status, Some(200), "{name}: {response:?}");
+        let _ = upstream.received(Duration::from_millis(50));
+    };
+    send("retired", &retired);
+    send("retired", &retired);
+    send("non-primary", &non_primary);
+
+    let (status, stats) = envoy.get("/stats?filter=eventseal").expect("the admin API answers");
+    assert_eq!(status, 200);
+    for line in [
+        "wasmcustom.eventseal_opened_under_retired_key: 2",
+        "wasmcustom.eventseal_verified_under_non_primary_key: 1",
+        "wasmcustom.eventseal_fields_opened: 2",
+    ] {
+        assert!(stats.lines().any(|l| l == line), "no `{line}` in:\n{stats}");
+    }
+}

@@ -84,11 +84,11 @@ def test_binding_and_key_status_are_enforced_by_eventseal_not_jose(vector):
 def test_generate_reproduces_the_committed_vectors(tmp_path):
     subprocess.run([sys.executable, str(VECTORS / "generate.py"), "--out", str(tmp_path)], check=True)
     # The dir vectors, the KMS vectors of FORMAT.md §10 in kms/, the event vectors of §2.1 in
-    # events/, the audit chains in audit/.
-    sets = ["*.json", "kms/*.json", "events/*.json", "audit/*.json"]
+    # events/, the audit chains in audit/, the Standard Webhooks signatures (v1, v1a) in webhooks/.
+    sets = ["*.json", "kms/*.json", "events/*.json", "audit/*.json", "webhooks/*.json"]
     fresh = {str(path.relative_to(tmp_path)): path.read_bytes() for pattern in sets for path in tmp_path.glob(pattern)}
     committed = {str(path.relative_to(VECTORS)): path.read_bytes() for pattern in sets for path in VECTORS.glob(pattern)}
-    for subset in ("kms/", "events/", "audit/"):
+    for subset in ("kms/", "events/", "audit/", "webhooks/"):
         assert any(name.startswith(subset) for name in committed), subset
     assert sorted(fresh) == sorted(committed)
     changed = [name for name in sorted(fresh) if fresh[name] != committed[name]]

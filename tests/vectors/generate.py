@@ -3,13 +3,13 @@
 
 This is an independent implementation of the envelope, written from the spec and
 not from the Rust code: it uses only the Python standard library and pyca
-`cryptography` (AESGCM, AES key wrap). Every envelope is assembled byte by byte.
+`cryptography` (AESGCM, AES key wrap, Ed25519). Every envelope is assembled byte by byte.
 
 Keys and IVs are FIXED (derived with SHA-256 from a label), so the output is
 deterministic: running this script again must reproduce the committed files byte
 for byte (tests/interop/test_jwcrypto.py checks it). Never reuse these keys.
 
-    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json, kms/*.json, events/*.json and audit/*.json
+    python3 tests/vectors/generate.py            # rewrite tests/vectors/*.json, kms/*.json, events/*.json, audit/*.json and webhooks/*.json
     python3 tests/vectors/generate.py --out DIR  # write them somewhere else
 """
 
@@ -21,7 +21,9 @@ import hmac
 import json
 import pathlib
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 TAG_LEN = 16
@@ -900,9 +902,13 @@ def audit_line(instance: str, seq: int, prev: str, facts: dict, keyed: bool) -> 
         "audit": 1, "instance": instance, "seq": seq, "time": rfc3339_millis(facts["time_unix_nanos"]),
         "request_id": facts["request_id"], "principal": facts["principal"], "rule": facts["rule"],
         "direction": facts["direction"], "event_id": facts["event_id"], "event_type": facts["event_type"],
-        "operations": facts["operations"], "fields": fields, "kids": kids, "outcome": facts["outcome"],
-        "reason": facts["reason"], "mac_kid": AUDIT_KID if keyed else None, "prev": prev,
+        "operations": facts["operations"], "fields": fields, "kids": kids,
     }
+    # Only in a record that used a key being rotated out (FORMAT.md §5.1), sorted.
+    if facts.get("stale_kids"):
+        record["stale_kids"] = sorted(set(facts["stale_kids"]))
+    record.update({"outcome": facts["outcome"], "reason": facts["reason"], "mac_kid": AUDIT_KID if keyed else None,
+                   "prev": prev})
     body = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
     if keyed:
         mac = hmac.new(AUDIT_KEY, body.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -911,9 +917,9 @@ def audit_line(instance: str, seq: int, prev: str, facts: dict, keyed: bool) -> 
     return body[:-1] + f',"mac":"{mac}"}}', mac
 
 
-def audit_chain(instance: str, keyed: bool = True) -> list:
+def audit_chain(instance: str, keyed: bool = True, facts_list=None) -> list:
     lines, prev = [], ""
-    for seq, facts in enumerate(AUDIT_FACTS):
+    for seq, facts in enumerate(facts_list or AUDIT_FACTS):
         line, prev = audit_line(instance, seq, prev, facts, keyed)
         lines.append(line)
     return lines
@@ -927,6 +933,12 @@ def audit_vector(name, description, log, expected, *, keyring=None, require_keye
     return name, record
 
 
+STALE_FACTS = [
+    {"time_unix_nanos": 1795000003000000000, "request_id": "req-4", "principal": "spiffe://example.org/ns/billing/sa/invoicer",
+     "rule": "orders-open", "direction": "request", "event_id": "evt-4", "event_type": "com.example.order.created",
+     "operations": ["verify", "open"], "fields": [{"pointer": "/data/card", "result": "opened", "kid": RETIRED}],
+     "other_kids": ["hooks-2025"], "stale_kids": [RETIRED, "hooks-2025"], "outcome": "allowed", "reason": None},
+]
 CHAIN = audit_chain("worker-0")
 EDITED = CHAIN[1].replace('"reader-forbidden"', '"producer-forbidden"')
 AUDIT_VECTORS = [
@@ -945,8 +957,163 @@ AUDIT_VECTORS = [
                  {"line": 1, "reason": "unknown_key"}, keyring={"keys": [jwk(PRIMARY, "primary")]}),
     audit_vector("306-unkeyed-chain", "A chain only hashed (no audit key): it verifies when unkeyed chains are allowed.",
                  audit_chain("worker-1", keyed=False), "valid"),
+    audit_vector("308-stale-keys-marked", "A record of an event verified under a signing key other than the primary "
+                 "and opened under a retired key: both kids are listed in stale_kids (other records leave it out).",
+                 audit_chain("worker-2", facts_list=STALE_FACTS), "valid", facts=("worker-2", STALE_FACTS),
+                 keyring={"keys": [*AUDIT_KEYRING["keys"], jwk(RETIRED, "retired")]}),
     audit_vector("307-unkeyed-chain-refused", "The same unkeyed chain where a keyed chain is required.",
                  audit_chain("worker-1", keyed=False), {"line": 1, "reason": "unkeyed"}, require_keyed=True),
+]
+
+
+# --- Standard Webhooks signatures (docs/FORMAT.md §12), in tests/vectors/webhooks/ -----------
+#
+# `v1`: HMAC-SHA256 (standard library); `v1a`: Ed25519 (pyca `cryptography`), each over
+# `{id}.{timestamp}.{body}`, base64 (standard alphabet, padded), entries space-separated.
+# Ed25519 is deterministic (RFC 8032), so a signer given the keyring must write the
+# `webhook-signature` of a vector marked `"signs": true` byte for byte.
+
+def ed_seed(kid: str) -> bytes:
+    """The 32-byte Ed25519 private key (RFC 8032's seed) of a test kid."""
+    return derive("eventseal test vector ed25519 key " + kid, 32)
+
+
+def ed_key(kid: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(ed_seed(kid))
+
+
+def ed_public(kid: str) -> bytes:
+    return ed_key(kid).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+ED_PRIMARY = "hooks-ed-2026"
+ED_OLD = "hooks-ed-2025"
+ED_STRANGER = "hooks-ed-other"
+HS_KID = "hooks-hs-2026"
+HS_KEY = derive("eventseal test vector hmac key " + HS_KID, 32)
+HOOK_ID = "msg_2Lh8rTz9Yq0vectors"
+HOOK_NOW = 1795000000
+HOOK_BODY = '{"type":"invoice.paid","id":"evt-9","data":{"invoice":"in_1","amount":4200}}'
+
+
+def ed_jwk(kid: str, status: str, *, private: bool = False, form: str = "jwk") -> dict:
+    """An Ed25519 JWK (RFC 8037); `form` "whpk"/"whsk" writes x/d in the Standard Webhooks forms."""
+    key = {"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig"}
+    if form == "whsk":
+        # The 64-byte form: the private key (seed) followed by the public key.
+        key["d"] = "whsk_" + base64.b64encode(ed_seed(kid) + ed_public(kid)).decode("ascii")
+    else:
+        key["x"] = ("whpk_" + base64.b64encode(ed_public(kid)).decode("ascii")) if form == "whpk" else b64(ed_public(kid))
+        if private:
+            key["d"] = b64(ed_seed(kid))
+    key["status"] = status
+    return key
+
+
+def hs_jwk(status: str = "primary") -> dict:
+    return {"kty": "oct", "kid": HS_KID, "alg": "HS256", "k": b64(HS_KEY), "status": status}
+
+
+def signed_content(msg_id: str, timestamp: int, body: str) -> bytes:
+    return f"{msg_id}.{timestamp}.".encode("ascii") + body.encode("utf-8")
+
+
+def v1a(kid: str, msg_id: str = HOOK_ID, timestamp: int = HOOK_NOW, body: str = HOOK_BODY) -> str:
+    return "v1a," + base64.b64encode(ed_key(kid).sign(signed_content(msg_id, timestamp, body))).decode("ascii")
+
+
+def v1(msg_id: str = HOOK_ID, timestamp: int = HOOK_NOW, body: str = HOOK_BODY, key: bytes = HS_KEY) -> str:
+    return "v1," + base64.b64encode(hmac.new(key, signed_content(msg_id, timestamp, body), hashlib.sha256).digest()).decode("ascii")
+
+
+def flip_signature_bit(entry: str, byte: int, bit: int) -> str:
+    version, encoded = entry.split(",", 1)
+    raw = bytearray(base64.b64decode(encoded))
+    raw[byte] ^= 1 << bit
+    return version + "," + base64.b64encode(bytes(raw)).decode("ascii")
+
+
+# The order of the Ed25519 group (RFC 8032 §5.1): S + L is the same scalar, not canonical.
+ED_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def non_canonical_s(entry: str) -> str:
+    version, encoded = entry.split(",", 1)
+    raw = base64.b64decode(encoded)
+    s = int.from_bytes(raw[32:], "little") + ED_L
+    assert s < 2**256
+    return version + "," + base64.b64encode(raw[:32] + s.to_bytes(32, "little")).decode("ascii")
+
+
+def hook(name, description, keys, signature, expected, *, timestamp=HOOK_NOW, body=HOOK_BODY, signs=False):
+    """`expected`: {"kid", "status"} of the key that verifies, or {"error": <class>}, or
+    {"keyring_error": <JSON Pointer>} for a keyring that must be refused at load."""
+    record = {"description": description, "keys": {"keys": keys},
+              "headers": {"webhook-id": HOOK_ID, "webhook-timestamp": str(timestamp), "webhook-signature": signature},
+              "body": body, "now": HOOK_NOW, "tolerance_seconds": 300, "expected": expected, "signs": signs}
+    return name, record
+
+
+def ok(kid, status="primary"):
+    return {"kid": kid, "status": status}
+
+
+SMALL_ORDER_POINT = b"\x01" + b"\x00" * 31  # the identity: a "public key" every signature would fit
+WEBHOOK_VECTORS = [
+    hook("400-v1a-private-key", "An Ed25519 primary key with its private half verifies its v1a signature, and a signer "
+         "with this keyring writes exactly this header.", [ed_jwk(ED_PRIMARY, "primary", private=True)],
+         v1a(ED_PRIMARY), ok(ED_PRIMARY), signs=True),
+    hook("401-v1a-public-key-only", "A keyring holding only the public key verifies (a gateway that cannot forge).",
+         [ed_jwk(ED_PRIMARY, "primary")], v1a(ED_PRIMARY), ok(ED_PRIMARY)),
+    hook("402-v1a-whpk-public-key", "The public key in the Standard Webhooks form: x is whpk_ + base64.",
+         [ed_jwk(ED_PRIMARY, "primary", form="whpk")], v1a(ED_PRIMARY), ok(ED_PRIMARY)),
+    hook("403-v1a-whsk-private-key", "The private key in the Standard Webhooks form: d is whsk_ + base64 of the seed "
+         "and the public key (64 bytes), with no x.", [ed_jwk(ED_PRIMARY, "primary", form="whsk")],
+         v1a(ED_PRIMARY), ok(ED_PRIMARY), signs=True),
+    hook("404-mixed-v1-and-v1a", "A header mixing v1 and v1a: a keyring of the HS256 key and the Ed25519 public key "
+         "verifies it (by the primary, the HS256 key).", [hs_jwk("primary"), ed_jwk(ED_PRIMARY, "active")],
+         v1() + " " + v1a(ED_PRIMARY), ok(HS_KID)),
+    hook("405-mixed-v1a-valid-v1-unknown-key", "A v1 entry by a key the keyring lacks next to a valid v1a entry: any "
+         "valid entry under a usable key passes.", [ed_jwk(ED_PRIMARY, "primary")],
+         v1(key=derive("someone else's hmac key", 32)) + " " + v1a(ED_PRIMARY), ok(ED_PRIMARY)),
+    hook("406-unknown-version-ignored", "Entries of unknown versions are ignored, even malformed-looking ones.",
+         [ed_jwk(ED_PRIMARY, "primary")], "v2,bm90IGEgc2lnbmF0dXJl v1b,AAAA " + v1a(ED_PRIMARY), ok(ED_PRIMARY)),
+    hook("407-v1a-non-primary-key", "A signature by the active (non-primary) key verifies; the key is reported.",
+         [ed_jwk(ED_PRIMARY, "primary"), ed_jwk(ED_OLD, "active")], v1a(ED_OLD), ok(ED_OLD, "active")),
+    hook("408-v1a-retired-key", "A signature by a retired key still verifies; the key is reported.",
+         [ed_jwk(ED_PRIMARY, "primary"), ed_jwk(ED_OLD, "retired")], v1a(ED_OLD), ok(ED_OLD, "retired")),
+    hook("409-v1a-primary-and-active-sign", "During a rotation the primary and the active key both sign, primary "
+         "first.", [ed_jwk(ED_PRIMARY, "primary", private=True), ed_jwk(ED_OLD, "active", private=True)],
+         v1a(ED_PRIMARY) + " " + v1a(ED_OLD), ok(ED_PRIMARY), signs=True),
+    hook("410-v1a-modified-signature", "One bit of R changed: refused.", [ed_jwk(ED_PRIMARY, "primary")],
+         flip_signature_bit(v1a(ED_PRIMARY), 5, 3), {"error": "not_authentic"}),
+    hook("411-v1a-modified-signature-s", "One bit of S changed: refused.", [ed_jwk(ED_PRIMARY, "primary")],
+         flip_signature_bit(v1a(ED_PRIMARY), 40, 0), {"error": "not_authentic"}),
+    hook("412-v1a-modified-body", "The body changed after signing: refused.", [ed_jwk(ED_PRIMARY, "primary")],
+         v1a(ED_PRIMARY), {"error": "not_authentic"}, body=HOOK_BODY.replace("4200", "4201")),
+    hook("413-v1a-wrong-key", "Signed by a key the keyring does not hold: refused.", [ed_jwk(ED_PRIMARY, "primary")],
+         v1a(ED_STRANGER), {"error": "not_authentic"}),
+    hook("414-v1a-disabled-key", "Signed by a disabled key: refused.",
+         [ed_jwk(ED_PRIMARY, "primary"), ed_jwk(ED_OLD, "disabled")], v1a(ED_OLD), {"error": "not_authentic"}),
+    hook("415-v1a-non-canonical-s", "S replaced by S + L (the same scalar, not reduced): refused (RFC 8032 §5.1.7).",
+         [ed_jwk(ED_PRIMARY, "primary")], non_canonical_s(v1a(ED_PRIMARY)), {"error": "not_authentic"}),
+    hook("416-v1a-only-hmac-keyring", "Only v1a entries and only an HS256 key: nothing the keyring can check.",
+         [hs_jwk("primary")], v1a(ED_PRIMARY), {"error": "no_checkable_signature"}),
+    hook("417-v1-only-ed25519-keyring", "Only v1 entries and only an Ed25519 key: nothing the keyring can check.",
+         [ed_jwk(ED_PRIMARY, "primary")], v1(), {"error": "no_checkable_signature"}),
+    hook("418-v1a-wrong-length", "A v1a entry of 32 bytes: the header is malformed.", [ed_jwk(ED_PRIMARY, "primary")],
+         "v1a," + base64.b64encode(bytes(32)).decode("ascii"), {"error": "malformed_header"}),
+    hook("419-v1a-expired", "A valid signature 301 s older than now, with a tolerance of 300 s.",
+         [ed_jwk(ED_PRIMARY, "primary")], v1a(ED_PRIMARY, timestamp=HOOK_NOW - 301), {"error": "timestamp_too_old"},
+         timestamp=HOOK_NOW - 301),
+    hook("420-keyring-x-not-public-key-of-d", "x is not the public key of d: the keyring is refused.",
+         [{**ed_jwk(ED_PRIMARY, "primary", private=True), "x": b64(ed_public(ED_OLD))}], v1a(ED_PRIMARY),
+         {"keyring_error": "/keys/0/x"}),
+    hook("421-keyring-small-order-x", "x is a point of small order (the identity): the keyring is refused.",
+         [{**ed_jwk(ED_PRIMARY, "primary"), "x": b64(SMALL_ORDER_POINT)}], v1a(ED_PRIMARY),
+         {"keyring_error": "/keys/0/x"}),
+    hook("422-keyring-wrong-curve", "crv X25519 is a key-agreement key, not a signing key: refused.",
+         [{**ed_jwk(ED_PRIMARY, "primary"), "crv": "X25519"}], v1a(ED_PRIMARY), {"keyring_error": "/keys/0/crv"}),
 ]
 
 
@@ -970,6 +1137,7 @@ def main() -> None:
     write(out / "kms", KMS_VECTORS)
     write(out / "events", EVENT_VECTORS)
     write(out / "audit", AUDIT_VECTORS)
+    write(out / "webhooks", WEBHOOK_VECTORS)
 
 
 if __name__ == "__main__":

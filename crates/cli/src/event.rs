@@ -194,15 +194,17 @@ pub fn run(operation: Operation, policy_text: &str, keyring_text: &str, exchange
     }
 }
 
-/// Signs `event` with the keyring's primary HS256 key (and its active ones), as
-/// Standard Webhooks headers.
+/// Signs `event` with the keyring's primary signing key (and its active ones), as
+/// Standard Webhooks headers: `v1` for an HS256 key, `v1a` for an Ed25519 key.
 ///
 /// # Errors
 /// An invalid keyring, no signing key, an invalid id, or a failing random generator.
 pub fn sign(keyring_text: &str, id: Option<String>, timestamp: Option<i64>, event: &[u8]) -> Result<[(&'static str, String); 3], Failure> {
     let keyring = Keyring::from_jwks(keyring_text).map_err(|e| Failure::new(format!("keyring: {e}")))?;
-    if keyring.primary(KeyUse::Sign).is_none() {
-        return Err(Failure::new("keyring: no primary HS256 (signing) key"));
+    if !keyring.primary(KeyUse::Sign).is_some_and(eventseal_core::Key::can_sign) {
+        return Err(Failure::new(
+            "keyring: no primary signing key that can sign (HS256, or Ed25519 with its private key d)",
+        ));
     }
     let id = match id {
         Some(id) => id,

@@ -3,7 +3,9 @@
 #![deny(unsafe_code)] // one exception: loading the precompiled filter (`embedded`)
 
 pub mod embedded;
+pub mod reseal;
 pub mod rewrap;
+mod strings;
 
 /// A one-line error for the user; never contains key material.
 #[derive(Debug)]

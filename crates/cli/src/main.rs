@@ -7,7 +7,7 @@ mod filter;
 mod keys;
 
 use clap::{Parser, Subcommand};
-use eventseal::{Failure, rewrap};
+use eventseal::{Failure, reseal, rewrap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate and rotate keys.
+    /// Generate and rotate keys; print the public half of Ed25519 signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Work with audit logs.
@@ -38,7 +38,8 @@ enum Command {
     /// Signing does not go through the filter: in Envoy (proxy-wasm ABI 0.2.1) headers are
     /// forwarded before the body is read, so the filter cannot sign and refuses "sign": true
     /// at load. This command signs with eventseal-core directly, with the keyring's primary
-    /// HS256 key (and every active one, for rotation), like the component does.
+    /// signing key (and every active one, for rotation), like the component does: `v1` for
+    /// an HS256 key, `v1a` for an Ed25519 key.
     Sign {
         /// The keyring (a JWK Set file) holding the signing key.
         #[arg(long)]
@@ -68,6 +69,24 @@ enum Command {
         /// The environment variable holding the KMS token (it needs update on <mount>/rewrap/<key>).
         #[arg(long, default_value = "BAO_TOKEN")]
         token_env: String,
+        /// Rewrite the event file instead of printing it.
+        #[arg(long)]
+        in_place: bool,
+        /// The event file.
+        event: PathBuf,
+    },
+    /// Move an event's envelopes under retired local keys to the primary key.
+    ///
+    /// Every field sealed (alg dir) under a key whose status is "retired" is opened and
+    /// sealed again under the keyring's primary key, for the same pointer and context; the
+    /// plaintext stays in memory and is wiped. Nothing else in the event changes, byte for
+    /// byte. Prints the event, or rewrites the file with --in-place, and reports on stderr
+    /// what moved and what could not (unknown or disabled key, not authentic): then it
+    /// exits with 1, after writing the envelopes it could move.
+    Reseal {
+        /// The keyring (a JWK Set file): the retired keys and the new primary.
+        #[arg(long)]
+        keyring: PathBuf,
         /// Rewrite the event file instead of printing it.
         #[arg(long)]
         in_place: bool,
@@ -117,11 +136,14 @@ struct EventArgs {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Print a new random key as a JWK.
+    /// Print a new random key as a JWK (for Ed25519, the private key: keep it secret).
     Generate {
         /// What the key is for.
         #[arg(long, value_enum, default_value = "seal")]
         purpose: keys::Purpose,
+        /// The algorithm of a signing key: hs256 (v1 signatures) or ed25519 (v1a).
+        #[arg(long, value_enum, default_value = "hs256")]
+        alg: keys::Alg,
         /// The key id.
         #[arg(long)]
         kid: String,
@@ -137,12 +159,21 @@ enum KeysCommand {
         /// What the key is for.
         #[arg(long, value_enum, default_value = "seal")]
         purpose: keys::Purpose,
+        /// The algorithm of a new signing key: hs256 (v1 signatures) or ed25519 (v1a).
+        #[arg(long, value_enum, default_value = "hs256")]
+        alg: keys::Alg,
         /// The new key's id.
         #[arg(long)]
         kid: String,
         /// The old primary's new status.
         #[arg(long, value_enum, default_value = "retired")]
         demote_to: keys::Status,
+    },
+    /// Print the public half of an Ed25519 key (a JWK file) or of a keyring's Ed25519 keys
+    /// (a JWK Set file), for gateways that only verify.
+    Public {
+        /// The JWK or JWK Set file holding the private keys.
+        key: PathBuf,
     },
 }
 
@@ -191,6 +222,11 @@ fn run_event(operation: event::Operation, args: EventArgs) -> Result<(), Failure
             }
         })
         .map_err(|e| Failure::new(format!("cannot write the event: {e}")))
+}
+
+/// A JSON file (a key, a keyring), never quoted in the error: it may hold secrets.
+fn read_json(path: &Path) -> Result<serde_json::Value, Failure> {
+    serde_json::from_str(&read(path)?).map_err(|_| Failure::new(format!("{} is not JSON", path.display())))
 }
 
 fn read(path: &Path) -> Result<String, Failure> {
@@ -246,6 +282,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             eprintln!("rewrapped {count} envelope(s)");
         }
+        Command::Reseal {
+            keyring,
+            in_place,
+            event: path,
+        } => {
+            let ring = eventseal_core::Keyring::from_jwks(&read(&keyring)?).map_err(|e| Failure::new(e.to_string()))?;
+            let done = reseal::run(&read_bytes(&path)?, &ring)?;
+            if in_place {
+                if !done.moved.is_empty() {
+                    write_atomically(&path, &String::from_utf8_lossy(&done.event))?;
+                }
+            } else {
+                std::io::Write::write_all(&mut std::io::stdout().lock(), &done.event)
+                    .map_err(|e| Failure::new(format!("cannot write the event: {e}")))?;
+            }
+            for (at, from, to) in &done.moved {
+                eprintln!("moved {at}: {from} -> {to}");
+            }
+            for (at, why) in &done.refused {
+                eprintln!("not moved {at}: {why}");
+            }
+            eprintln!(
+                "resealed {} envelope(s); {} already under keys in service; {} could not be moved",
+                done.moved.len(),
+                done.current,
+                done.refused.len()
+            );
+            if !done.refused.is_empty() {
+                return Err(Failure::new(format!(
+                    "{} envelope(s) could not be moved (see above); the key that sealed them is unknown or disabled",
+                    done.refused.len()
+                )));
+            }
+        }
         Command::Demo { event } => {
             let event = match event {
                 Some(path) => read(&path)?,
@@ -253,18 +323,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             demo::run(&event)?;
         }
-        Command::Keys(KeysCommand::Generate { purpose, kid, status }) => {
-            println!("{}", keys::generate(purpose, &kid, status)?);
+        Command::Keys(KeysCommand::Generate { purpose, alg, kid, status }) => {
+            println!("{}", keys::generate(purpose, alg, &kid, status)?);
+        }
+        Command::Keys(KeysCommand::Public { key }) => {
+            let jwks = read_json(&key)?;
+            let public = serde_json::to_string_pretty(&keys::public(&jwks)?).map_err(|e| Failure::new(e.to_string()))?;
+            println!("{public}");
         }
         Command::Keys(KeysCommand::Rotate {
             keyring,
             purpose,
+            alg,
             kid,
             demote_to,
         }) => {
-            let mut jwks: serde_json::Value =
-                serde_json::from_str(&read(&keyring)?).map_err(|_| Failure::new(format!("{} is not JSON", keyring.display())))?;
-            keys::rotate(&mut jwks, purpose, &kid, demote_to)?;
+            let mut jwks = read_json(&keyring)?;
+            keys::rotate(&mut jwks, purpose, alg, &kid, demote_to)?;
             let text = serde_json::to_string_pretty(&jwks).map_err(|e| Failure::new(e.to_string()))?;
             write_atomically(&keyring, &(text + "\n"))?;
             eprintln!("{kid} is now the primary key in {}", keyring.display());

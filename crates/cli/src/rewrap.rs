@@ -6,9 +6,8 @@
 //! nothing else in the event changes, byte for byte. The data keys and the fields'
 //! plaintext are never seen here: `rewrap` returns a ciphertext only.
 
-use crate::Failure;
+use crate::{Failure, strings};
 use eventseal_core::{SecretBytes, TransitRewrap, with_wrapped_key, wrapped_key_of};
-use serde_json::Value;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -23,8 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// A [`Failure`] when the event is not JSON, the KMS cannot be reached, or it refuses a
 /// rewrap (the event is then left as it was).
 pub fn run(event: &[u8], kms: &str, token: &Zeroizing<String>) -> Result<(Vec<u8>, usize), Failure> {
-    let text = std::str::from_utf8(event).map_err(|_| Failure::new("the event is not UTF-8"))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| Failure::new(format!("the event is not JSON: {e}")))?;
+    let (text, value) = strings::parse(event)?;
     let authority = kms
         .strip_prefix("http://")
         .map(|rest| rest.trim_end_matches('/'))
@@ -41,8 +39,12 @@ pub fn run(event: &[u8], kms: &str, token: &Zeroizing<String>) -> Result<(Vec<u8
         .build()
         .into();
     let token = SecretBytes::new(token.as_bytes().to_vec());
-    let mut envelopes = Vec::new();
-    collect(&value, &mut envelopes);
+    let mut envelopes: Vec<String> = Vec::new();
+    for (_, envelope) in strings::find(&value, &|s| wrapped_key_of(s).is_some()) {
+        if !envelopes.contains(&envelope) {
+            envelopes.push(envelope);
+        }
+    }
     let mut out = text.to_owned();
     let mut count = 0;
     for envelope in envelopes {
@@ -55,27 +57,9 @@ pub fn run(event: &[u8], kms: &str, token: &Zeroizing<String>) -> Result<(Vec<u8
         let rewrapped =
             TransitRewrap::outcome(status, &reply).map_err(|e| Failure::new(format!("{e} on {} ({wrapped})", transit.name())))?;
         let new = with_wrapped_key(&envelope, &rewrapped).ok_or_else(|| Failure::new("an envelope changed under us"))?;
-        // Envelopes are base64url and dots: their JSON string is the text itself.
-        let (old, new) = (format!("\"{envelope}\""), format!("\"{new}\""));
-        if !out.contains(&old) {
-            return Err(Failure::new(
-                "an envelope is written with JSON escapes; rewrite the event without them first",
-            ));
-        }
-        count += out.matches(&old).count();
-        out = out.replace(&old, &new);
+        count += strings::replace(&mut out, &envelope, &new)?;
     }
     Ok((out.into_bytes(), count))
-}
-
-/// Every string in `value` that is a KMS envelope, each once.
-fn collect(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) if wrapped_key_of(s).is_some() && !out.contains(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
-        Value::Object(members) => members.values().for_each(|v| collect(v, out)),
-        _ => {}
-    }
 }
 
 /// Sends one call to the KMS: the status and the body.

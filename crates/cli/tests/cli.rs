@@ -151,6 +151,8 @@ fn every_command_has_help() {
         &["keys", "--help"],
         &["keys", "generate", "--help"],
         &["keys", "rotate", "--help"],
+        &["keys", "public", "--help"],
+        &["reseal", "--help"],
         &["audit", "verify", "--help"],
         &["audit", "--help"],
         &["seal", "--help"],
@@ -378,21 +380,28 @@ fn a_lone_surrogate_in_a_nested_member_name_is_refused_not_forwarded_in_plaintex
     }
 }
 
+/// The body of [`verify_policy_and_event`]'s event.
+const HOOK_BODY: &str = r#"{"type":"invoice.paid","id":"inv-1"}"#;
+
+/// A policy that verifies signatures on `/hooks`, and an event ([`HOOK_BODY`]), in `dir`.
+fn verify_policy_and_event(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (policy, event) = (dir.join("policy.json"), dir.join("event.json"));
+    std::fs::write(
+        &policy,
+        r#"{"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]}"#,
+    )
+    .unwrap();
+    std::fs::write(&event, HOOK_BODY).unwrap();
+    (policy, event)
+}
+
 #[test]
 fn sign_then_verify_through_the_filter() {
     let dir = temp_dir("sign-verify");
     let jwk = stdout(&eventseal(&["keys", "generate", "--purpose", "sign", "--kid", "hooks-1"]));
     let keys = dir.join("keys.json");
     std::fs::write(&keys, format!("{{\"keys\":[{jwk}]}}")).unwrap();
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]}"#,
-    )
-    .unwrap();
-    let event = dir.join("event.json");
-    let body = r#"{"type":"invoice.paid","id":"inv-1"}"#;
-    std::fs::write(&event, body).unwrap();
+    let (policy, event) = verify_policy_and_event(&dir);
     let (keys, policy, event) = (keys.to_str().unwrap(), policy.to_str().unwrap(), event.to_str().unwrap());
 
     let lines = stdout(&eventseal(&["sign", "--keyring", keys, "--id", "msg_1", event]));
@@ -415,9 +424,9 @@ fn sign_then_verify_through_the_filter() {
         args.push(event);
         eventseal(&args)
     };
-    assert_eq!(stdout(&verify(event)).trim_end(), body, "a verified event passes unchanged");
+    assert_eq!(stdout(&verify(event)).trim_end(), HOOK_BODY, "a verified event passes unchanged");
     let forged = dir.join("forged.json");
-    std::fs::write(&forged, body.replace("inv-1", "inv-2")).unwrap();
+    std::fs::write(&forged, HOOK_BODY.replace("inv-1", "inv-2")).unwrap();
     let err = fails_with_one_line(&verify(forged.to_str().unwrap()));
     let problem: serde_json::Value = serde_json::from_str(&err).unwrap();
     assert_eq!(
@@ -431,7 +440,7 @@ fn sign_then_verify_through_the_filter() {
     let seal_only = dir.join("seal-only.json");
     std::fs::write(&seal_only, std::fs::read_to_string(demo_file("keys.json")).unwrap()).unwrap();
     let err = fails_with_one_line(&eventseal(&["sign", "--keyring", seal_only.to_str().unwrap(), event]));
-    assert!(err.contains("no primary HS256"), "{err}");
+    assert!(err.contains("no primary signing key"), "{err}");
 }
 
 #[test]
@@ -571,4 +580,204 @@ fn audit_verify_accepts_the_filters_log_and_names_the_first_broken_link() {
     edited[records[1]] = edited[records[1]].replace("\"outcome\":\"refused\"", "\"outcome\":\"allowed\"");
     let err = fails_with_one_line(&verify(&edited));
     assert!(err.contains(&format!("line {}: record was modified", records[1] + 1)), "{err}");
+}
+
+#[test]
+fn ed25519_keys_sign_v1a_and_their_public_half_verifies_it_through_the_filter() {
+    let dir = temp_dir("ed25519");
+    let private = stdout(&eventseal(&[
+        "keys",
+        "generate",
+        "--purpose",
+        "sign",
+        "--alg",
+        "ed25519",
+        "--kid",
+        "hooks-ed",
+    ]));
+    let jwk: serde_json::Value = serde_json::from_str(&private).unwrap();
+    assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
+    assert!(jwk["d"].is_string() && jwk["x"].is_string(), "{private}");
+    let key_file = dir.join("private.json");
+    std::fs::write(&key_file, &private).unwrap();
+    let public = stdout(&eventseal(&["keys", "public", key_file.to_str().unwrap()]));
+    let public_jwk: serde_json::Value = serde_json::from_str(&public).unwrap();
+    assert_eq!(public_jwk["x"], jwk["x"]);
+    assert!(
+        public_jwk.get("d").is_none() && !public.contains(jwk["d"].as_str().unwrap()),
+        "{public}"
+    );
+    // A symmetric key has no public half.
+    let hs = dir.join("hs.json");
+    std::fs::write(&hs, stdout(&eventseal(&["keys", "generate", "--purpose", "sign", "--kid", "h"]))).unwrap();
+    assert!(fails_with_one_line(&eventseal(&["keys", "public", hs.to_str().unwrap()])).contains("no public half"));
+
+    let (signer, verifier, hmac_only) = (dir.join("signer.json"), dir.join("verifier.json"), dir.join("hmac.json"));
+    std::fs::write(&signer, format!("{{\"keys\":[{private}]}}")).unwrap();
+    std::fs::write(&verifier, format!("{{\"keys\":[{public}]}}")).unwrap();
+    std::fs::write(&hmac_only, format!("{{\"keys\":[{}]}}", std::fs::read_to_string(&hs).unwrap())).unwrap();
+    let (policy, event) = verify_policy_and_event(&dir);
+    let (policy, event) = (policy.to_str().unwrap(), event.to_str().unwrap());
+
+    let lines = stdout(&eventseal(&["sign", "--keyring", signer.to_str().unwrap(), "--id", "msg_1", event]));
+    let headers: Vec<&str> = lines.lines().collect();
+    assert!(headers[2].starts_with("webhook-signature: v1a,"), "{lines}");
+    let verify = |keys: &PathBuf, event: &str| {
+        let mut args = vec![
+            "verify",
+            "--policy",
+            policy,
+            "--keyring",
+            keys.to_str().unwrap(),
+            "--path",
+            "/hooks",
+        ];
+        for h in &headers {
+            args.extend(["-H", h]);
+        }
+        args.push(event);
+        eventseal(&args)
+    };
+    assert_eq!(stdout(&verify(&verifier, event)).trim_end(), HOOK_BODY, "the public key verifies");
+    let problem = |out: &Output| -> serde_json::Value { serde_json::from_str(&fails_with_one_line(out)).unwrap() };
+    let forged = dir.join("forged.json");
+    std::fs::write(&forged, HOOK_BODY.replace("inv-1", "inv-2")).unwrap();
+    let tampered = problem(&verify(&verifier, forged.to_str().unwrap()));
+    assert_eq!(tampered["type"], "urn:eventseal:problem:signature-invalid");
+    assert_eq!(tampered["detail"], "no valid signature");
+    let unchecked = problem(&verify(&hmac_only, event));
+    assert_eq!(unchecked["type"], "urn:eventseal:problem:signature-invalid");
+    assert!(
+        unchecked["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no signature this keyring can check"),
+        "{unchecked}"
+    );
+    // A verifier's keyring cannot sign.
+    let err = fails_with_one_line(&eventseal(&["sign", "--keyring", verifier.to_str().unwrap(), event]));
+    assert!(err.contains("no primary signing key that can sign"), "{err}");
+}
+
+/// A keyring mid-rotation: `k-new` primary, `k-old` retired, `k-gone` disabled.
+const RESEAL_KEYS: &str = r#"{"keys": [
+    {"kty": "oct", "kid": "k-new", "alg": "A256GCM", "k": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "status": "primary"},
+    {"kty": "oct", "kid": "k-old", "alg": "A256GCM", "k": "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8", "status": "retired"},
+    {"kty": "oct", "kid": "k-gone", "alg": "A256GCM", "k": "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8", "status": "disabled"}
+]}"#;
+
+/// An envelope of `value` at `pointer` under `kid` (a key of [`RESEAL_KEYS`], or any other
+/// kid for a key the keyring does not have).
+fn sealed_under(kid: &str, pointer: &str, value: &serde_json::Value) -> String {
+    let all: serde_json::Value = serde_json::from_str(RESEAL_KEYS).unwrap();
+    let k = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kid"] == kid)
+        .map_or("YGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn8", |j| j["k"].as_str().unwrap());
+    let only = Keyring::from_jwks(&format!(
+        r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"A256GCM","k":"{k}","status":"primary"}}]}}"#
+    ))
+    .unwrap();
+    let context: eventseal_core::Context = [("type", "order.created")].into_iter().collect();
+    eventseal_core::seal_value(&only, pointer, &context, value).unwrap().0
+}
+
+/// The kid in an envelope's protected header.
+fn kid_of(envelope: &str) -> String {
+    use base64::Engine as _;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(envelope.split('.').next().unwrap())
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// An event with odd spacing and member order, so a rewrite would show.
+fn reseal_event(card: &str, email: &str) -> String {
+    format!(
+        "{{\n  \"type\":  \"order.created\",\n  \"data\": {{\"card\": \"{card}\",   \"note\": \"keep  me\", \"amount\": 1.50,\n    \"email\":\"{email}\"}}\n}}\n"
+    )
+}
+
+fn reseal(dir: &std::path::Path, event: &str, extra: &[&str]) -> (Output, PathBuf) {
+    let (keys, file) = (dir.join("keys.json"), dir.join("event.json"));
+    std::fs::write(&keys, RESEAL_KEYS).unwrap();
+    std::fs::write(&file, event).unwrap();
+    let mut args = vec!["reseal", "--keyring", keys.to_str().unwrap()];
+    args.extend(extra);
+    args.push(file.to_str().unwrap());
+    (eventseal(&args), file)
+}
+
+#[test]
+fn reseal_moves_a_retired_envelope_to_the_primary_and_touches_nothing_else() {
+    let dir = temp_dir("reseal-moves");
+    let card = sealed_under("k-old", "/data/card", &serde_json::json!("4111 1111 1111 1111"));
+    let email = sealed_under("k-new", "/data/email", &serde_json::json!("ada@example.org"));
+    let event = reseal_event(&card, &email);
+    let (out, _) = reseal(&dir, &event, &[]);
+    let printed = stdout(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("moved /data/card: k-old -> k-new"), "{err}");
+    assert!(
+        err.contains("resealed 1 envelope(s); 1 already under keys in service; 0 could not be moved"),
+        "{err}"
+    );
+    let value: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let new_card = value["data"]["card"].as_str().unwrap();
+    assert_eq!(kid_of(new_card), "k-new");
+    // Byte for byte the same event, but for the one envelope.
+    assert_eq!(printed, event.replace(&card, new_card));
+    // It opens under the primary, for the same field and context.
+    let ring = Keyring::from_jwks(RESEAL_KEYS).unwrap();
+    let context: eventseal_core::Context = [("type", "order.created")].into_iter().collect();
+    let (opened, kid) = eventseal_core::open_value(&ring, "/data/card", &context, new_card).unwrap();
+    assert_eq!((opened, kid.as_str()), (serde_json::json!("4111 1111 1111 1111"), "k-new"));
+    assert!(!err.contains("4111") && !printed.contains("4111"), "no plaintext anywhere");
+}
+
+#[test]
+fn reseal_leaves_envelopes_under_keys_in_service_alone() {
+    let dir = temp_dir("reseal-current");
+    let card = sealed_under("k-new", "/data/card", &serde_json::json!({"n": "4111"}));
+    let email = sealed_under("k-new", "/data/email", &serde_json::json!("ada@example.org"));
+    let event = reseal_event(&card, &email);
+    let (out, file) = reseal(&dir, &event, &["--in-place"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), event, "the file is untouched");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resealed 0 envelope(s); 2 already under keys in service"), "{err}");
+}
+
+#[test]
+fn reseal_reports_unknown_and_disabled_keys_and_fails() {
+    let dir = temp_dir("reseal-refused");
+    for (kid, reason) in [("k-gone", "key k-gone is disabled"), ("k-elsewhere", "unknown key k-elsewhere")] {
+        let card = sealed_under(kid, "/data/card", &serde_json::json!("4111 1111 1111 1111"));
+        let email = sealed_under("k-old", "/data/email", &serde_json::json!("ada@example.org"));
+        let event = reseal_event(&card, &email);
+        let (out, file) = reseal(&dir, &event, &["--in-place"]);
+        assert!(!out.status.success(), "{kid}: must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("not moved /data/card: {reason}")), "{err}");
+        assert!(err.contains("moved /data/email: k-old -> k-new"), "{err}");
+        assert!(
+            err.lines()
+                .last()
+                .unwrap()
+                .starts_with("eventseal: 1 envelope(s) could not be moved"),
+            "{err}"
+        );
+        // What could be moved is written; the refused envelope and everything else stay.
+        let written = std::fs::read_to_string(&file).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&written).unwrap();
+        let new_email = value["data"]["email"].as_str().unwrap();
+        assert_eq!(kid_of(new_email), "k-new");
+        assert_eq!(written, event.replace(&email, new_email), "{kid}");
+    }
 }

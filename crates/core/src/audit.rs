@@ -41,6 +41,9 @@ pub struct AuditFacts<'a> {
     pub fields: &'a [FieldOutcome],
     /// Key ids used besides the fields' (e.g. the verifying key).
     pub other_kids: Vec<String>,
+    /// Key ids used that are being rotated out: a `retired` key that opened a field, a
+    /// signing key other than the primary that verified. Empty in most records.
+    pub stale_kids: Vec<String>,
     /// `allowed`, `refused` or `forwarded_unchanged`.
     pub outcome: &'static str,
     /// The problem slug for a refusal.
@@ -69,11 +72,21 @@ impl<'a> AuditFacts<'a> {
             operations,
             fields: &report.fields,
             other_kids: report.verified_by.iter().map(|k| k.as_str().to_owned()).collect(),
+            stale_kids: stale_kids(report),
             outcome,
             reason: reason.map(ProblemKind::slug),
             ..Self::default()
         }
     }
+}
+
+/// The distinct key ids of a report that are being rotated out, sorted.
+fn stale_kids(report: &Report) -> Vec<String> {
+    let verified = report.verified_by.iter().filter(|_| report.verified_by_non_primary);
+    let mut kids: Vec<String> = report.retired_opens.iter().chain(verified).map(|k| k.as_str().to_owned()).collect();
+    kids.sort_unstable();
+    kids.dedup();
+    kids
 }
 
 #[derive(Serialize)]
@@ -100,6 +113,9 @@ struct Record<'a> {
     operations: &'a [&'static str],
     fields: Vec<FieldRecord<'a>>,
     kids: Vec<&'a str>,
+    /// Only when a key being rotated out was used, so other records keep their bytes.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stale_kids: &'a [String],
     outcome: &'static str,
     reason: Option<&'static str>,
     mac_kid: Option<&'a str>,
@@ -155,6 +171,7 @@ impl AuditChain {
                 })
                 .collect(),
             kids,
+            stale_kids: &facts.stale_kids,
             outcome: facts.outcome,
             reason: facts.reason,
             mac_kid: key.map(|k| k.kid().as_str()),

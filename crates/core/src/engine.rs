@@ -6,7 +6,7 @@ use crate::document::{Edit, FieldOutcome, OpenError, SealError, SealingKey, open
 use crate::envelope::{Context, Rejection, wrapped_key_of};
 use crate::event::{Event, splice};
 use crate::json::DocumentError;
-use crate::keyring::{KeyId, Keyring};
+use crate::keyring::{KeyId, KeyStatus, Keyring};
 use crate::pointer::FieldPath;
 use crate::policy::{ContextSource, Denied, FieldSet, Grant, OnError, OpenGroup, PathMatch, Policy, Rule};
 use crate::problem::{Direction, Problem, ProblemKind};
@@ -138,6 +138,12 @@ pub struct Report {
     pub fields: Vec<FieldOutcome>,
     /// The key whose signature verified.
     pub verified_by: Option<KeyId>,
+    /// Whether that key is not the primary signing key: the sender still signs with a key
+    /// being rotated out.
+    pub verified_by_non_primary: bool,
+    /// The key of each field opened under a `retired` key, one entry per field: these
+    /// envelopes should be resealed (FORMAT.md §5.1, `eventseal reseal`).
+    pub retired_opens: Vec<KeyId>,
     /// Whether the body was signed.
     pub signed: bool,
     /// `forward_unchanged` let a failure through; this is why.
@@ -356,13 +362,23 @@ impl Engine {
             return Err(Problem::document(&too_large, job.direction));
         }
         if job.rule.verify {
-            report.verified_by = Some(self.verify_stage(job, replay)?);
+            let (kid, status) = self.verify_stage(job, replay)?;
+            report.verified_by = Some(kid);
+            report.verified_by_non_primary = status != KeyStatus::Primary;
         }
         let new_body = if job.rule.needs_json() && !job.body.iter().all(u8::is_ascii_whitespace) {
             self.field_stages(job, keys, report)?
         } else {
             None
         };
+        report.retired_opens = report
+            .fields
+            .iter()
+            .filter(|f| f.result == crate::FieldResult::Opened)
+            .filter_map(|f| f.kid.as_ref())
+            .filter(|kid| self.keyring.get(kid.as_str()).is_some_and(|k| k.status() == KeyStatus::Retired))
+            .cloned()
+            .collect();
         let mut set_headers = Vec::new();
         if job.rule.sign {
             set_headers = self.sign_stage(job, new_body.as_deref().unwrap_or(job.body))?;
@@ -372,8 +388,8 @@ impl Engine {
     }
 
     /// Verifies the Standard Webhooks signature and records its id against replays; the key
-    /// that verified.
-    fn verify_stage(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache) -> Result<KeyId, Problem> {
+    /// that verified, and its status.
+    fn verify_stage(&self, job: &BodyJob<'_>, replay: &mut dyn ReplayCache) -> Result<(KeyId, KeyStatus), Problem> {
         let headers = WebhookHeaders {
             id: header(job.headers, webhook::ID_HEADER),
             timestamp: header(job.headers, webhook::TIMESTAMP_HEADER),
@@ -388,7 +404,7 @@ impl Engine {
             Admission::Replayed => return Err(Problem::verify(&VerifyError::Replayed, job.direction)),
             Admission::Full { retry_after } => return Err(Problem::replay_cache_full(job.direction, retry_after)),
         }
-        Ok(verified.kid)
+        Ok((verified.kid, verified.status))
     }
 
     /// Reads the event once, then seals and opens its fields: the new body, or `None` when

@@ -1,4 +1,5 @@
-//! Keyrings: JWK Sets (RFC 7517) of symmetric keys with a rotation status.
+//! Keyrings: JWK Sets (RFC 7517) of symmetric keys and Ed25519 keys (RFC 8037) with a
+//! rotation status.
 
 use crate::secret::{MacKey, SecretBytes};
 use aes_gcm::{Aes256Gcm, KeyInit};
@@ -6,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
 
 /// A key identifier (`kid`), carried in every envelope and signature decision.
@@ -43,7 +45,7 @@ impl fmt::Display for KeyId {
 pub enum KeyUse {
     /// `A256GCM`: seals and opens fields.
     Seal,
-    /// `HS256`: signs and verifies Standard Webhooks signatures.
+    /// `HS256` or `EdDSA` (Ed25519): signs and verifies Standard Webhooks signatures.
     Sign,
     /// `HS256` with `"use": "audit"`: keys the audit trail's hash chain.
     Audit,
@@ -102,6 +104,10 @@ enum KeyMaterial {
     Aead(Box<Aes256Gcm>),
     /// Keyed once at load: no signature or audit record hashes the key again.
     Mac(Box<MacKey>),
+    /// An Ed25519 public key: verifies `v1a` signatures only.
+    Ed25519Public(Box<VerifyingKey>),
+    /// An Ed25519 private key (wiped on drop): signs `v1a`, and verifies with its public half.
+    Ed25519Private(Box<SigningKey>),
 }
 
 impl Key {
@@ -120,17 +126,39 @@ impl Key {
         self.status
     }
 
+    /// Whether the key can make signatures: an HS256 key, or an Ed25519 key with its private half.
+    pub fn can_sign(&self) -> bool {
+        matches!(self.material, KeyMaterial::Mac(_) | KeyMaterial::Ed25519Private(_))
+    }
+
     pub(crate) fn aead(&self) -> Option<&Aes256Gcm> {
         match &self.material {
             KeyMaterial::Aead(cipher) => Some(cipher),
-            KeyMaterial::Mac(_) => None,
+            _ => None,
         }
     }
 
     pub(crate) fn mac_key(&self) -> Option<&MacKey> {
         match &self.material {
             KeyMaterial::Mac(key) => Some(key),
-            KeyMaterial::Aead(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The Ed25519 public key of an Ed25519 key, private or not.
+    pub(crate) fn ed25519_public(&self) -> Option<VerifyingKey> {
+        match &self.material {
+            KeyMaterial::Ed25519Public(key) => Some(**key),
+            KeyMaterial::Ed25519Private(key) => Some(key.verifying_key()),
+            _ => None,
+        }
+    }
+
+    /// The Ed25519 private key, if the keyring holds it.
+    pub(crate) fn ed25519_private(&self) -> Option<&SigningKey> {
+        match &self.material {
+            KeyMaterial::Ed25519Private(key) => Some(key),
+            _ => None,
         }
     }
 
@@ -173,7 +201,7 @@ pub enum KeyringError {
     DuplicateKid(String),
     /// A use has keys in service but not exactly one primary.
     PrimaryCount {
-        /// `A256GCM` or `HS256`.
+        /// `A256GCM`, `HS256 or EdDSA` (signing) or `HS256 audit`.
         alg: &'static str,
         /// How many primaries were found.
         found: usize,
@@ -226,7 +254,11 @@ impl Keyring {
             }
             keys.push(key);
         }
-        for (key_use, alg) in [(KeyUse::Seal, "A256GCM"), (KeyUse::Sign, "HS256"), (KeyUse::Audit, "HS256 audit")] {
+        for (key_use, alg) in [
+            (KeyUse::Seal, "A256GCM"),
+            (KeyUse::Sign, "HS256 or EdDSA"),
+            (KeyUse::Audit, "HS256 audit"),
+        ] {
             let in_use = keys.iter().filter(|k| k.key_use == key_use && k.status != KeyStatus::Disabled);
             let (count, primaries) = in_use.fold((0, 0), |(n, p), k| (n + 1, p + usize::from(k.status == KeyStatus::Primary)));
             if count > 0 && primaries != 1 {
@@ -252,6 +284,28 @@ impl Keyring {
     }
 }
 
+/// The public half of an Ed25519 JWK, for verifiers: `kty`, `crv`, `kid`, `alg`, `use`,
+/// `x` (base64url) and `status`, without `d`. The JWK is validated as in a keyring.
+///
+/// # Errors
+/// [`KeyringError`] for an invalid JWK, or one that is not an Ed25519 key (`/kty`).
+pub fn public_jwk(jwk: &Value) -> Result<Value, KeyringError> {
+    let key = parse_jwk(jwk, "")?;
+    let public = key.ed25519_public().ok_or_else(|| KeyringError::Invalid {
+        at: "/kty".to_owned(),
+        expected: "\"OKP\" (an Ed25519 key): a symmetric key has no public half".to_owned(),
+    })?;
+    Ok(serde_json::json!({
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "kid": key.kid.as_str(),
+        "alg": "EdDSA",
+        "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(public.to_bytes()),
+        "status": key.status.as_str(),
+    }))
+}
+
 fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
     let invalid = |member: &str, expected: &str| KeyringError::Invalid {
         at: format!("{at}{member}"),
@@ -259,9 +313,11 @@ fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
     };
     let obj: &Map<String, Value> = jwk.as_object().ok_or_else(|| invalid("", "a JWK object"))?;
     let text = |member: &str| obj.get(member).and_then(Value::as_str);
-    if text("kty") != Some("oct") {
-        return Err(invalid("/kty", "\"oct\" (a symmetric key)"));
-    }
+    let okp = match text("kty") {
+        Some("oct") => false,
+        Some("OKP") => true,
+        _ => return Err(invalid("/kty", "\"oct\" (a symmetric key) or \"OKP\" (an Ed25519 key)")),
+    };
     let kid = text("kid").filter(|k| !k.is_empty() && k.len() <= 128 && k.chars().all(|c| !c.is_control()));
     let kid = KeyId(
         kid.ok_or_else(|| invalid("/kid", "a non-empty string of at most 128 printable characters"))?
@@ -270,6 +326,16 @@ fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
     let status = text("status")
         .and_then(KeyStatus::parse)
         .ok_or_else(|| invalid("/status", "one of \"primary\", \"active\", \"retired\", \"disabled\""))?;
+    if okp {
+        let material = parse_okp(obj, &invalid)?;
+        return Ok(Key {
+            kid,
+            key_use: KeyUse::Sign,
+            status,
+            material,
+            seals: AtomicU64::new(0),
+        });
+    }
     let k = text("k").ok_or_else(|| invalid("/k", "the key bytes, base64url (or a whsec_ secret for HS256)"))?;
     let declared = text("use");
     let (key_use, material) = match (text("alg"), declared) {
@@ -303,6 +369,74 @@ fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
         material,
         seals: AtomicU64::new(0),
     })
+}
+
+/// The members of an Ed25519 JWK (RFC 8037 §2) after `kty`, `kid` and `status`: `crv`
+/// `Ed25519`; `alg` `EdDSA` and `use` `sig` when present; `x` the public key and `d` the
+/// private key (32 bytes base64url each), or their Standard Webhooks forms: `x` as `whpk_`
+/// and `d` as `whsk_` + standard base64 (of the 32-byte seed, or of seed and public key, 64
+/// bytes). With `d`, `x` may be left out; when given it must be `d`'s public key.
+fn parse_okp(obj: &Map<String, Value>, invalid: &dyn Fn(&str, &str) -> KeyringError) -> Result<KeyMaterial, KeyringError> {
+    let text = |member: &str| obj.get(member).and_then(Value::as_str);
+    if text("crv") != Some("Ed25519") {
+        return Err(invalid("/crv", "\"Ed25519\""));
+    }
+    if obj.contains_key("alg") && text("alg") != Some("EdDSA") {
+        return Err(invalid("/alg", "\"EdDSA\" for an Ed25519 key, when present"));
+    }
+    if obj.contains_key("use") && text("use") != Some("sig") {
+        return Err(invalid("/use", "\"sig\" for an Ed25519 key, when present"));
+    }
+    let x = match obj.get("x") {
+        None => None,
+        Some(x) => {
+            let bytes = x
+                .as_str()
+                .and_then(|x| decode_key_string(x, "whpk_"))
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| invalid("/x", "the 32-byte public key, base64url, or a Standard Webhooks \"whpk_\" key"))?;
+            let mut point = [0u8; 32];
+            point.copy_from_slice(bytes.expose());
+            let key = VerifyingKey::from_bytes(&point)
+                .ok()
+                .filter(|k| !k.is_weak())
+                .ok_or_else(|| invalid("/x", "an Ed25519 public key (a point of large order)"))?;
+            Some(key)
+        }
+    };
+    let Some(d) = obj.get("d") else {
+        let x = x.ok_or_else(|| invalid("/x", "the public key (or \"d\", the private key)"))?;
+        return Ok(KeyMaterial::Ed25519Public(Box::new(x)));
+    };
+    let secret = d
+        .as_str()
+        .and_then(|d| decode_key_string(d, "whsk_"))
+        .filter(|b| b.len() == 32 || b.len() == 64)
+        .ok_or_else(|| {
+            invalid(
+                "/d",
+                "the 32-byte private key, base64url, or a Standard Webhooks \"whsk_\" key (base64 of 32 bytes, or of 64: private and public key)",
+            )
+        })?;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    seed.copy_from_slice(&secret.expose()[..32]);
+    let signing = SigningKey::from_bytes(&seed);
+    let public = signing.verifying_key();
+    if secret.len() == 64 && secret.expose()[32..] != public.to_bytes() {
+        return Err(invalid("/d", "a whsk_ key whose last 32 bytes are the public key of its first 32"));
+    }
+    if x.is_some_and(|x| x != public) {
+        return Err(invalid("/x", "the public key of \"d\""));
+    }
+    Ok(KeyMaterial::Ed25519Private(Box::new(signing)))
+}
+
+/// A key string: base64url, or `prefix` and standard base64 (the Standard Webhooks forms).
+fn decode_key_string(text: &str, prefix: &str) -> Option<SecretBytes> {
+    match text.strip_prefix(prefix) {
+        Some(b64) => STANDARD.decode(b64).ok().map(SecretBytes::new),
+        None => decode_b64url(text),
+    }
 }
 
 fn decode_b64url(text: &str) -> Option<SecretBytes> {
@@ -383,5 +517,54 @@ mod tests {
         ))
         .unwrap_err();
         assert!(!err.to_string().contains(K1));
+    }
+
+    #[test]
+    fn ed25519_keys_in_jwk_and_standard_webhooks_forms() {
+        // RFC 8037 Appendix A.1: the private key d and its public key x.
+        let d = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let private = ring(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "d": d, "x": x, "status": "primary"}])).unwrap();
+        assert!(private.primary(KeyUse::Sign).unwrap().can_sign());
+        let public = ring(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": x, "alg": "EdDSA", "status": "primary"}])).unwrap();
+        assert!(!public.primary(KeyUse::Sign).unwrap().can_sign());
+        let whpk = format!("whpk_{}", STANDARD.encode(URL_SAFE_NO_PAD.decode(x).unwrap()));
+        assert!(ring(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": whpk, "status": "primary"}])).is_ok());
+        let mut both = URL_SAFE_NO_PAD.decode(d).unwrap();
+        both.extend(URL_SAFE_NO_PAD.decode(x).unwrap());
+        let whsk = format!("whsk_{}", STANDARD.encode(&both));
+        let from_whsk = ring(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "d": whsk, "status": "primary"}])).unwrap();
+        assert!(from_whsk.primary(KeyUse::Sign).unwrap().can_sign());
+        // Located errors that never show the private key.
+        let at = |keys: Value| match ring(keys) {
+            Err(KeyringError::Invalid { at, expected }) => {
+                assert!(!expected.contains(d), "{expected}");
+                at
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            at(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "status": "primary"}])),
+            "/keys/0/x"
+        );
+        assert_eq!(
+            at(json!([{"kty": "OKP", "crv": "Ed448", "kid": "e", "x": x, "status": "primary"}])),
+            "/keys/0/crv"
+        );
+        assert_eq!(
+            at(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": x, "alg": "ES256", "status": "primary"}])),
+            "/keys/0/alg"
+        );
+        assert_eq!(
+            at(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "d": "AAAA", "status": "primary"}])),
+            "/keys/0/d"
+        );
+        let other_x = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            at(json!([{"kty": "OKP", "crv": "Ed25519", "kid": "e", "d": d, "x": other_x, "status": "primary"}])),
+            "/keys/0/x"
+        );
+        let shown = format!("{private:?}");
+        assert!(!shown.contains(d) && !shown.contains("SigningKey"), "{shown}");
     }
 }

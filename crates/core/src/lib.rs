@@ -35,14 +35,15 @@ pub use problem::{Direction, PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 // The envelope (docs/FORMAT.md): one value at a time, and whole events.
 pub use document::{FieldOutcome, FieldResult, OpenError, SealError, open_fields, seal_fields};
 pub use envelope::{
-    Context, Rejection, SealFailure, open_bytes, open_value, open_value_with, seal_value, seal_value_with, with_wrapped_key, wrapped_key_of,
+    Context, Rejection, Reseal, ResealError, SealFailure, open_bytes, open_value, open_value_with, reseal, seal_value, seal_value_with,
+    with_wrapped_key, wrapped_key_of,
 };
 pub use event::Event;
 pub use json::{DocumentError, Limits};
 pub use pointer::{FieldPath, PointerError};
 // Keys: keyrings, and KMS data keys with the Vault Transit protocol (no I/O).
 pub use datakey::{DataKey, DataKeyError, DataKeyLookup, Unwrap, WrappedKey};
-pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY};
+pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY, public_jwk};
 pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, RewrapError, TransitCall, TransitRewrap, VaultTransit};
 pub use secret::SecretBytes;
 // Standard Webhooks signatures.

@@ -268,7 +268,7 @@ impl Problem {
             VerifyError::MissingHeader(_) => ProblemKind::SignatureMissing,
             VerifyError::MalformedHeader(_) => ProblemKind::SignatureMalformed,
             VerifyError::TimestampTooOld | VerifyError::TimestampTooNew => ProblemKind::SignatureExpired,
-            VerifyError::NotAuthentic => ProblemKind::SignatureInvalid,
+            VerifyError::NotAuthentic | VerifyError::NoCheckableSignature => ProblemKind::SignatureInvalid,
             VerifyError::Replayed => ProblemKind::SignatureReplayed,
         };
         Self::new(kind, direction, error.to_string())

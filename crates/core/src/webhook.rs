@@ -1,10 +1,12 @@
-//! Standard Webhooks signatures (`v1`, HMAC-SHA256 over `id.timestamp.body`).
+//! Standard Webhooks signatures over `id.timestamp.body`: `v1` (HMAC-SHA256) and `v1a`
+//! (Ed25519, RFC 8032).
 
-use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
+use crate::keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring};
 use crate::secret::MacKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use core::fmt;
+use ed25519_dalek::{Signature, Signer as _};
 use hmac::Mac;
 use subtle::ConstantTimeEq;
 
@@ -42,6 +44,8 @@ pub struct Verified {
     pub timestamp: i64,
     /// The key whose signature matched.
     pub kid: KeyId,
+    /// That key's status: anything but `primary` is reported during a rotation.
+    pub status: KeyStatus,
 }
 
 /// Why a signature was refused. `NotAuthentic` deliberately says nothing more.
@@ -56,8 +60,11 @@ pub enum VerifyError {
     TimestampTooOld,
     /// The timestamp is further in the future than the tolerance.
     TimestampTooNew,
-    /// No `v1` signature matches any verifying key.
+    /// No signature matches any verifying key.
     NotAuthentic,
+    /// The header holds no signature of a version the keyring has a key for (`v1` needs an
+    /// HS256 key, `v1a` an Ed25519 key): nothing could be checked.
+    NoCheckableSignature,
     /// This message id was already accepted within the tolerance window.
     Replayed,
 }
@@ -70,6 +77,9 @@ impl fmt::Display for VerifyError {
             Self::TimestampTooOld => f.write_str("signature timestamp is too old"),
             Self::TimestampTooNew => f.write_str("signature timestamp is too far in the future"),
             Self::NotAuthentic => f.write_str("no valid signature"),
+            Self::NoCheckableSignature => {
+                f.write_str("no signature this keyring can check: v1 needs an HS256 key, v1a an Ed25519 key, other versions are ignored")
+            }
             Self::Replayed => f.write_str("message id was already seen"),
         }
     }
@@ -81,7 +91,7 @@ impl std::error::Error for VerifyError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SignError {
-    /// The keyring has no primary `HS256` key.
+    /// The keyring has no primary signing key, or only the public half of an Ed25519 one.
     NoSigningKey,
     /// The message id is not acceptable (empty, too long, or not printable ASCII).
     InvalidId,
@@ -90,7 +100,7 @@ pub enum SignError {
 impl fmt::Display for SignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::NoSigningKey => "no primary HS256 key to sign with",
+            Self::NoSigningKey => "no primary signing key (HS256, or Ed25519 with its private key) to sign with",
             Self::InvalidId => "message id must be 1 to 256 printable ASCII characters",
         })
     }
@@ -116,32 +126,60 @@ fn mac(key: &MacKey, id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Signs a message: one `v1,` signature per signing key (the primary, and any `active`
-/// key during a rotation), space-separated, for the `webhook-signature` header.
+/// The bytes an Ed25519 signature covers: `id.timestamp.body`.
+fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let timestamp = timestamp.to_string();
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+    content.extend_from_slice(id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
+}
+
+/// Signs a message: one signature per signing key (the primary, and any `active` key
+/// during a rotation), `v1,` for an HS256 key and `v1a,` for an Ed25519 key,
+/// space-separated, for the `webhook-signature` header. Public-only keys do not sign.
 ///
 /// # Errors
-/// [`SignError`] without a primary HS256 key or with an unusable id.
+/// [`SignError`] without a primary key that can sign, or with an unusable id.
 pub fn sign(keyring: &Keyring, id: &str, timestamp: i64, body: &[u8]) -> Result<String, SignError> {
     if !valid_id(id) {
         return Err(SignError::InvalidId);
     }
-    let primary = keyring.primary(KeyUse::Sign).ok_or(SignError::NoSigningKey)?;
+    let primary = keyring
+        .primary(KeyUse::Sign)
+        .filter(|k| k.can_sign())
+        .ok_or(SignError::NoSigningKey)?;
     let active = keyring
         .keys()
         .filter(|k| k.key_use() == KeyUse::Sign && k.status() == KeyStatus::Active);
+    let mut content = None;
     let signatures: Vec<String> = core::iter::once(primary)
         .chain(active)
-        .filter_map(|k| k.mac_key())
-        .map(|key| format!("v1,{}", STANDARD.encode(mac(key, id, timestamp, body))))
+        .filter_map(|k| {
+            if let Some(key) = k.mac_key() {
+                return Some(format!("v1,{}", STANDARD.encode(mac(key, id, timestamp, body))));
+            }
+            let content = content.get_or_insert_with(|| signed_content(id, timestamp, body));
+            let signature = k.ed25519_private()?.sign(content);
+            Some(format!("v1a,{}", STANDARD.encode(signature.to_bytes())))
+        })
         .collect();
     Ok(signatures.join(" "))
 }
 
-/// Verifies a message against every non-disabled `HS256` key, with the timestamp within
-/// `tolerance_secs` of `now` (both Unix seconds). Replay is the caller's next check.
+/// Verifies a message against every non-disabled signing key, with the timestamp within
+/// `tolerance_secs` of `now` (both Unix seconds): `v1` entries against the HS256 keys,
+/// `v1a` entries against the Ed25519 keys (public or private); one valid entry suffices,
+/// and entries of other versions are ignored. The primary key is tried first, so a
+/// message it signed is never reported as verified by a key being rotated out. Replay is
+/// the caller's next check.
 ///
 /// # Errors
-/// [`VerifyError`] for missing or malformed headers, a stale timestamp, or no match.
+/// [`VerifyError`] for missing or malformed headers, a stale timestamp, no entry the
+/// keyring can check, or no match.
 pub fn verify(keyring: &Keyring, headers: WebhookHeaders<'_>, body: &[u8], now: i64, tolerance_secs: u64) -> Result<Verified, VerifyError> {
     let id = present(headers.id, ID_HEADER)?;
     let timestamp_text = present(headers.timestamp, TIMESTAMP_HEADER)?;
@@ -158,19 +196,48 @@ pub fn verify(keyring: &Keyring, headers: WebhookHeaders<'_>, body: &[u8], now: 
     if timestamp.saturating_sub(now) > tolerance {
         return Err(VerifyError::TimestampTooNew);
     }
-    let verifying = keyring
+    // A version is checkable if the keyring has a signing key of its kind, even a disabled
+    // one: a signature by a disabled key is not authentic, not uncheckable.
+    let checkable = keyring
         .keys()
-        .filter(|k| k.key_use() == KeyUse::Sign && k.status() != KeyStatus::Disabled);
+        .filter(|k| k.key_use() == KeyUse::Sign)
+        .any(|k| (k.mac_key().is_some() && !candidates.v1.is_empty()) || (k.ed25519_public().is_some() && !candidates.v1a.is_empty()));
+    if !checkable {
+        return Err(VerifyError::NoCheckableSignature);
+    }
+    let mut verifying: Vec<&Key> = keyring
+        .keys()
+        .filter(|k| k.key_use() == KeyUse::Sign && k.status() != KeyStatus::Disabled)
+        .collect();
+    // Stable: the primary first, then the others in keyring order.
+    verifying.sort_by_key(|k| k.status() != KeyStatus::Primary);
+    let mut content = None;
     for key in verifying {
-        let Some(mac_key) = key.mac_key() else { continue };
-        let expected = mac(mac_key, id, timestamp, body);
-        // Compare against every candidate without stopping early on a mismatch.
-        let matched = candidates.iter().fold(subtle::Choice::from(0), |any, c| any | c.ct_eq(&expected));
-        if bool::from(matched) {
+        let matched = if let Some(mac_key) = key.mac_key() {
+            let expected = mac(mac_key, id, timestamp, body);
+            // Compare against every candidate without stopping early on a mismatch.
+            bool::from(
+                candidates
+                    .v1
+                    .iter()
+                    .fold(subtle::Choice::from(0), |any, c| any | c.ct_eq(&expected)),
+            )
+        } else if let Some(public) = key.ed25519_public() {
+            let content = content.get_or_insert_with(|| signed_content(id, timestamp, body));
+            // Strict (RFC 8032 §5.1.7 with canonical S and no small-order keys or R).
+            candidates
+                .v1a
+                .iter()
+                .any(|c| public.verify_strict(content, &Signature::from_bytes(c)).is_ok())
+        } else {
+            false
+        };
+        if matched {
             return Ok(Verified {
                 id: id.to_owned(),
                 timestamp,
                 kid: key.kid().clone(),
+                status: key.status(),
             });
         }
     }
@@ -185,29 +252,42 @@ fn parse_timestamp(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
-/// The `v1` signatures of a `webhook-signature` header. Entries of other versions (`v1a`, …)
-/// are skipped as the standard says; anything else malformed refuses the whole header.
-fn parse_signatures(header: &str) -> Result<Vec<[u8; 32]>, VerifyError> {
-    let malformed = VerifyError::MalformedHeader(SIGNATURE_HEADER);
-    let mut v1 = Vec::new();
+/// The signatures of a `webhook-signature` header, by version.
+#[derive(Default)]
+struct Candidates {
+    /// `v1`: HMAC-SHA256, 32 bytes.
+    v1: Vec<[u8; 32]>,
+    /// `v1a`: Ed25519, 64 bytes.
+    v1a: Vec<[u8; 64]>,
+}
+
+/// The `v1` and `v1a` signatures of a `webhook-signature` header. Entries of other versions
+/// (`v2`, …) are skipped, as the standard lets versions be added; an entry of a known
+/// version with the wrong length, or anything else malformed, refuses the whole header.
+fn parse_signatures(header: &str) -> Result<Candidates, VerifyError> {
+    let malformed = || VerifyError::MalformedHeader(SIGNATURE_HEADER);
+    let mut candidates = Candidates::default();
     for (i, entry) in header.split(' ').enumerate() {
         if i >= MAX_SIGNATURES {
-            return Err(malformed);
+            return Err(malformed());
         }
-        let (version, encoded) = entry.split_once(',').ok_or(malformed.clone())?;
+        let (version, encoded) = entry.split_once(',').ok_or_else(malformed)?;
         if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(malformed);
+            return Err(malformed());
         }
-        if version != "v1" {
+        if version != "v1" && version != "v1a" {
             continue;
         }
-        let bytes = STANDARD.decode(encoded).map_err(|_| malformed.clone())?;
-        v1.push(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| malformed.clone())?);
+        let bytes = STANDARD.decode(encoded).map_err(|_| malformed())?;
+        if version == "v1" {
+            candidates.v1.push(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| malformed())?);
+        } else {
+            candidates
+                .v1a
+                .push(<[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| malformed())?);
+        }
     }
-    if v1.is_empty() {
-        return Err(VerifyError::NotAuthentic);
-    }
-    Ok(v1)
+    Ok(candidates)
 }
 
 #[cfg(test)]
@@ -335,7 +415,15 @@ mod tests {
         }
         assert_eq!(
             verify(&r, headers(Some(ID), Some("1614265330"), Some("v1a,abcd")), BODY, TS, 300),
-            Err(VerifyError::NotAuthentic)
+            Err(VerifyError::MalformedHeader(SIGNATURE_HEADER))
         );
+        let sig64 = STANDARD.encode([7u8; 64]);
+        for only_unknown in [format!("v1a,{sig64}"), "v2,abcd".to_owned()] {
+            assert_eq!(
+                verify(&r, headers(Some(ID), Some("1614265330"), Some(&only_unknown)), BODY, TS, 300),
+                Err(VerifyError::NoCheckableSignature),
+                "{only_unknown}"
+            );
+        }
     }
 }

@@ -127,7 +127,7 @@ pub struct Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
-    /// The HS256 key.
+    /// The key: HS256 (`v1`), or Ed25519 with its private key (`v1a`).
     pub kid: String,
     /// `webhook-id`.
     pub id: String,
@@ -171,6 +171,9 @@ pub struct LocalReplyExpect {
     /// The problem's `request_id`.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Text the problem's `detail` must contain (where two refusals share a type).
+    #[serde(default)]
+    pub detail_contains: Option<String>,
     /// Whether the upstream saw any of the body.
     #[serde(default)]
     pub upstream_reached: bool,
@@ -283,7 +286,17 @@ impl Case {
     pub fn load_from(dir: &std::path::Path, name: &str) -> Case {
         let path = dir.join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not a valid case: {e}", path.display()));
+        let case: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+        Case::from_value(&path.display().to_string(), case)
+    }
+
+    /// A case built in memory (for example from a vector), checked like a case file.
+    ///
+    /// # Panics
+    ///
+    /// When `case` is not a valid case.
+    pub fn from_value(name: &str, case: Value) -> Case {
+        let case: Case = serde_json::from_value(case).unwrap_or_else(|e| panic!("{name}: not a valid case: {e}"));
         for e in std::iter::once(&case.expect).chain(&case.expect_hold) {
             let kinds = [
                 e.local_reply.is_some(),
@@ -434,12 +447,11 @@ pub fn prepare_request(case: &Case, sets: &[&Value]) -> Prepared {
     pairs.extend(header_pairs(headers));
     let mut body = body.as_ref().map(|b| body_bytes(b, sets));
     if let Some(sign) = &case.sign_request {
-        let secret = jose::key_bytes(sets, &sign.kid);
         let timestamp = now() + sign.timestamp_offset_seconds;
         let signed = body.clone().unwrap_or_default();
         let signature = match sign.tamper.as_deref() {
             Some("malformed") => "v1,this is not base64!".to_owned(),
-            _ => jose::webhook_signature(&secret, &sign.id, timestamp, &signed),
+            _ => jose::webhook_signature_by(sets, &sign.kid, &sign.id, timestamp, &signed),
         };
         if sign.tamper.as_deref() == Some("body") {
             body.get_or_insert_with(Vec::new).push(b'\n');

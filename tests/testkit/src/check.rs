@@ -123,9 +123,15 @@ pub fn config_refused(name: &str, case: &Case, logs: &[String]) {
         None => report.expect(false, || format!("the filter refused its configuration: {logs:?}")),
         Some(expected) => {
             let line = logs.iter().find(|l| l.starts_with("eventseal: configuration refused:"));
-            report.expect(line.is_some_and(|l| l.contains(&format!("configuration {}:", expected.at))), || {
+            // The policy's errors are located in the configuration, the keyring's in the keyring.
+            let located = |l: &&String| {
+                ["configuration", "keyring"]
+                    .iter()
+                    .any(|doc| l.contains(&format!("{doc} {}:", expected.at)))
+            };
+            report.expect(line.is_some_and(|l| located(&l)), || {
                 format!(
-                    "expected a log line `eventseal: configuration refused: configuration {}: ...`, got {logs:?}",
+                    "expected a log line `eventseal: configuration refused: configuration|keyring {}: ...`, got {logs:?}",
                     expected.at
                 )
             });
@@ -223,6 +229,14 @@ fn local_reply(report: &mut Report, case: &Case, expected: &LocalReplyExpect, ob
             format!("request_id: expected {id}, got {body}")
         });
     }
+    if let Some(part) = &expected.detail_contains {
+        report.expect(
+            body.get("detail")
+                .and_then(Value::as_str)
+                .is_some_and(|d| d.contains(part.as_str())),
+            || format!("detail: expected it to contain {part:?}, got {body}"),
+        );
+    }
     let reached = !observed.upstream.body.is_empty() || observed.upstream.end_of_stream;
     report.expect(reached == expected.upstream_reached, || {
         format!(
@@ -307,7 +321,7 @@ fn message(report: &mut Report, side: &str, expected: &MessageExpect, m: &Messag
                 });
                 let offered: Vec<&str> = header.split(' ').collect();
                 for kid in &signature.kids {
-                    let expected = jose::webhook_signature(&jose::key_bytes(sets, kid), id, timestamp, &m.body);
+                    let expected = jose::webhook_signature_by(sets, kid, id, timestamp, &m.body);
                     report.expect(offered.contains(&expected.as_str()), || {
                         format!("{side}: no valid signature by {kid} in {header:?}")
                     });

@@ -26,6 +26,22 @@ pub fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases")
 }
 
+/// The `.json` files of `tests/vectors/<set>` (`""`: the envelope vectors), sorted.
+///
+/// # Panics
+///
+/// When the folder cannot be read.
+pub fn vector_files(set: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vectors").join(set);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The names of the case files in `tests/cases` (without `.json`), sorted.
 ///
 /// # Panics

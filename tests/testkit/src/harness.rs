@@ -107,6 +107,18 @@ pub fn case(module: &Module, name: &str) {
     }
 }
 
+/// Runs a case built in memory (see [`Case::from_value`]) through the filter in both modes.
+///
+/// # Panics
+///
+/// That is how a case fails.
+pub fn case_value(module: &Module, name: &str, case: &serde_json::Value) {
+    for mode in Mode::BOTH {
+        let built = Case::from_value(name, case.clone()).in_mode(mode);
+        case_in_mode(module, &format!("{name}{}", mode.suffix()), &built);
+    }
+}
+
 /// Runs `case` (in one mode) through the filter in the harness and checks it.
 fn case_in_mode(module: &Module, name: &str, case: &Case) {
     let foreign = case.foreign_keys.clone().unwrap_or(Value::Null);

@@ -1,4 +1,5 @@
-//! The runner's own JWE (`dir`, `A256GCM`) and Standard Webhooks `v1` code, written from
+//! The runner's own JWE (`dir`, `A256GCM`) and Standard Webhooks `v1`/`v1a` code (HMAC from
+//! RustCrypto's 0.12 line, Ed25519 from ring; core uses hmac 0.13 and ed25519-dalek), written from
 //! the specifications (RFC 7516, docs/FORMAT.md, standardwebhooks.com) and independent of
 //! eventseal-core, so that cases do not trust the implementation under test to make their
 //! inputs or to judge its own outputs.
@@ -11,14 +12,18 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-/// A key of a case's JWK Sets: its raw bytes.
-pub fn key_bytes(sets: &[&Value], kid: &str) -> Vec<u8> {
-    let jwk = sets
-        .iter()
+/// A key of a case's JWK Sets.
+fn jwk<'a>(sets: &[&'a Value], kid: &str) -> &'a Value {
+    sets.iter()
         .filter_map(|set| set.get("keys").and_then(Value::as_array))
         .flatten()
         .find(|jwk| jwk.get("kid").and_then(Value::as_str) == Some(kid))
-        .unwrap_or_else(|| panic!("no key {kid:?} in the case's keys or foreign_keys"));
+        .unwrap_or_else(|| panic!("no key {kid:?} in the case's keys or foreign_keys"))
+}
+
+/// A symmetric key of a case's JWK Sets: its raw bytes.
+pub fn key_bytes(sets: &[&Value], kid: &str) -> Vec<u8> {
+    let jwk = jwk(sets, kid);
     let k = jwk
         .get("k")
         .and_then(Value::as_str)
@@ -99,6 +104,32 @@ pub fn open(sets: &[&Value], envelope: &str) -> Result<(Value, Value), String> {
         .map_err(|_| "does not authenticate".to_owned())?;
     let value = serde_json::from_slice(&plaintext).map_err(|e| format!("plaintext is not JSON: {e}"))?;
     Ok((header, value))
+}
+
+/// The Standard Webhooks signature entry of key `kid` of a case's JWK Sets: `v1` for an
+/// `oct` key, `v1a` for an Ed25519 (`OKP`) key with its private key `d` (Ed25519 is
+/// deterministic, so a signer with the same key writes this very entry).
+pub fn webhook_signature_by(sets: &[&Value], kid: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    if jwk(sets, kid).get("kty").and_then(Value::as_str) != Some("OKP") {
+        return webhook_signature(&key_bytes(sets, kid), id, timestamp, body);
+    }
+    // A gateway's keyring may hold only the public key: the private one is in foreign_keys.
+    let d = sets
+        .iter()
+        .filter_map(|set| set.get("keys").and_then(Value::as_array))
+        .flatten()
+        .filter(|jwk| jwk.get("kid").and_then(Value::as_str) == Some(kid))
+        .find_map(|jwk| jwk.get("d").and_then(Value::as_str))
+        .unwrap_or_else(|| panic!("Ed25519 key {kid:?} has no private key d in keys or foreign_keys"));
+    let secret = match d.strip_prefix("whsk_") {
+        Some(b64) => STANDARD.decode(b64),
+        None => URL_SAFE_NO_PAD.decode(d),
+    }
+    .unwrap_or_else(|e| panic!("key {kid:?}: d is not base64: {e}"));
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&secret[..32]).expect("a 32-byte Ed25519 seed");
+    let mut content = format!("{id}.{timestamp}.").into_bytes();
+    content.extend_from_slice(body);
+    format!("v1a,{}", STANDARD.encode(pair.sign(&content).as_ref()))
 }
 
 /// A Standard Webhooks `v1` signature.

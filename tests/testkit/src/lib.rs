@@ -8,6 +8,7 @@
 //! - [`check`]: judging what came out of any host against a case;
 //! - [`harness`]: running a case through a filter module in the wasmtime harness, the way
 //!   Envoy would drive it;
+//! - [`webhooks`]: the Standard Webhooks vectors of `tests/vectors/webhooks/` as cases;
 //! - [`openbao`]: a real OpenBao (Vault Transit) server for a test;
 //! - [`nats`]: a real nats-server for a test, and a client of the NATS protocol's bytes
 //!   (plain, or TLS first with a client certificate);
@@ -36,3 +37,5 @@ pub mod jose;
 pub mod nats;
 #[cfg(feature = "support")]
 pub mod openbao;
+#[cfg(feature = "support")]
+pub mod webhooks;

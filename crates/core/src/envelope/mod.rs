@@ -461,10 +461,131 @@ pub fn open_bytes_with(
     Ok((plaintext, kid))
 }
 
+/// What [`reseal`] did with one string of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reseal {
+    /// A `dir` envelope under a `retired` key, sealed again under the primary key for the
+    /// same pointer and context (FORMAT.md §5.1).
+    Moved {
+        /// The new envelope.
+        envelope: String,
+        /// The retired key it was under.
+        from: KeyId,
+        /// The primary key it is under now.
+        to: KeyId,
+        /// The pointer bound in it (unchanged).
+        pointer: String,
+    },
+    /// A `dir` envelope under a key in service (`primary` or `active`): left as it is.
+    Current(KeyId),
+    /// An envelope whose data key is wrapped by a KMS: `rewrap` moves those, not this.
+    NotLocal,
+    /// Not an envelope at all.
+    NotEnvelope,
+}
+
+/// Why a local envelope could not be moved by [`reseal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResealError {
+    /// It does not open: unknown key, disabled key, not authentic, malformed.
+    Rejected(Rejection),
+    /// It opened, but could not be sealed again (no primary key, no randomness, …).
+    Seal(SealFailure),
+}
+
+impl fmt::Display for ResealError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(rejection) => rejection.fmt(f),
+            Self::Seal(failure) => failure.fmt(f),
+        }
+    }
+}
+
+/// Moves one `dir` envelope sealed under a `retired` key to the keyring's primary key,
+/// binding the same pointer and context (read from its authenticated header), so it opens
+/// where it opened before. The plaintext exists only in memory here, and is wiped before
+/// this returns. Envelopes under keys in service, KMS envelopes and other strings are
+/// reported and left alone.
+///
+/// # Errors
+/// [`ResealError`] for an envelope that does not open (an unknown or disabled key among
+/// them) or cannot be sealed again.
+pub fn reseal(keyring: &Keyring, text: &str) -> Result<Reseal, ResealError> {
+    let mut parts = text.split('.');
+    let (Some(h), Some(_), Some(_), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(Reseal::NotEnvelope);
+    };
+    let Some(header) = URL_SAFE_NO_PAD.decode(h).ok().and_then(|json| Header::parse(&json).ok()) else {
+        return Ok(Reseal::NotEnvelope);
+    };
+    if header.alg != "dir" {
+        return Ok(Reseal::NotLocal);
+    }
+    let status = keyring.get(&header.kid).filter(|k| k.key_use() == KeyUse::Seal).map(|k| k.status());
+    if matches!(status, Some(KeyStatus::Primary | KeyStatus::Active)) {
+        // Checked like any opening, so "current" is never said of an envelope that does not open.
+        let context = Context(header.ctx.clone());
+        let (_, kid) = open_bytes(keyring, &header.ptr, &context, text).map_err(ResealError::Rejected)?;
+        return Ok(Reseal::Current(kid));
+    }
+    let context = Context(header.ctx);
+    let (plaintext, from) = open_bytes(keyring, &header.ptr, &context, text).map_err(ResealError::Rejected)?;
+    let (envelope, to) = seal_bytes(keyring, &header.ptr, &context, &plaintext).map_err(ResealError::Seal)?;
+    Ok(Reseal::Moved {
+        envelope,
+        from,
+        to,
+        pointer: header.ptr,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn reseal_moves_retired_envelopes_only() {
+        let ring = ring();
+        let context: Context = [("type", "order.created")].into_iter().collect();
+        let value = json!({"n": "4111"});
+        let seal_under = |kid: &str| {
+            let only = Keyring::from_value(
+                &json!({"keys": [{"kty": "oct", "kid": kid, "alg": "A256GCM", "status": "primary", "k": match kid {
+                    "k1" => "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8",
+                    _ => "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8",
+                }}]}),
+                "",
+            )
+            .unwrap();
+            seal_value(&only, "/card", &context, &value).unwrap().0
+        };
+        let Ok(Reseal::Moved {
+            envelope,
+            from,
+            to,
+            pointer,
+        }) = reseal(&ring, &seal_under("k1"))
+        else {
+            panic!("not moved")
+        };
+        assert_eq!((from.as_str(), to.as_str(), pointer.as_str()), ("k1", "k2", "/card"));
+        assert_eq!(
+            open_value(&ring, "/card", &context, &envelope).unwrap(),
+            (value.clone(), to.clone())
+        );
+        assert_eq!(reseal(&ring, &envelope), Ok(Reseal::Current(to)));
+        assert!(matches!(
+            reseal(&ring, &seal_under("k0")),
+            Err(ResealError::Rejected(Rejection::DisabledKey(_)))
+        ));
+        assert_eq!(reseal(&ring, "hello"), Ok(Reseal::NotEnvelope));
+    }
 
     fn ring() -> Keyring {
         Keyring::from_value(

@@ -411,8 +411,11 @@ impl Policy {
                     "a keyring with a primary A256GCM key, or a vault_transit key source",
                 ));
             }
-            if rule.sign && keyring.primary(crate::KeyUse::Sign).is_none() {
-                return Err(invalid(&format!("/rules/{i}/sign"), "a keyring with a primary HS256 key"));
+            if rule.sign && !keyring.primary(crate::KeyUse::Sign).is_some_and(crate::Key::can_sign) {
+                return Err(invalid(
+                    &format!("/rules/{i}/sign"),
+                    "a keyring with a primary signing key that can sign (HS256, or Ed25519 with its private key)",
+                ));
             }
         }
         Ok(keyring)

@@ -1009,7 +1009,7 @@ mod tests {
             err,
             ConfigError::Invalid {
                 at: "/rules/0/sign".into(),
-                expected: "a keyring with a primary HS256 key".into()
+                expected: "a keyring with a primary signing key that can sign (HS256, or Ed25519 with its private key)".into()
             }
         );
         let missing = policy.load_keyring(|_| None).unwrap_err();
