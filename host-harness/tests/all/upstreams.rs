@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -133,8 +133,9 @@ fn an_unreachable_cluster_answers_with_envoys_503() {
     assert!(field(&line, "body").starts_with("upstream_connect_error"));
 }
 
-/// Serves one connection with `reply` after reading the request; returns the request text.
-fn serve_once(reply: &'static str, delay: Duration) -> (String, thread::JoinHandle<String>) {
+/// Serves one connection with `reply` after reading the request, once `release` (if any)
+/// says so; returns the request text.
+fn serve_once(reply: &'static str, release: Option<mpsc::Receiver<()>>) -> (String, thread::JoinHandle<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let handle = thread::spawn(move || {
@@ -149,7 +150,9 @@ fn serve_once(reply: &'static str, delay: Duration) -> (String, thread::JoinHand
             }
             request.extend_from_slice(&buf[..n]);
         }
-        thread::sleep(delay);
+        if let Some(release) = release {
+            let _ = release.recv();
+        }
         let _ = socket.write_all(reply.as_bytes());
         String::from_utf8_lossy(&request).into_owned()
     });
@@ -160,7 +163,7 @@ fn serve_once(reply: &'static str, delay: Duration) -> (String, thread::JoinHand
 fn a_real_http_endpoint_on_loopback() {
     let (address, server) = serve_once(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n4\r\nreal\r\n5\r\n_body\r\n0\r\n\r\n",
-        Duration::ZERO,
+        None,
     );
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::http(address)));
     plugin.run_http(probe_request("http-call")).unwrap();
@@ -177,21 +180,24 @@ fn a_real_http_endpoint_on_loopback() {
 
 #[test]
 fn a_slow_real_endpoint_times_out_with_504() {
-    let (address, server) = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Duration::from_millis(600));
+    // The endpoint answers only after the call has timed out, however slow the machine.
+    let (release, held) = mpsc::channel();
+    let (address, server) = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Some(held));
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::http(address)));
     let mut exchange = probe_request("http-call");
     exchange.request_headers.add("x-timeout-ms", "100");
     plugin.run_http(exchange).unwrap();
     assert_eq!(field(&call_response(&plugin), "status"), "504");
+    release.send(()).unwrap();
     server.join().unwrap();
 }
 
 #[test]
 fn a_refused_real_endpoint_answers_503() {
-    let address = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    // Bound but not listening: connections are refused, and the port stays ours for the test.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap().to_string();
     let plugin = probe_plugin(PluginConfig::new().upstream("echo", Upstream::http(address)));
     plugin.run_http(probe_request("http-call")).unwrap();
     assert_eq!(field(&call_response(&plugin), "status"), "503");
