@@ -16,7 +16,7 @@
 //! the timeout (503, then backoff).
 
 use crate::host::{self, Metrics};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Reported};
 use eventseal_core::{Call, CallId, DataKey, DataKeyCache, DataKeyLookup, KmsNeeds, Lease, Outcome, SecretBytes, Unwrap, VaultTransit};
 use proxy_wasm::types::LogLevel;
 use std::cell::RefCell;
@@ -48,6 +48,8 @@ pub struct Kms {
     /// Refresh-ahead calls for the root context to send.
     queued: Vec<Call>,
     metrics: Rc<Metrics>,
+    /// What `eventseal_kms_calls_in_flight` last showed of `sent`.
+    in_flight: Reported,
 }
 
 /// A call the host accepted.
@@ -90,6 +92,7 @@ impl Kms {
             sent: HashMap::new(),
             waiting: BTreeMap::new(),
             queued: Vec::new(),
+            in_flight: Reported::default(),
             metrics,
         }
     }
@@ -179,6 +182,7 @@ impl Kms {
             Ok(token) => {
                 self.metrics.add(&[Counter::KmsCalls]);
                 self.sent.insert(token, Sent { call, sender });
+                self.report_in_flight();
                 Ok(())
             }
             Err(status) => {
@@ -220,6 +224,7 @@ impl Kms {
         else {
             return (Vec::new(), None);
         };
+        self.report_in_flight();
         let status = host::call_status();
         let body = host::call_body(body_size);
         let outcome = self.transit.outcome(&need, status, &body);
@@ -251,6 +256,13 @@ impl Kms {
         }
         self.metrics.add_n(Counter::KmsCallsResent, resend.len());
         self.queued.extend(resend);
+        self.report_in_flight();
+    }
+
+    /// Moves the in-flight gauge by what `sent` changed since it was last reported.
+    fn report_in_flight(&mut self) {
+        let change = self.in_flight.change(self.sent.len());
+        self.metrics.shift(Counter::KmsCallsInFlight, change);
     }
 
     /// Forgets the calls core counts as lost (the host never answered them within twice
@@ -261,6 +273,7 @@ impl Kms {
         let cache = &self.cache;
         self.sent.retain(|_, sent| cache.awaits(sent.call.id));
         self.metrics.add_n(Counter::KmsCallFailures, before - self.sent.len());
+        self.report_in_flight();
     }
 
     /// Every paused stream, to look at again (their calls may have been lost).

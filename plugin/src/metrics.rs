@@ -54,6 +54,12 @@ pub enum Counter {
     /// A gauge: signature ids held in the replay buckets of this VM id (expired ones not
     /// yet dropped included), at most `signatures.replay_capacity`.
     ReplayIds,
+    /// A gauge: KMS calls sent and not answered yet, over every worker VM (at most
+    /// `max_unwraps_in_flight` decrypt calls and one datakey call each).
+    KmsCallsInFlight,
+    /// A gauge: audit records buffered for the collector, over every worker VM (at most
+    /// `audit.buffer_records` each).
+    AuditBuffered,
     /// Local replies of one problem kind (index into [`ProblemKind::ALL`]).
     Refused(usize),
 }
@@ -82,6 +88,8 @@ impl Counter {
             Self::OpenedUnderRetiredKey,
             Self::VerifiedUnderNonPrimaryKey,
             Self::ReplayIds,
+            Self::KmsCallsInFlight,
+            Self::AuditBuffered,
         ]
         .into_iter()
         .chain((0..ProblemKind::ALL.len()).map(Self::Refused))
@@ -110,6 +118,8 @@ impl Counter {
             Self::OpenedUnderRetiredKey => "eventseal_opened_under_retired_key".to_owned(),
             Self::VerifiedUnderNonPrimaryKey => "eventseal_verified_under_non_primary_key".to_owned(),
             Self::ReplayIds => "eventseal_replay_ids".to_owned(),
+            Self::KmsCallsInFlight => "eventseal_kms_calls_in_flight".to_owned(),
+            Self::AuditBuffered => "eventseal_audit_buffered".to_owned(),
             Self::Refused(i) => format!("eventseal_refused_{}", ProblemKind::ALL[i].slug().replace('-', "_")),
         }
     }
@@ -137,7 +147,9 @@ impl Counter {
             Self::OpenedUnderRetiredKey => 17,
             Self::VerifiedUnderNonPrimaryKey => 18,
             Self::ReplayIds => 19,
-            Self::Refused(i) => 20 + i,
+            Self::KmsCallsInFlight => 20,
+            Self::AuditBuffered => 21,
+            Self::Refused(i) => 22 + i,
         }
     }
 }
@@ -145,7 +157,21 @@ impl Counter {
 impl Counter {
     /// Whether Envoy keeps it as a gauge (it goes down as well as up), not a counter.
     pub fn is_gauge(self) -> bool {
-        self == Self::ReplayIds
+        matches!(self, Self::ReplayIds | Self::KmsCallsInFlight | Self::AuditBuffered)
+    }
+}
+
+/// What one VM last added to a gauge of a table it keeps: Envoy sums the changes of
+/// every VM (worker) that defines the name, so each reports changes, not values.
+#[derive(Debug, Default)]
+pub struct Reported(usize);
+
+impl Reported {
+    /// The change to report now that the table holds `now` entries.
+    pub fn change(&mut self, now: usize) -> i64 {
+        let change = now as i64 - self.0 as i64;
+        self.0 = now;
+        change
     }
 }
 

@@ -53,6 +53,8 @@ pub struct Outbox {
     last_sent: u64,
     /// Records have been dropped since the last successful delivery.
     dropping: bool,
+    /// What `eventseal_audit_buffered` last showed of this buffer.
+    pub reported: crate::metrics::Reported,
 }
 
 impl Outbox {
@@ -66,6 +68,7 @@ impl Outbox {
             retry_at: 0,
             last_sent: now_ms,
             dropping: false,
+            reported: crate::metrics::Reported::default(),
         }
     }
 

@@ -72,9 +72,11 @@ impl Audit {
 }
 
 /// Counts what a change to the outbox delivered or dropped, and warns once per episode.
-pub fn account(metrics: &Metrics, outbox: &Outbox, effect: &Effect) {
+pub fn account(metrics: &Metrics, outbox: &mut Outbox, effect: &Effect) {
     metrics.add_n(Counter::AuditDelivered, effect.delivered);
     metrics.add_n(Counter::AuditUndelivered, effect.dropped);
+    let buffered = outbox.len();
+    metrics.shift(Counter::AuditBuffered, outbox.reported.change(buffered));
     if effect.warn {
         log(
             LogLevel::Warn,

@@ -265,6 +265,11 @@ fn with_the_collector_down_the_filter_serves_keeps_the_log_and_counts_the_undeli
     assert_eq!(metric(&plugin, "eventseal_audit_records"), 6);
     assert_eq!(metric(&plugin, "eventseal_audit_delivered"), 0);
     assert_eq!(metric(&plugin, "eventseal_audit_undelivered"), 2, "6 records, room for 4");
+    assert_eq!(
+        metric(&plugin, "eventseal_audit_buffered"),
+        4,
+        "the buffer holds its bound, and /stats says so"
+    );
     let warnings: Vec<String> = plugin
         .logs()
         .into_iter()
@@ -288,6 +293,7 @@ fn with_the_collector_down_the_filter_serves_keeps_the_log_and_counts_the_undeli
     assert_eq!(shipped.join("\n"), log[2..].join("\n"));
     assert_eq!(metric(&plugin, "eventseal_audit_delivered"), 4);
     assert_eq!(metric(&plugin, "eventseal_audit_undelivered"), 2);
+    assert_eq!(metric(&plugin, "eventseal_audit_buffered"), 0);
 }
 
 #[test]

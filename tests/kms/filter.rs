@@ -221,16 +221,24 @@ fn a_call_whose_stream_ended_is_sent_again_for_the_streams_still_waiting() {
     };
     let (sender, waiter) = (paused(1), paused(2));
     assert_eq!(sealer.pending_http_calls().len(), 1, "the two streams share one call");
+    assert_eq!(metric(&sealer, "eventseal_kms_calls_in_flight"), 1);
     // The client of the stream that sent the call goes away; Envoy cancels its call.
     drop(sender);
     assert!(sealer.pending_http_calls().is_empty());
+    assert_eq!(
+        metric(&sealer, "eventseal_kms_calls_in_flight"),
+        0,
+        "a cancelled call is not in flight"
+    );
     let tick = sealer.tick_period().expect("a KMS sets a tick");
     sealer.advance_time(tick).unwrap();
     let pending = sealer.pending_http_calls();
     assert_eq!(pending.len(), 1, "sent again from the root context on its tick: {pending:?}");
     assert_eq!(pending[0].path(), DATAKEY);
     assert_eq!(waiter.request_state(), StreamState::Paused, "still waiting, not refused");
+    assert_eq!(metric(&sealer, "eventseal_kms_calls_in_flight"), 1);
     carry_to_openbao(&bao, &sealer, &pending[0]);
+    assert_eq!(metric(&sealer, "eventseal_kms_calls_in_flight"), 0);
     assert_eq!(waiter.request_state(), StreamState::Continued);
     let sealed: Value = serde_json::from_slice(&waiter.upstream_request().body).unwrap();
     let card = envelope(&sealed);
@@ -248,6 +256,47 @@ fn a_call_whose_stream_ended_is_sent_again_for_the_streams_still_waiting() {
         "{}",
         sealer.stats_text()
     );
+}
+
+#[test]
+fn decrypt_calls_out_at_once_are_bounded_and_a_body_beyond_the_bound_gets_503() {
+    let bao = started();
+    // Each event sealed under its own data key, so opening each needs its own decrypt call.
+    let sealed: Vec<Value> = {
+        let sealer = plugin(&bao, &json!({"max_seals_per_key": 1}));
+        (0..3).map(|n| seal(&sealer, n)).collect()
+    };
+    let opener = plugin_with(&policy(&bao, &json!({"max_unwraps_in_flight": 2})), Upstream::manual());
+    let open = |body: &Value| {
+        let mut stream = opener.http_stream().unwrap();
+        let mut headers = SEAL_HEADERS.to_vec();
+        headers[1] = (":path", "/deliver/orders");
+        headers.push(("x-client-id", "billing"));
+        stream.send_request_headers(headers, false).unwrap();
+        let state = stream.send_request_body(body.to_string(), true).unwrap();
+        (stream, state)
+    };
+    let (first, second) = (open(&sealed[0]), open(&sealed[1]));
+    assert_eq!((first.1, second.1), (StreamState::Paused, StreamState::Paused));
+    assert_eq!(opener.pending_http_calls().len(), 2);
+    assert_eq!(metric(&opener, "eventseal_kms_calls_in_flight"), 2);
+    // Two calls out: a third data key is refused now, not queued without bound.
+    let (third, state) = open(&sealed[2]);
+    assert_eq!(state, StreamState::LocalReply);
+    let reply = third.local_reply().expect("refused");
+    assert_eq!(reply.status, 503, "{}", reply.body_text());
+    assert!(reply.body_text().contains("kms-unavailable") && reply.headers.get("retry-after") == Some("1"));
+    assert_eq!(opener.pending_http_calls().len(), 2, "no third call");
+    // The calls complete; both waiting streams open.
+    for call in opener.pending_http_calls() {
+        carry_to_openbao(&bao, &opener, &call);
+    }
+    assert_eq!(metric(&opener, "eventseal_kms_calls_in_flight"), 0);
+    for (stream, n) in [(&first.0, 0), (&second.0, 1)] {
+        assert_eq!(stream.request_state(), StreamState::Continued);
+        let opened: Value = serde_json::from_slice(&stream.upstream_request().body).unwrap();
+        assert_eq!(opened, event(n));
+    }
 }
 
 #[test]

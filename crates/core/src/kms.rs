@@ -43,6 +43,10 @@ pub struct DataKeyLimits {
     /// Distinct wrapped data keys one body may need unwrapped (default 8); a body with more
     /// is refused before any call.
     pub max_unwraps_per_body: usize,
+    /// `decrypt` calls out at once (default 64): whoever sends envelopes chooses their
+    /// wrapped keys, so without a bound they could keep any number of calls out; beyond
+    /// it a body that needs another is refused as the KMS being unavailable (503).
+    pub max_unwraps_in_flight: usize,
 }
 
 impl Default for DataKeyLimits {
@@ -57,6 +61,7 @@ impl Default for DataKeyLimits {
             backoff_max_ms: 30_000,
             timeout_ms: 2_000,
             max_unwraps_per_body: 8,
+            max_unwraps_in_flight: 64,
         }
     }
 }
@@ -421,6 +426,9 @@ impl DataKeyCache {
                 retry_after: self.retry_after(now_ms),
             };
         }
+        if self.unwrapping.len() >= self.limits.max_unwraps_in_flight.max(1) {
+            return Lease::Unavailable { retry_after: 1 };
+        }
         let id = self.next_call_id();
         self.unwrapping.insert(wrapped.clone(), (id, now_ms));
         Lease::Start(Call {
@@ -612,6 +620,35 @@ mod tests {
                 errors: r#"["permission denied"]"#.into()
             })
         );
+    }
+
+    #[test]
+    fn unwrap_calls_out_at_once_are_bounded() {
+        let mut cache = DataKeyCache::new(
+            source(),
+            DataKeyLimits {
+                max_unwraps_in_flight: 3,
+                ..limits()
+            },
+            1,
+        );
+        let keys: Vec<WrappedKey> = (0..5).map(|n| issued(n).wrapped().clone()).collect();
+        let mut started = Vec::new();
+        for wrapped in &keys[..3] {
+            let Lease::Start(call) = cache.request_unwrap(0, wrapped) else {
+                panic!("a call starts")
+            };
+            started.push(call.id);
+        }
+        // A fourth distinct key must wait for room; one already out is still shared.
+        assert!(matches!(cache.request_unwrap(0, &keys[3]), Lease::Unavailable { retry_after: 1 }));
+        assert!(matches!(cache.request_unwrap(0, &keys[0]), Lease::Wait(id) if id == started[0]));
+        cache.complete(1, started[0], Outcome::Key(issued(0)));
+        assert!(
+            matches!(cache.request_unwrap(2, &keys[3]), Lease::Start(_)),
+            "room again once a call completed"
+        );
+        assert!(matches!(cache.request_unwrap(2, &keys[4]), Lease::Unavailable { .. }));
     }
 
     fn limits() -> DataKeyLimits {

@@ -243,6 +243,7 @@ fn parse_vault_transit(n: Node<'_>) -> Result<VaultTransit, ConfigError> {
         "backoff_initial_ms",
         "backoff_max_ms",
         "max_unwraps_per_body",
+        "max_unwraps_in_flight",
     ])?;
     let text = |name: &str, expected: &str| -> Result<Option<String>, ConfigError> {
         let mut out = None;
@@ -294,6 +295,9 @@ fn parse_vault_transit(n: Node<'_>) -> Result<VaultTransit, ConfigError> {
     let mut max_unwraps = limits.max_unwraps_per_body as u64;
     number("max_unwraps_per_body", 1, 1024, &mut max_unwraps)?;
     limits.max_unwraps_per_body = usize::try_from(max_unwraps).unwrap_or(limits.max_unwraps_per_body);
+    let mut in_flight = limits.max_unwraps_in_flight as u64;
+    number("max_unwraps_in_flight", 1, 4096, &mut in_flight)?;
+    limits.max_unwraps_in_flight = usize::try_from(in_flight).unwrap_or(limits.max_unwraps_in_flight);
     if limits.refresh_ahead_ms >= limits.max_key_age_ms {
         return Err(invalid(
             &format!("{}/refresh_ahead_ms", n.at),
