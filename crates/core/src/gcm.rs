@@ -11,9 +11,9 @@
 use aes::Aes256;
 use aes::cipher::{BlockCipherEncrypt, InnerIvInit, KeyInit, StreamCipherCore};
 use core::fmt;
+use foldhash::HashMap;
 use ghash::GHash;
 use ghash::universal_hash::UniversalHash;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 
@@ -52,7 +52,10 @@ pub(crate) struct Gcm {
     ghash: GHash,
     /// Behind a mutex so that keys stay `Sync` for native hosts; the filter and the
     /// component have one thread, where std's mutex is a flag. Held only to look up, copy
-    /// out or store one state, never while hashing.
+    /// out or store one state, never while hashing. Looked up with foldhash, not SipHash:
+    /// SipHash over a 130-byte header cost natively more than the GHASH it saved, and
+    /// flooding needs no defence here (the table is small, and holds only headers this
+    /// process sealed under or authenticated).
     after_aad: Mutex<HashMap<Box<[u8]>, GHash>>,
 }
 
@@ -67,7 +70,7 @@ impl Gcm {
         Self {
             aes,
             ghash,
-            after_aad: Mutex::new(HashMap::new()),
+            after_aad: Mutex::new(HashMap::default()),
         }
     }
 
