@@ -4,6 +4,15 @@
 //! `cargo bench -p eventseal-benches --bench wasm [-- <name filter>]`; environment:
 //! `EVENTSEAL_BENCH_ROUNDS` (default 5) and `EVENTSEAL_BENCH_MS` (time per side per round,
 //! default 200). Prints one table: median time per event on each side and the ratio.
+//! `EVENTSEAL_BENCH_CLOCK=cpu` times both sides with the CPU time of the bench's thread
+//! instead of the wall clock: on a machine shared with other work, the wall clock also
+//! counts the time the thread waited for a core.
+//! `EVENTSEAL_BENCH_FILTERS=before.wasm,after.wasm` runs these filter builds instead of the
+//! one this bench built, each as a wasm side of its own, interleaved with the others in every
+//! round of the same process, and adds their time ratios to the first: a before/after of the
+//! filter that no change of the machine's load between two runs can tilt.
+//! `EVENTSEAL_BENCH_EVENTS=n` runs n events per side and round instead of filling the time
+//! budget: the same work in every run, for counting instructions (valgrind) or profiling.
 //!
 //! One "event" natively is `Engine::route` + `Engine::decide` on the body; through the
 //! filter it is a whole HTTP exchange as Envoy drives it (stream created, request headers,
@@ -20,10 +29,45 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 /// Runs `n` events and returns how long they took (inputs are made before the clock starts).
 type Side = Box<dyn FnMut(u64) -> Duration>;
 
+/// Whether `EVENTSEAL_BENCH_CLOCK=cpu` asked for the thread's CPU time.
+fn cpu_clock() -> bool {
+    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CPU.get_or_init(|| std::env::var("EVENTSEAL_BENCH_CLOCK").is_ok_and(|v| v == "cpu"))
+}
+
+/// A started clock: the wall clock, or the CPU time of this thread (see [`cpu_clock`]).
+enum Stopwatch {
+    Wall(Instant),
+    ThreadCpu(Duration),
+}
+
+impl Stopwatch {
+    fn start() -> Self {
+        if cpu_clock() {
+            Self::ThreadCpu(thread_cpu_time())
+        } else {
+            Self::Wall(Instant::now())
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        match self {
+            Self::Wall(start) => start.elapsed(),
+            Self::ThreadCpu(start) => thread_cpu_time().saturating_sub(*start),
+        }
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(now.tv_sec).unwrap_or(0), u32::try_from(now.tv_nsec).unwrap_or(0))
+}
+
 struct Workload {
     name: String,
     native: Side,
-    wasm: Side,
+    /// One side per filter build.
+    wasm: Vec<Side>,
 }
 
 fn exchange(path: &str, method: &str, extra: &[(String, String)], body: &[u8]) -> HttpExchange {
@@ -50,7 +94,7 @@ fn plugin(module: &Module, policy: &str) -> Plugin {
 
 /// Runs prepared exchanges through the filter; every one must reach the upstream.
 fn run_wasm(plugin: &Plugin, exchanges: Vec<HttpExchange>) -> Duration {
-    let start = Instant::now();
+    let start = Stopwatch::start();
     for exchange in exchanges {
         let outcome = plugin.run_http(black_box(exchange)).expect("the filter does not trap");
         if let Some(reply) = outcome.local_reply() {
@@ -68,7 +112,7 @@ fn unix_now(plugin: &Plugin) -> i64 {
     i64::try_from(plugin.now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()).expect("in range")
 }
 
-fn body_workloads(module: &Module) -> Vec<Workload> {
+fn body_workloads(modules: &[Module]) -> Vec<Workload> {
     let mut all = Vec::new();
     for (size, fields) in [(1024, 1), (1024, 3), (1024, 10), (64 * 1024, 3)] {
         let label = format!("{}KiB-{fields}f", size / 1024);
@@ -79,30 +123,35 @@ fn body_workloads(module: &Module) -> Vec<Workload> {
             let native_engine = engine(&policy);
             let native_headers = headers();
             let native_input = input.clone();
-            let filter = plugin(module, &policy);
             all.push(Workload {
                 name: format!("{action}/{label}"),
                 native: Box::new(move |n| {
-                    let start = Instant::now();
+                    let start = Stopwatch::start();
                     for _ in 0..n {
                         black_box(decide(&native_engine, &native_headers, black_box(&native_input), 0));
                     }
                     start.elapsed()
                 }),
-                wasm: Box::new(move |n| run_wasm(&filter, (0..n).map(|_| exchange(PATH, METHOD, &[], &input)).collect())),
+                wasm: modules
+                    .iter()
+                    .map(|module| {
+                        let (filter, input) = (plugin(module, &policy), input.clone());
+                        Box::new(move |n: u64| run_wasm(&filter, (0..n).map(|_| exchange(PATH, METHOD, &[], &input)).collect())) as Side
+                    })
+                    .collect(),
             });
         }
     }
     all
 }
 
-fn verify_workload(module: &Module) -> Workload {
+fn verify_workload(modules: &[Module]) -> Workload {
     let policy = workloads::policy("verify", 3);
     let event = workloads::event(1024, 3);
     let native_engine = engine(&policy);
-    let filter = plugin(module, &policy);
-    let now = unix_now(&filter);
-    let (native_event, mut native_next, mut wasm_next) = (event.clone(), 0u64, 0u64);
+    let filters: Vec<Plugin> = modules.iter().map(|module| plugin(module, &policy)).collect();
+    let now = unix_now(&filters[0]);
+    let (native_event, mut native_next) = (event.clone(), 0u64);
     Workload {
         name: "verify/1KiB".into(),
         native: Box::new(move |n| {
@@ -120,39 +169,44 @@ fn verify_workload(module: &Module) -> Workload {
                     h
                 })
                 .collect();
-            let start = Instant::now();
+            let start = Stopwatch::start();
             for h in &requests {
                 black_box(decide(&native_engine, h, black_box(&native_event), now));
             }
             start.elapsed()
         }),
-        wasm: Box::new(move |n| {
-            let signer = engine(&workloads::policy("verify", 3));
-            let exchanges = (0..n)
-                .map(|_| {
-                    wasm_next += 1;
-                    exchange(
-                        PATH,
-                        METHOD,
-                        &signature_headers(&signer, &format!("wasm-{wasm_next}"), now, &event),
-                        &event,
-                    )
-                })
-                .collect();
-            run_wasm(&filter, exchanges)
-        }),
+        wasm: filters
+            .into_iter()
+            .map(|filter| {
+                let (event, mut wasm_next) = (event.clone(), 0u64);
+                Box::new(move |n: u64| {
+                    let signer = engine(&workloads::policy("verify", 3));
+                    let exchanges = (0..n)
+                        .map(|_| {
+                            wasm_next += 1;
+                            exchange(
+                                PATH,
+                                METHOD,
+                                &signature_headers(&signer, &format!("wasm-{wasm_next}"), now, &event),
+                                &event,
+                            )
+                        })
+                        .collect();
+                    run_wasm(&filter, exchanges)
+                }) as Side
+            })
+            .collect(),
     }
 }
 
-fn no_match_workload(module: &Module) -> Workload {
+fn no_match_workload(modules: &[Module]) -> Workload {
     let policy = workloads::policy("verify", 3);
     let native_engine = engine(&policy);
     let native_headers = headers();
-    let filter = plugin(module, &policy);
     Workload {
         name: "no-matching-rule".into(),
         native: Box::new(move |n| {
-            let start = Instant::now();
+            let start = Stopwatch::start();
             for _ in 0..n {
                 let request = eventseal_core::RequestHead {
                     method: "GET",
@@ -165,7 +219,13 @@ fn no_match_workload(module: &Module) -> Workload {
             }
             start.elapsed()
         }),
-        wasm: Box::new(move |n| run_wasm(&filter, (0..n).map(|_| exchange("/elsewhere", "GET", &[], b"")).collect())),
+        wasm: modules
+            .iter()
+            .map(|module| {
+                let filter = plugin(module, &policy);
+                Box::new(move |n: u64| run_wasm(&filter, (0..n).map(|_| exchange("/elsewhere", "GET", &[], b"")).collect())) as Side
+            })
+            .collect(),
     }
 }
 
@@ -213,57 +273,98 @@ fn main() {
     let filter_arg = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let rounds = env_number("EVENTSEAL_BENCH_ROUNDS", 5).max(1);
     let budget = Duration::from_millis(env_number("EVENTSEAL_BENCH_MS", 200));
-    let wasm_path = env!("EVENTSEAL_PROXY_WASM");
-    let compile = Instant::now();
-    let module = Module::from_file(wasm_path).unwrap_or_else(|e| panic!("cannot load {wasm_path}: {e}"));
-    eprintln!("compiled {wasm_path} in {:.2?}", compile.elapsed());
+    let events = env_number("EVENTSEAL_BENCH_EVENTS", 0);
+    let calibrate = |side: &mut Side| if events > 0 { events } else { calibrate(side, budget) };
+    let wasm_paths: Vec<String> = match std::env::var("EVENTSEAL_BENCH_FILTERS") {
+        Ok(list) => list.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect(),
+        Err(_) => vec![env!("EVENTSEAL_PROXY_WASM").to_owned()],
+    };
+    assert!(!wasm_paths.is_empty(), "EVENTSEAL_BENCH_FILTERS names no filter");
+    let modules: Vec<Module> = wasm_paths
+        .iter()
+        .map(|path| {
+            let compile = Instant::now();
+            let module = Module::from_file(path).unwrap_or_else(|e| panic!("cannot load {path}: {e}"));
+            eprintln!("compiled {path} in {:.2?}", compile.elapsed());
+            module
+        })
+        .collect();
 
-    let mut all = body_workloads(&module);
-    all.push(verify_workload(&module));
-    all.push(no_match_workload(&module));
+    let mut all = body_workloads(&modules);
+    all.push(verify_workload(&modules));
+    all.push(no_match_workload(&modules));
     all.retain(|w| filter_arg.as_deref().is_none_or(|f| w.name.contains(f)));
     // `EVENTSEAL_BENCH_SIDE=wasm` (or `native`) runs one side only, e.g. under a profiler.
     let side = std::env::var("EVENTSEAL_BENCH_SIDE").ok();
     let (run_native, run_wasm) = (side.as_deref() != Some("wasm"), side.as_deref() != Some("native"));
-    let sizes: Vec<(u64, u64)> = all
+    // Per workload, its sides: native first, then one per filter.
+    let sizes: Vec<Vec<u64>> = all
         .iter_mut()
         .map(|w| {
-            let native = if run_native { calibrate(&mut w.native, budget) } else { 0 };
-            (native, if run_wasm { calibrate(&mut w.wasm, budget) } else { 0 })
+            let native = if run_native { calibrate(&mut w.native) } else { 0 };
+            let wasm = w.wasm.iter_mut().map(|side| if run_wasm { calibrate(side) } else { 0 });
+            core::iter::once(native).chain(wasm).collect()
         })
         .collect();
-    let mut samples = vec![(Vec::new(), Vec::new()); all.len()];
+    let mut samples: Vec<Vec<Vec<f64>>> = sizes.iter().map(|n| vec![Vec::new(); n.len()]).collect();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
-        for ((w, &(n_native, n_wasm)), (native, wasm)) in all.iter_mut().zip(&sizes).zip(&mut samples) {
-            // Alternate which side goes first, so neither always runs on a warmer cache.
-            let one = |side: &mut Side, n: u64, into: &mut Vec<f64>| {
-                if n > 0 {
-                    into.push(side(n).as_secs_f64() * 1e9 / n as f64);
+        for ((w, sizes), samples) in all.iter_mut().zip(&sizes).zip(&mut samples) {
+            let mut sides: Vec<&mut Side> = core::iter::once(&mut w.native).chain(w.wasm.iter_mut()).collect();
+            // Rotate which side goes first, so none always runs on a warmer cache.
+            let count = sides.len();
+            for k in 0..count {
+                let i = (k + round as usize) % count;
+                if sizes[i] > 0 {
+                    samples[i].push(sides[i](sizes[i]).as_secs_f64() * 1e9 / sizes[i] as f64);
                 }
-            };
-            if round % 2 == 0 {
-                one(&mut w.native, n_native, native);
-                one(&mut w.wasm, n_wasm, wasm);
-            } else {
-                one(&mut w.wasm, n_wasm, wasm);
-                one(&mut w.native, n_native, native);
             }
         }
     }
-    println!("filter wasm in wasmtime (eventseal-harness) vs eventseal-core native; median of {rounds} interleaved rounds");
-    println!("| workload | native per event | wasm per event | native events/s | wasm events/s | wasm ÷ native (throughput) |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (w, (native, wasm)) in all.iter().zip(samples) {
-        let (native, wasm) = (median(native), median(wasm));
-        println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2}× |",
-            w.name,
-            format_time(native),
-            format_time(wasm),
-            1e9 / native,
-            1e9 / wasm,
-            native / wasm
-        );
+    let clock = if cpu_clock() { ", CPU time of the bench thread" } else { "" };
+    println!("filter wasm in wasmtime (eventseal-harness) vs eventseal-core native; median of {rounds} interleaved rounds{clock}");
+    if modules.len() == 1 {
+        println!("| workload | native per event | wasm per event | native events/s | wasm events/s | wasm ÷ native (throughput) |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for (w, samples) in all.iter().zip(samples) {
+            let (native, wasm) = (median(samples[0].clone()), median(samples[1].clone()));
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2}× |",
+                w.name,
+                format_time(native),
+                format_time(wasm),
+                1e9 / native,
+                1e9 / wasm,
+                native / wasm
+            );
+        }
+        return;
+    }
+    let labels: Vec<String> = wasm_paths
+        .iter()
+        .map(|p| {
+            std::path::Path::new(p)
+                .file_stem()
+                .map_or_else(|| p.clone(), |s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    let mut head = String::from("| workload | native per event |");
+    labels.iter().for_each(|l| head.push_str(&format!(" {l} per event |")));
+    labels
+        .iter()
+        .for_each(|l| head.push_str(&format!(" {l} wasm ÷ native (throughput) |")));
+    labels[1..]
+        .iter()
+        .for_each(|l| head.push_str(&format!(" {l} ÷ {} (time) |", labels[0])));
+    println!("{head}");
+    println!("|---|{}", "---:|".repeat(1 + 3 * labels.len() - 1));
+    for (w, samples) in all.iter().zip(samples) {
+        let medians: Vec<f64> = samples.into_iter().map(median).collect();
+        let (native, wasm) = (medians[0], &medians[1..]);
+        let mut row = format!("| {} | {} |", w.name, format_time(native));
+        wasm.iter().for_each(|t| row.push_str(&format!(" {} |", format_time(*t))));
+        wasm.iter().for_each(|t| row.push_str(&format!(" {:.2}× |", native / t)));
+        wasm[1..].iter().for_each(|t| row.push_str(&format!(" {:.3}× |", t / wasm[0])));
+        println!("{row}");
     }
 }

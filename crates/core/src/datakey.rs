@@ -6,9 +6,9 @@
 //! lookup that does not have it yet answers [`Unwrap::Pending`], and opening then reports
 //! [`crate::Rejection::NeedsDataKey`] so the host can ask the KMS and try again.
 
+use crate::gcm::Gcm;
 use crate::keyring::{KeyId, MAX_SEALS_PER_KEY};
 use crate::secret::SecretBytes;
-use aes_gcm::{Aes256Gcm, KeyInit};
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -136,7 +136,7 @@ impl std::error::Error for DataKeyError {}
 pub struct DataKey {
     source: KeyId,
     wrapped: WrappedKey,
-    cipher: Box<Aes256Gcm>,
+    cipher: Box<Gcm>,
     pub(crate) seals: AtomicU64,
 }
 
@@ -146,10 +146,8 @@ impl DataKey {
     /// # Errors
     /// [`DataKeyError::WrongLength`] unless the key is 32 bytes.
     pub fn new(source: KeyId, key: &SecretBytes, wrapped: WrappedKey) -> Result<Self, DataKeyError> {
-        if key.len() != 32 {
-            return Err(DataKeyError::WrongLength);
-        }
-        let cipher = Aes256Gcm::new_from_slice(key.expose()).map_err(|_| DataKeyError::WrongLength)?;
+        let key: &[u8; 32] = key.expose().try_into().map_err(|_| DataKeyError::WrongLength)?;
+        let cipher = Gcm::new(key);
         Ok(Self {
             source,
             wrapped,
@@ -173,7 +171,7 @@ impl DataKey {
         self.seals.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn cipher(&self) -> &Aes256Gcm {
+    pub(crate) fn cipher(&self) -> &Gcm {
         &self.cipher
     }
 

@@ -1,8 +1,8 @@
 //! Keyrings: JWK Sets (RFC 7517) of symmetric keys and Ed25519 keys (RFC 8037) with a
 //! rotation status.
 
+use crate::gcm::Gcm;
 use crate::secret::{MacKey, SecretBytes};
-use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use core::fmt;
@@ -100,8 +100,9 @@ pub struct Key {
 }
 
 enum KeyMaterial {
-    /// Expanded once at load: AES round keys are not recomputed per field.
-    Aead(Box<Aes256Gcm>),
+    /// Expanded once at load: AES round keys are not recomputed per field, and the GHASH
+    /// state after each recent header is kept with the key.
+    Aead(Box<Gcm>),
     /// Keyed once at load: no signature or audit record hashes the key again.
     Mac(Box<MacKey>),
     /// An Ed25519 public key: verifies `v1a` signatures only.
@@ -131,7 +132,7 @@ impl Key {
         matches!(self.material, KeyMaterial::Mac(_) | KeyMaterial::Ed25519Private(_))
     }
 
-    pub(crate) fn aead(&self) -> Option<&Aes256Gcm> {
+    pub(crate) fn aead(&self) -> Option<&Gcm> {
         match &self.material {
             KeyMaterial::Aead(cipher) => Some(cipher),
             _ => None,
@@ -343,8 +344,8 @@ fn parse_jwk(jwk: &Value, at: &str) -> Result<Key, KeyringError> {
             let bytes = decode_b64url(k)
                 .filter(|b| b.len() == 32)
                 .ok_or_else(|| invalid("/k", "32 bytes, base64url without padding"))?;
-            let cipher = Aes256Gcm::new_from_slice(bytes.expose()).map_err(|_| invalid("/k", "32 bytes"))?;
-            (KeyUse::Seal, KeyMaterial::Aead(Box::new(cipher)))
+            let key: &[u8; 32] = bytes.expose().try_into().map_err(|_| invalid("/k", "32 bytes"))?;
+            (KeyUse::Seal, KeyMaterial::Aead(Box::new(Gcm::new(key))))
         }
         (Some("HS256"), None | Some("sig" | "audit")) => {
             let secret = decode_mac_secret(k).ok_or_else(|| {

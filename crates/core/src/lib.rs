@@ -7,6 +7,7 @@ mod document;
 mod engine;
 mod envelope;
 mod event;
+mod gcm;
 mod json;
 mod keyring;
 mod kms;

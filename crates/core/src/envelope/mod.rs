@@ -3,9 +3,8 @@
 //! `docs/FORMAT.md` is the specification; section numbers below refer to it.
 
 use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey};
+use crate::gcm::{Gcm, NONCE_LEN, TAG_LEN};
 use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{AeadInOut, Nonce, Tag};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use core::fmt;
@@ -141,9 +140,6 @@ fn decode_exact<const N: usize>(segment: &str, not_base64: &'static str, wrong_l
     }
 }
 
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
-
 /// Seals `value` for the field at `pointer` with the keyring's primary key.
 ///
 /// # Errors
@@ -220,7 +216,7 @@ pub(crate) fn append_sealed_with(
 
 /// Steps 2 to 4 of FORMAT.md §3.5 once the header and encrypted key are known: appends the
 /// compact envelope to `out`, or leaves `out` as it was.
-fn seal_under(cipher: &Aes256Gcm, header: &[u8], encrypted_key: &[u8], plaintext: &[u8], out: &mut String) -> Result<(), SealFailure> {
+fn seal_under(cipher: &Gcm, header: &[u8], encrypted_key: &[u8], plaintext: &[u8], out: &mut String) -> Result<(), SealFailure> {
     let nonce = fresh_nonce()?;
     let mut buffer = Zeroizing::new(plaintext.to_vec());
     let start = out.len();
@@ -228,11 +224,7 @@ fn seal_under(cipher: &Aes256Gcm, header: &[u8], encrypted_key: &[u8], plaintext
     out.reserve(encoded(header.len()) + encoded(encrypted_key.len()) + encoded(NONCE_LEN) + encoded(buffer.len()) + encoded(TAG_LEN) + 4);
     URL_SAFE_NO_PAD.encode_string(header, out);
     // The AAD is the encoded header as it stands in the envelope (RFC 7516 §5.1 step 14).
-    let tag = cipher.encrypt_inout_detached(
-        &Nonce::<Aes256Gcm>::from(nonce),
-        &out.as_bytes()[start..],
-        buffer.as_mut_slice().into(),
-    );
+    let tag = cipher.seal(&nonce, &out.as_bytes()[start..], &mut buffer);
     let Ok(tag) = tag else {
         out.truncate(start);
         return Err(SealFailure::ValueTooLong);
@@ -439,12 +431,7 @@ pub fn open_bytes_with(
     };
     let mut plaintext = Zeroizing::new(sealed);
     cipher
-        .decrypt_inout_detached(
-            &Nonce::<Aes256Gcm>::from(nonce),
-            h.as_bytes(),
-            plaintext.as_mut_slice().into(),
-            &Tag::<Aes256Gcm>::from(tag),
-        )
+        .open(&nonce, h.as_bytes(), &mut plaintext, &tag)
         .map_err(|_| Rejection::Unauthenticated)?;
     // The binding is checked only once the header is known to be authentic.
     if header.ptr != pointer {
