@@ -142,6 +142,11 @@ class SealerTest(unittest.TestCase):
         opened = self.sealer.open_many(singles, route="/consume/orders", principal=BILLING)
         self.assertEqual([o.json() for o in opened], [order(i) for i in range(3)])
 
+    def test_bytes_that_are_not_utf8_in_a_batch_are_refused_in_their_place(self):
+        batch = self.sealer.seal_many([order(1), b'{"data": "\xff"}', order(2)], route="/events/orders")
+        self.assertIsInstance(batch[1], MalformedJson)
+        self.assertEqual([self.deliver(batch[i]).json() for i in (0, 2)], [order(1), order(2)])
+
     def test_a_batch_over_the_bound_is_refused_whole(self):
         with self.assertRaises(PayloadTooLarge):
             self.sealer.seal_many([order(0)] * (eventseal.MAX_BATCH + 1), route="/events/orders")

@@ -260,7 +260,15 @@ class Sealer:
         )
 
     def _call_many(self, op: str, events: Sequence[Event], route: Route, **exchange: Any) -> List[Union[Outcome, Refused]]:
-        texts = [_json_text(e) for e in events]
+        texts, not_text = [], {}
+        for i, event in enumerate(events):
+            try:
+                texts.append(_json_text(event))
+            except UnicodeDecodeError:
+                # Not UTF-8, so not JSON: its place in the batch gets what the byte form
+                # answers for it alone (the component refuses it as the gateway does).
+                texts.append("")
+                not_text[i] = event
         result = self._invoke(self._many[op], texts, *self._exchange(route, **exchange))
         if result.tag == "err":
             raise _refused(result.payload)
@@ -274,6 +282,11 @@ class Sealer:
             out.append(Outcome(event=text.encode(), headers=headers, signed="webhook-signature" in headers))
         for refused in batch.refused:
             out[refused.index] = _refused(refused.problem)
+        for i, event in not_text.items():
+            try:
+                out[i] = self._call(op, event, route, **exchange)
+            except Refused as refused:
+                out[i] = refused
         return out
 
 
