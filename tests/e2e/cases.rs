@@ -354,7 +354,9 @@ pub fn run_case(bench: &Bench, name: &str, case: &Case) -> Result<(), String> {
         )
         .map_err(|e| format!("{name}: send {i} to Envoy failed: {e}"))?;
         // A refusal on the body may leave Envoy's upstream request (headers, then a reset)
-        // in flight after the client has its answer: let it land.
+        // in flight after the client has its answer: wait until Envoy has nothing in
+        // flight to the upstream, then give the upstream's own thread a moment to read it.
+        bench.envoy.wait_until_cluster_idle(UPSTREAM);
         let settle = if sent.complete && sent.status.is_some() { 30 } else { 100 };
         let received = bench.upstream.received(Duration::from_millis(settle));
         let seen = observe(&sent, &received);

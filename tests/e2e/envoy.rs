@@ -362,6 +362,30 @@ impl Envoy {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }
 
+    /// Waits until Envoy has no request to `cluster` in flight or pending: once a client has
+    /// its answer, whatever Envoy sent that cluster for it (a whole request, or headers
+    /// and then a reset) has then been sent or ended. A condition, not a guess of how long
+    /// a busy machine needs.
+    pub fn wait_until_cluster_idle(&self, cluster: &str) {
+        let names = [
+            format!("cluster.{cluster}.upstream_rq_active"),
+            format!("cluster.{cluster}.upstream_rq_pending_active"),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, text) = self.get("/stats?filter=upstream_rq_").expect("the admin API answers");
+            let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))?.parse::<u64>().ok());
+            if names.iter().all(|n| value(n) == Some(0)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "requests to {cluster} still in flight after 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Counter and gauge values from `/stats/prometheus`, by metric name (labels dropped,
     /// values of the same name added).
     pub fn prometheus(&self) -> BTreeMap<String, u64> {
