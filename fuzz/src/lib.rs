@@ -138,9 +138,10 @@ pub fn event(data: &[u8]) {
 /// Standard Webhooks headers and body, split at 0xFF bytes (id, timestamp, signature,
 /// body): verified or refused, never a panic; a valid id and timestamp signed here verify.
 pub fn webhook(data: &[u8]) {
-    let mut parts = data.splitn(4, |&b| b == 0xFF).map(|p| std::str::from_utf8(p).ok());
-    let (id, timestamp, signature) = (parts.next().flatten(), parts.next().flatten(), parts.next().flatten());
-    let body = data.splitn(4, |&b| b == 0xFF).nth(3).unwrap_or_default();
+    let parts: Vec<&[u8]> = data.splitn(4, |&b| b == 0xFF).collect();
+    let text = |i: usize| parts.get(i).and_then(|p| std::str::from_utf8(p).ok());
+    let (id, timestamp, signature) = (text(0), text(1), text(2));
+    let body = parts.get(3).copied().unwrap_or_default();
     let ring = fuzz_keyring();
     let now = 1_767_225_600;
     let _ = verify(ring, WebhookHeaders { id, timestamp, signature }, body, now, 300);

@@ -5,7 +5,7 @@
 
 use crate::host::{self, log};
 use crate::kms::Prepared;
-use crate::metrics::{self, Counter};
+use crate::metrics;
 use crate::property::decode_value;
 use crate::replay::SharedReplayCache;
 use crate::vm::Vm;
@@ -190,11 +190,9 @@ impl Exchange {
             body,
             now: host::now_secs(),
         };
-        let mut replay = SharedReplayCache::new(vm.engine.policy().replay_capacity);
+        let mut replay = SharedReplayCache::new(vm.engine.policy().replay_capacity, &vm.metrics);
         let Some(kms) = vm.kms.as_deref() else {
-            let decision = vm.engine.decide(&job, &mut replay);
-            vm.metrics.shift(Counter::ReplayIds, replay.held_change);
-            return Decided::Now(decision);
+            return Decided::Now(vm.engine.decide(&job, &mut replay));
         };
         let now_ms = host::now_ms();
         let needs = vm.engine.kms_needs(&job);
@@ -205,9 +203,7 @@ impl Exchange {
                     seal: seal.as_deref(),
                     open: &kms.lookup(now_ms),
                 };
-                let decision = vm.engine.decide_with(&job, &mut replay, keys);
-                vm.metrics.shift(Counter::ReplayIds, replay.held_change);
-                Decided::Now(decision)
+                Decided::Now(vm.engine.decide_with(&job, &mut replay, keys))
             }
             Prepared::Wait(calls) => Decided::Wait(calls),
             Prepared::Unavailable(retry_after) => Decided::Now(Decision::Refuse {

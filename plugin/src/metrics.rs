@@ -152,9 +152,7 @@ impl Counter {
             Self::Refused(i) => 22 + i,
         }
     }
-}
 
-impl Counter {
     /// Whether Envoy keeps it as a gauge (it goes down as well as up), not a counter.
     pub fn is_gauge(self) -> bool {
         matches!(self, Self::ReplayIds | Self::KmsCallsInFlight | Self::AuditBuffered)

@@ -13,7 +13,8 @@
 //! Host errors and lasting contention fail closed: the message is refused with
 //! `replay-cache-full` (503, `Retry-After: 1`), never accepted unrecorded.
 
-use crate::host;
+use crate::host::{self, Metrics};
+use crate::metrics::Counter;
 use eventseal_core::{Admission, ReplayBucket, ReplayCache, ReplaySlot, bucket_count};
 
 /// Key prefix of replay buckets in shared data.
@@ -27,24 +28,24 @@ const UNAVAILABLE: Admission = Admission::Full { retry_after: 1 };
 
 /// The replay cache of this VM id, for one decision.
 #[derive(Debug)]
-pub struct SharedReplayCache {
+pub struct SharedReplayCache<'a> {
     buckets: usize,
-    /// How many ids this decision added to the buckets it wrote, less the expired ones it
-    /// dropped from them: the change of the `eventseal_replay_ids` gauge.
-    pub held_change: i64,
+    /// Where each bucket write reports the ids it added, less the expired ones it dropped
+    /// (the `eventseal_replay_ids` gauge).
+    metrics: &'a Metrics,
 }
 
-impl SharedReplayCache {
+impl<'a> SharedReplayCache<'a> {
     /// The cache for a capacity of `capacity` ids (`signatures.replay_capacity`).
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, metrics: &'a Metrics) -> Self {
         Self {
             buckets: bucket_count(capacity),
-            held_change: 0,
+            metrics,
         }
     }
 }
 
-impl ReplayCache for SharedReplayCache {
+impl ReplayCache for SharedReplayCache<'_> {
     fn admit(&mut self, id: &str, expires_at: i64, now: i64) -> Admission {
         let slot = ReplaySlot::of(id, self.buckets);
         let key = format!("{PREFIX}{}", slot.bucket);
@@ -67,7 +68,7 @@ impl ReplayCache for SharedReplayCache {
             }
             let kept = cas.is_some() || matches!(host::shared_data(&key), Ok((Some(stored), _)) if stored == value);
             if kept {
-                self.held_change += bucket.len() as i64 - before as i64;
+                self.metrics.shift(Counter::ReplayIds, bucket.len() as i64 - before as i64);
                 return Admission::New;
             }
         }

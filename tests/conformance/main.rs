@@ -162,17 +162,39 @@ mod workers {
     use crate::case::now;
     use crate::jose;
     use crate::module;
-    use eventseal_harness::{Headers, HttpOutcome, PluginConfig, SharedState, StreamState};
-    use serde_json::json;
+    use eventseal_harness::{Headers, HttpOutcome, LocalReply, Plugin, PluginConfig, SharedState, StreamState};
+    use serde_json::{Value, json};
 
     const HOOK: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const BODY: &[u8] = br#"{"type":"invoice.paid"}"#;
 
-    fn config(limits: serde_json::Value) -> PluginConfig {
+    /// A policy that verifies on `/hooks`, with `settings` as further top-level members
+    /// (`limits`, `signatures`).
+    fn config(settings: Value) -> PluginConfig {
         let keys = json!({"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"}]});
-        let policy = json!({"limits": limits, "rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
+        let mut policy = json!({"rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
+        for (name, value) in settings.as_object().expect("an object of policy members") {
+            policy[name] = value.clone();
+        }
         PluginConfig::new()
             .configuration(policy.to_string())
             .env("EVENTSEAL_KEYS", keys.to_string())
+    }
+
+    /// Sends `BODY`, signed now under message id `id`, through `worker`: whether it reached
+    /// the upstream whole, and the local reply if the filter answered instead.
+    fn deliver(worker: &Plugin, id: &str) -> (bool, Option<LocalReply>) {
+        let ts = now();
+        let key = jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1");
+        let signed = headers(&[
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", jose::webhook_signature(&key, id, ts, BODY)),
+        ]);
+        let mut stream = worker.http_stream().expect("a stream");
+        stream.send_request_headers(&signed, false).expect("headers");
+        stream.send_request_body(BODY, true).expect("body");
+        (stream.upstream_request().end_of_stream, stream.local_reply())
     }
 
     fn headers(extra: &[(&str, String)]) -> Headers {
@@ -189,26 +211,7 @@ mod workers {
         let workers: Vec<_> = (0..3)
             .map(|_| module().plugin(config(json!({})).shared_state(&shared)).expect("a worker starts"))
             .collect();
-        let body = br#"{"type":"invoice.paid"}"#;
-        let ts = now();
-        let signature = jose::webhook_signature(
-            &jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1"),
-            "msg_w1",
-            ts,
-            body,
-        );
-        let signed = headers(&[
-            ("webhook-id", "msg_w1".to_owned()),
-            ("webhook-timestamp", ts.to_string()),
-            ("webhook-signature", signature),
-        ]);
-        let mut seen = Vec::new();
-        for worker in &workers {
-            let mut stream = worker.http_stream().expect("a stream");
-            stream.send_request_headers(&signed, false).expect("headers");
-            stream.send_request_body(body, true).expect("body");
-            seen.push((stream.upstream_request().end_of_stream, stream.local_reply()));
-        }
+        let seen: Vec<_> = workers.iter().map(|worker| deliver(worker, "msg_w1")).collect();
         assert!(
             seen[0].0 && seen[0].1.is_none(),
             "the first delivery must go upstream: {:?}",
@@ -227,39 +230,20 @@ mod workers {
     fn the_replay_memory_is_bounded_and_fails_closed_when_full() {
         // One bucket of 16 ids, shared by two workers of the VM id.
         let shared = SharedState::new();
-        let policy =
-            json!({"signatures": {"replay_capacity": 16}, "rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
-        let keys = json!({"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"}]});
         let workers: Vec<_> = (0..2)
             .map(|_| {
-                let config = PluginConfig::new()
-                    .configuration(policy.to_string())
-                    .env("EVENTSEAL_KEYS", keys.to_string());
+                let config = config(json!({"signatures": {"replay_capacity": 16}}));
                 module().plugin(config.shared_state(&shared)).expect("a worker starts")
             })
             .collect();
-        let key = jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1");
-        let body = br#"{"type":"invoice.paid"}"#;
-        let deliver = |worker: usize, id: &str| {
-            let ts = now();
-            let signed = headers(&[
-                ("webhook-id", id.to_owned()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", jose::webhook_signature(&key, id, ts, body)),
-            ]);
-            let mut stream = workers[worker].http_stream().expect("a stream");
-            stream.send_request_headers(&signed, false).expect("headers");
-            stream.send_request_body(body, true).expect("body");
-            (stream.upstream_request().end_of_stream, stream.local_reply())
-        };
         for i in 0..16 {
-            let (reached, reply) = deliver(i % 2, &format!("msg_{i}"));
+            let (reached, reply) = deliver(&workers[i % 2], &format!("msg_{i}"));
             assert!(reached && reply.is_none(), "message {i} must go upstream: {reply:?}");
         }
         assert_eq!(shared.metric("eventseal_replay_ids").map(|m| m.value()), Some(16));
 
         // Full: a new id cannot be remembered, so it is refused, not let through unrecorded.
-        let (reached, reply) = deliver(0, "msg_16");
+        let (reached, reply) = deliver(&workers[0], "msg_16");
         let reply = reply.expect("refused");
         assert!(!reached);
         assert_eq!(reply.status, 503);
@@ -268,7 +252,7 @@ mod workers {
         assert!((1..=301).contains(&retry), "{retry}");
         // And every id it holds is still refused as a replay, on either worker.
         for i in 0..16 {
-            let (reached, reply) = deliver(1 - i % 2, &format!("msg_{i}"));
+            let (reached, reply) = deliver(&workers[1 - i % 2], &format!("msg_{i}"));
             let reply = reply.unwrap_or_else(|| panic!("replay of message {i} let through (upstream reached: {reached})"));
             assert_eq!(reply.status, 401, "{}", String::from_utf8_lossy(&reply.body));
         }
@@ -283,27 +267,12 @@ mod workers {
     fn far_more_unique_ids_than_the_capacity_stay_within_its_bound() {
         // 64 ids in 4 buckets; 400 unique, validly signed messages arrive.
         let shared = SharedState::new();
-        let policy =
-            json!({"signatures": {"replay_capacity": 64}, "rules": [{"name": "hooks", "match": {"path": "/hooks"}, "verify": true}]});
-        let keys = json!({"keys": [{"kty": "oct", "kid": "h1", "alg": "HS256", "k": HOOK, "status": "primary"}]});
-        let config = PluginConfig::new()
-            .configuration(policy.to_string())
-            .env("EVENTSEAL_KEYS", keys.to_string());
+        let config = config(json!({"signatures": {"replay_capacity": 64}}));
         let plugin = module().plugin(config.shared_state(&shared)).expect("the filter starts");
-        let key = jose::key_bytes(&[&json!({"keys": [{"kid": "h1", "k": HOOK}]})], "h1");
-        let body = br#"{"type":"invoice.paid"}"#;
         let mut statuses = std::collections::BTreeMap::new();
         for i in 0..400 {
-            let (id, ts) = (format!("msg_{i}"), now());
-            let signed = headers(&[
-                ("webhook-id", id.clone()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", jose::webhook_signature(&key, &id, ts, body)),
-            ]);
-            let mut stream = plugin.http_stream().expect("a stream");
-            stream.send_request_headers(&signed, false).expect("headers");
-            stream.send_request_body(body, true).expect("body");
-            *statuses.entry(stream.local_reply().map_or(200, |r| r.status)).or_insert(0) += 1;
+            let (_, reply) = deliver(&plugin, &format!("msg_{i}"));
+            *statuses.entry(reply.map_or(200, |r| r.status)).or_insert(0) += 1;
         }
         // Every bucket filled up, then refused: 64 through, the rest 503, none let through unrecorded.
         assert_eq!(statuses, [(200, 64), (503, 336)].into_iter().collect());
@@ -317,7 +286,9 @@ mod workers {
 
     #[test]
     fn an_oversized_body_is_refused_before_its_end() {
-        let plugin = module().plugin(config(json!({"max_body_bytes": 100}))).expect("the filter starts");
+        let plugin = module()
+            .plugin(config(json!({"limits": {"max_body_bytes": 100}})))
+            .expect("the filter starts");
         let mut stream = plugin.http_stream().expect("a stream");
         assert_eq!(
             stream.send_request_headers(headers(&[]), false).expect("headers"),

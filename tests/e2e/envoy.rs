@@ -374,8 +374,7 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, text) = self.get("/stats?filter=upstream_rq_").expect("the admin API answers");
-            let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))?.parse::<u64>().ok());
-            if names.iter().all(|n| value(n) == Some(0)) {
+            if names.iter().all(|n| stat_value(&text, n) == Some(0)) {
                 return;
             }
             assert!(
@@ -393,6 +392,13 @@ impl Envoy {
         assert_eq!(status, 200, "/stats/prometheus: {text}");
         parse_prometheus(&text)
     }
+}
+
+/// The value of stat `name` in the text of Envoy's `/stats` (`name: value` lines).
+pub fn stat_value(stats: &str, name: &str) -> Option<u64> {
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
 }
 
 /// Parses Prometheus text exposition: `name{labels} value` lines.

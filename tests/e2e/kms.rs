@@ -25,11 +25,7 @@ fn active_requests(admin: SocketAddr, prefix: &str) -> u64 {
     let name = format!("http.{prefix}.downstream_rq_active");
     client::get(admin, &format!("/stats?filter=^{name}$"))
         .ok()
-        .and_then(|r| {
-            let text = String::from_utf8_lossy(&r.body).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.parse().ok()))
-        })
+        .and_then(|r| envoy::stat_value(&String::from_utf8_lossy(&r.body), &name))
         .unwrap_or(0)
 }
 
@@ -38,13 +34,7 @@ fn kms_stats(envoy: &Envoy) -> impl Fn(&str) -> u64 + use<> {
     let (_, stats) = envoy
         .get("/stats?filter=(eventseal_kms|cluster.openbao.upstream_rq_total)")
         .expect("the admin API answers");
-    move |name: &str| {
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{stats}"))
-    }
+    move |name: &str| envoy::stat_value(&stats, name).unwrap_or_else(|| panic!("no {name} in:\n{stats}"))
 }
 
 /// When a relay lets what Envoy sends to the KMS through.
