@@ -38,3 +38,8 @@ fn python_alternatives_script_parses() {
         ],
     );
 }
+
+#[test]
+fn soak_script_parses() {
+    check("bash", &["-n", "soak.sh"]);
+}

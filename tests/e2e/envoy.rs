@@ -288,6 +288,17 @@ impl Envoy {
     /// # Panics
     /// When Envoy is not installed or not ready within [`START_TIMEOUT`].
     pub fn start(bootstrap: &Value) -> Result<Envoy, Refused> {
+        Self::start_with(bootstrap, 1)
+    }
+
+    /// [`Envoy::start`] with `concurrency` worker threads (each with its own filter VM).
+    ///
+    /// # Errors
+    /// [`Refused`] when Envoy exits during start-up.
+    ///
+    /// # Panics
+    /// When Envoy is not installed or not ready within [`START_TIMEOUT`].
+    pub fn start_with(bootstrap: &Value, concurrency: usize) -> Result<Envoy, Refused> {
         let binary = binary();
         let dir = scratch_dir();
         let config = dir.join("envoy.json");
@@ -296,7 +307,13 @@ impl Envoy {
         let child = Command::new(binary)
             .arg("--config-path")
             .arg(&config)
-            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "info"])
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
+            ])
             .arg("--admin-address-path")
             .arg(dir.join("admin.address"))
             .stdin(Stdio::null())
@@ -355,6 +372,16 @@ impl Envoy {
             .listeners
             .get(name)
             .unwrap_or_else(|| panic!("Envoy has no listener {name}: {:?}", self.listeners))
+    }
+
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Where Envoy writes its log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("envoy.log")
     }
 
     /// Everything Envoy logged so far.

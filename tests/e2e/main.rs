@@ -15,7 +15,9 @@
 //! - `nats_gateway`: Envoy as a NATS gateway (mTLS with TLS first, `tcp_proxy` to a real
 //!   nats-server) carries publish, subscribe and request/reply, with `async-nats` clients
 //!   through it and a tap on the server;
-//! - `examples`: `examples/envoy/run.sh` works, `examples/istio` holds a valid policy.
+//! - `examples`: `examples/envoy/run.sh` works, `examples/istio` holds a valid policy;
+//! - `soak`: two workers under wrk's load for a minute (`benches/soak.sh` for longer),
+//!   with OpenBao restarts and the audit collector down, every forwarded body checked.
 //!
 //! Servers bind 127.0.0.1 ports the system picks; Envoy is stopped when a test ends.
 
@@ -32,6 +34,7 @@ mod nats_filter;
 mod nats_gateway;
 mod pki;
 mod refusal;
+mod soak;
 mod upstream;
 
 // The conformance case format, its judge, the checks' own JWE and HMAC code, the harness

