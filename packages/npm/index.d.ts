@@ -209,7 +209,6 @@ export declare class Sealer implements Disposable {
    * empty `fields`) or its `Refused` (returned, not thrown), each as `seal` would have
    * decided it. At most `MAX_BATCH` events: a larger batch is refused whole
    * (`PayloadTooLarge`, thrown), as is a batch the policy refuses as a whole.
-   * @throws {TypeError} if an event given as bytes is not UTF-8 (pass it to `seal`, which refuses it).
    */
   sealMany(events: Iterable<Event>, options: Options): Array<Outcome | Refused>;
   /**

@@ -250,13 +250,17 @@ export class Sealer {
   }
 
   #many(op, events, options) {
+    const notText = new Map();
     const texts = Array.from(events, (event, index) => {
       const input = eventInput(event);
       if (typeof input === 'string') return input;
       try {
         return decoder.decode(input);
       } catch {
-        throw new TypeError(`event ${index} of the batch is not UTF-8, so not JSON: pass it to ${op}(), which refuses it as the gateway does`);
+        // Not UTF-8, so not JSON: its place in the batch gets what the byte form answers
+        // for it alone (the component refuses it as the gateway does).
+        notText.set(index, input);
+        return '';
       }
     });
     const batch = this.#invoke(`${op}Many`, texts, ...exchangeOf(options));
@@ -268,6 +272,14 @@ export class Sealer {
       return new Outcome(text, headers, [], null, signed, null);
     });
     for (const { index, problem } of batch.refused) results[index] = refusal(problem);
+    for (const [index, bytes] of notText) {
+      try {
+        results[index] = this.#call(op, bytes, options);
+      } catch (e) {
+        if (!(e instanceof Refused)) throw e;
+        results[index] = e;
+      }
+    }
     return results;
   }
 }

@@ -102,6 +102,17 @@ class SealerTest(unittest.TestCase):
             sealed = self.sealer.seal(event, route=("POST", "/events/orders"))
             self.assertEqual(self.deliver(sealed).json(), value)
 
+    def test_a_route_names_its_method_first(self):
+        sealed = self.sealer.seal(order(6), route="POST /events/orders")
+        self.assertEqual(self.deliver(sealed).json(), order(6))
+        # The rules match POST only: another method routes to no rule.
+        with self.assertRaises(eventseal.NoRule):
+            self.sealer.seal(order(6), route="PUT /events/orders")
+
+    def test_claims_without_a_principal_are_a_caller_error(self):
+        with self.assertRaises(TypeError):
+            self.sealer.open(order(7), route="/consume/orders", claims={"team": "billing"})
+
     def test_a_replay_is_refused_with_its_problem_type(self):
         sealed = self.sealer.seal(order(3), route="/events/orders")
         self.deliver(sealed)

@@ -99,8 +99,9 @@ def _json_text(value: Any) -> str:
 def _route(route: Route) -> Tuple[str, str]:
     if isinstance(route, tuple):
         return route
-    method, _, path = route.rpartition(" ")
-    return (method or "POST", path)
+    # The request line's order: the method, one space, the path (which may hold spaces).
+    method, space, path = route.partition(" ")
+    return (method, path) if space else ("POST", route)
 
 
 def _headers(headers: Optional[Mapping[str, str]], default_json: bool) -> List[Tuple[str, str]]:
@@ -227,6 +228,8 @@ class Sealer:
         exchange = _record(
             method=method, path=path, authority=authority, headers=_headers(headers, response is None), response=response
         )
+        if principal is None and claims is not None:
+            raise TypeError("claims belong to a principal: pass principal too")
         who = None if principal is None else _record(id=principal, claims=json.dumps(claims) if claims else "")
         return exchange, who
 
