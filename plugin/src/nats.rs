@@ -10,7 +10,8 @@
 //! whose data key is not at hand (not fetched yet, not unwrapped yet, or the KMS down) is
 //! refused with `kms-unavailable` while the call it needs goes out from the root's next
 //! tick: the client is told, and a retry (or JetStream's redelivery) finds the key. What
-//! cannot be read as the protocol closes that connection, and nothing of it is forwarded.
+//! cannot be read as the protocol closes that connection, and nothing of it is forwarded;
+//! the client first gets an `-ERR` that says why (`eventseal nats-protocol-error: …`).
 
 use crate::exchange::{Decided, Exchange, principal};
 use crate::host::{self, Peer, log};
@@ -23,17 +24,22 @@ use proxy_wasm::types::{Action, LogLevel, PeerType};
 /// The filter of one client connection.
 pub struct NatsStream {
     vm: Vm,
+    /// This connection's context id, for the root to close it.
+    id: u32,
     gateway: Gateway,
     /// The client's identity, read at the client's first data: Envoy decrypts nothing
     /// before the TLS handshake is done, while the server's `INFO` may come before it.
     principal: Option<Option<Principal>>,
+    /// The client broke the protocol: nothing more of it is read, and the connection
+    /// closes once the server's answer has carried the `-ERR` to the client.
+    client_refused: bool,
     /// The connection is being closed: nothing more goes either way.
     closing: bool,
 }
 
 impl NatsStream {
-    /// A new client connection of `vm`.
-    pub fn new(vm: Vm) -> Self {
+    /// A new client connection of `vm`, context `id`.
+    pub fn new(vm: Vm, id: u32) -> Self {
         let policy = vm.engine.policy();
         let seals = policy
             .rules
@@ -42,8 +48,10 @@ impl NatsStream {
         let gateway = Gateway::new(seals, policy.limits.max_body_bytes, tls());
         Self {
             vm,
+            id,
             gateway,
             principal: None,
+            client_refused: false,
             closing: false,
         }
     }
@@ -51,7 +59,7 @@ impl NatsStream {
     /// Reads `size` bytes from `from`, and replaces them with what goes on.
     fn on_data(&mut self, from: Peer, size: usize) -> Action {
         let bytes = host::data(from, size);
-        if self.closing {
+        if self.closing || (from == Peer::Client && self.client_refused) {
             host::set_data(from, size, &[]);
             return Action::Continue;
         }
@@ -71,22 +79,46 @@ impl NatsStream {
             Peer::Client => self.gateway.from_client(&bytes, decide),
             Peer::Server => self.gateway.from_server(&bytes, decide),
         };
-        match out {
-            Ok(out) => host::set_data(from, size, &out),
-            Err(error) => {
-                // The error names the rule of the protocol that was broken, never payload bytes.
-                let side = if from == Peer::Client { "client" } else { "server" };
-                log(
-                    LogLevel::Info,
-                    &format!("eventseal: closing a NATS connection: the {side} sent {error}"),
-                );
-                self.vm.metrics.add(&[Counter::NatsProtocolErrors]);
-                self.closing = true;
-                host::set_data(from, size, &[]);
-                host::close_client();
+        let error = match out {
+            Ok(out) => {
+                host::set_data(from, size, &out);
+                if self.gateway.closed() {
+                    // The client has its -ERR.
+                    self.close_after_this_callback();
+                }
+                return Action::Continue;
+            }
+            Err(error) => error,
+        };
+        // The error names the rule of the protocol that was broken, never payload bytes.
+        let side = if from == Peer::Client { "client" } else { "server" };
+        log(
+            LogLevel::Info,
+            &format!("eventseal: closing a NATS connection: the {side} sent {error}"),
+        );
+        self.vm.metrics.add(&[Counter::NatsProtocolErrors]);
+        match from {
+            // Only the server's bytes reach the client: a PING goes to the server in place
+            // of what the client sent, and the -ERR rides on its PONG.
+            Peer::Client => {
+                self.client_refused = true;
+                host::set_data(from, size, &self.gateway.refuse_client(&error));
+            }
+            Peer::Server => {
+                host::set_data(from, size, &Gateway::server_refused(&error));
+                self.close_after_this_callback();
             }
         }
         Action::Continue
+    }
+
+    /// Closes the connection at the root's next tick, once the `-ERR` this callback wrote
+    /// has left (at once if too many closes wait already).
+    fn close_after_this_callback(&mut self) {
+        self.closing = true;
+        if !self.vm.closes.borrow_mut().defer(self.id) {
+            host::close_client();
+        }
     }
 }
 

@@ -23,6 +23,9 @@ const MAX_KMS_TICK_MS: u64 = 1_000;
 /// How often held streams are looked at until Envoy shows it passes their bodies.
 const HOLD_TICK_MS: u64 = 250;
 
+/// How soon a NATS connection told why it is closed is closed.
+const NATS_CLOSE_TICK_MS: u64 = 100;
+
 /// The root context of one VM.
 #[derive(Default)]
 pub struct Root {
@@ -278,6 +281,12 @@ impl RootContext for Root {
                     stream.fail_unheld();
                 }
             }
+            // NATS connections whose -ERR went out in an earlier callback.
+            for id in vm.closes.borrow_mut().take() {
+                if host::set_effective_context(id) {
+                    host::close_client();
+                }
+            }
             host::set_effective_context(self.id);
         }
         if let Some(kms) = self.vm.as_ref().and_then(|vm| vm.kms.clone()) {
@@ -301,6 +310,7 @@ impl RootContext for Root {
                     engine.policy().audit.as_ref().map(|audit| audit.flush_interval_ms.min(MAX_TICK_MS)),
                     kms.as_ref().map(|k| k.transit().limits.timeout_ms.clamp(1, MAX_KMS_TICK_MS)),
                     (engine.policy().envoy_headers == EnvoyHeaders::Hold).then_some(HOLD_TICK_MS),
+                    (engine.policy().protocol == Protocol::Nats).then_some(NATS_CLOSE_TICK_MS),
                 ];
                 if let Some(period) = periods.into_iter().flatten().min() {
                     host::set_tick_period(Duration::from_millis(period));
@@ -328,9 +338,9 @@ impl RootContext for Root {
         })
     }
 
-    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
         Some(match &self.vm {
-            Some(vm) => Box::new(NatsStream::new(vm.clone())),
+            Some(vm) => Box::new(NatsStream::new(vm.clone(), context_id)),
             None => Box::new(UnconfiguredNats),
         })
     }

@@ -25,6 +25,9 @@ pub struct Vm {
     pub kms: Option<Rc<RefCell<Kms>>>,
     /// With `envoy.headers: hold`, whether Envoy passes bodies while the headers wait.
     pub hold: Rc<RefCell<HoldCheck>>,
+    /// NATS connections to close at the root's next tick, once the `-ERR` that says why has
+    /// left with the callback that wrote it.
+    pub closes: Rc<RefCell<Closes>>,
 }
 
 impl Vm {
@@ -40,6 +43,7 @@ impl Vm {
             })),
             kms: kms.map(|kms| Rc::new(RefCell::new(kms))),
             hold: Rc::default(),
+            closes: Rc::default(),
         }
     }
 
@@ -107,6 +111,32 @@ pub trait Held {
 
 /// How to reach a held stream's state from the root context.
 pub type HeldStream = Weak<RefCell<dyn Held>>;
+
+/// Connections waiting for the tick to close them.
+const MAX_CLOSES: usize = 4096;
+
+/// NATS connections to close once their `-ERR` is out. Envoy closes a connection asked to
+/// close inside a data callback before the bytes that callback writes (`FlushWrite` sees an
+/// empty write buffer), so the close waits for the root's next tick.
+#[derive(Default, Debug)]
+pub struct Closes(Vec<u32>);
+
+impl Closes {
+    /// Closes connection `id` at the next tick; `false` if [`MAX_CLOSES`] already wait (the
+    /// caller then closes at once, and the client may miss the `-ERR`).
+    pub fn defer(&mut self, id: u32) -> bool {
+        let room = self.0.len() < MAX_CLOSES;
+        if room {
+            self.0.push(id);
+        }
+        room
+    }
+
+    /// The connections to close now.
+    pub fn take(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.0)
+    }
+}
 
 /// Streams watched at once; more wait unwatched (the first one overdue decides for all).
 const MAX_WATCHED: usize = 64;

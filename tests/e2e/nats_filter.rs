@@ -450,15 +450,28 @@ async fn broken_protocol_closes_that_connection_only(host: Host) {
     let (bystander, _) = under.client(READER).await;
     let mut garbage = under.raw(PRODUCER);
     garbage.send(b"CONNECT {}\r\nHELLO world\r\n").expect("send");
-    garbage.read_to_close(WAIT).expect("the gateway closes the connection");
+    let told = garbage.read_to_close(WAIT).expect("the gateway closes the connection");
+    assert_told(&told, "malformed protocol: unknown operation");
     let mut long = under.raw(PRODUCER);
     long.send(format!("PUB {} 1\r\n", "a".repeat(5000)).as_bytes()).expect("send");
-    long.read_to_close(WAIT).expect("the gateway closes the connection");
+    let told = long.read_to_close(WAIT).expect("the gateway closes the connection");
+    assert_told(&told, "control line longer than 4096 bytes");
     // Other connections, and new ones, work.
     round_trip(&bystander).await;
     let mut fresh = under.raw(PRODUCER);
     fresh.send(b"CONNECT {}\r\nPING\r\n").expect("send");
     fresh.read_until_contains(b"PONG\r\n", WAIT).expect("a new connection works");
+}
+
+/// The last thing a closed client received is the `-ERR` that says why, with its stable
+/// name, as nats-server tells a client it closes.
+fn assert_told(received: &[u8], why: &str) {
+    let text = String::from_utf8_lossy(received);
+    let last = text.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("-ERR 'eventseal nats-protocol-error: ") && last.contains(why),
+        "the client was not told why it was closed ({why}): {text:?}"
+    );
 }
 
 async fn a_publish_over_max_payload_never_reaches_the_server(host: Host) {
@@ -480,7 +493,8 @@ async fn a_publish_over_max_payload_never_reaches_the_server(host: Host) {
     wire.extend(vec![b'x'; size]);
     wire.extend(b"\r\n");
     let _ = raw.send(&wire);
-    raw.read_to_close(WAIT).expect("the gateway closes the connection");
+    let told = raw.read_to_close(WAIT).expect("the gateway closes the connection");
+    assert_told(&told, "is larger than");
     // Nothing arrived: the next message the tap sees is a producer's.
     let (producer, _) = under.client(PRODUCER).await;
     // async-nats holds the client to the same limit.

@@ -478,6 +478,8 @@ pub enum Verdict {
 enum Pinger {
     Client,
     Gateway,
+    /// The gateway, to tell a client that broke the protocol why it is closed.
+    Closing,
 }
 
 /// Most `-ERR`s and `PING`s one connection may have waiting for the server; a client that
@@ -502,6 +504,11 @@ pub struct Gateway {
     server_max: Option<usize>,
     pingers: std::collections::VecDeque<Pinger>,
     errors: Vec<Frame>,
+    /// Why the client is being closed, once it broke the protocol; the `-ERR` goes out
+    /// with the `PONG` the gateway asked for.
+    closing: Option<Frame>,
+    /// That `-ERR` has gone out: the host closes the connection.
+    closed: bool,
 }
 
 /// Largest payload read from the server before its `INFO` names the limit (nats-server's
@@ -522,7 +529,32 @@ impl Gateway {
             server_max: None,
             pingers: std::collections::VecDeque::new(),
             errors: Vec::new(),
+            closing: None,
+            closed: false,
         }
+    }
+
+    /// The client broke the protocol (`error` from [`Gateway::from_client`]): returns what
+    /// goes on to the server instead, a `PING`. Its `PONG` brings the client the `-ERR`
+    /// saying why, and then [`Gateway::closed`] tells the host to close the connection
+    /// (Envoy flushes what it writes before it closes). nats-server answers a `PING` even
+    /// before `CONNECT`. Nothing more the client sends is read.
+    pub fn refuse_client(&mut self, error: &FrameError) -> Vec<u8> {
+        self.closing = Some(closing_error(error));
+        // One per connection, beyond the bound of MAX_WAITING.
+        self.pingers.push_back(Pinger::Closing);
+        Frame::Ping.encode()
+    }
+
+    /// The `-ERR` that tells the client why its connection closed, for the host to send
+    /// when the server broke the protocol (`error` from [`Gateway::from_server`]).
+    pub fn server_refused(error: &FrameError) -> Vec<u8> {
+        closing_error(error).encode()
+    }
+
+    /// Whether the client has been told why it is closed: the host closes the connection.
+    pub fn closed(&self) -> bool {
+        self.closed
     }
 
     /// Bytes held for frames not complete yet, both ways.
@@ -630,11 +662,16 @@ impl Gateway {
                     }
                     Verdict::Refuse(kind) => out.extend(Frame::Err(violation("Subscription", &subject, kind)).encode()),
                 },
-                Frame::Pong => {
-                    if self.pingers.pop_front() != Some(Pinger::Gateway) {
-                        out.extend(Frame::Pong.encode());
+                Frame::Pong => match self.pingers.pop_front() {
+                    Some(Pinger::Gateway) => {}
+                    Some(Pinger::Closing) => {
+                        out.extend(self.closing.take().map(|e| e.encode()).unwrap_or_default());
+                        self.closed = true;
+                        // Nothing after the -ERR: the connection closes.
+                        return Ok(out);
                     }
-                }
+                    Some(Pinger::Client) | None => out.extend(Frame::Pong.encode()),
+                },
                 frame @ (Frame::Ping | Frame::Ok | Frame::Err(_)) => out.extend(frame.encode()),
                 Frame::Connect(_) | Frame::Pub { .. } | Frame::Sub { .. } | Frame::Unsub { .. } => {
                     return Err(FrameError::Malformed("a client operation from the server"));
@@ -666,6 +703,12 @@ fn judge(
         headers: &headers,
         payload,
     }))
+}
+
+/// The `-ERR` of a connection closed for breaking the protocol: the stable name, then
+/// which rule was broken (never payload bytes). Clients report it and see the close.
+fn closing_error(error: &FrameError) -> Frame {
+    Frame::Err(format!("eventseal nats-protocol-error: {error}"))
 }
 
 /// nats-server's wording for a permission violation (`Permissions Violation for Publish to
@@ -928,6 +971,40 @@ mod tests {
         assert_eq!(out, b"PING\r\n");
         let err = gateway.from_server(b"PONG\r\n", |_| unreachable!()).unwrap();
         assert!(String::from_utf8(err).unwrap().contains("eventseal payload-too-large"));
+    }
+
+    #[test]
+    fn a_client_that_breaks_the_protocol_is_told_why_before_the_close() {
+        let mut gateway = Gateway::new(false, 1 << 20, false);
+        gateway.from_server(b"INFO {\"max_payload\":64}\r\n", |_| unreachable!()).unwrap();
+        // A refused publish still waits for its own PONG, ahead of the closing one.
+        let refused = gateway.from_client(b"PUB a 2\r\nhi\r\n", |_| Verdict::Refuse(ProblemKind::ProducerForbidden));
+        assert_eq!(refused.unwrap(), b"PING\r\n");
+        let error = gateway.from_client(b"HELLO world\r\n", |_| unreachable!()).unwrap_err();
+        assert_eq!(gateway.refuse_client(&error), b"PING\r\n");
+        assert!(!gateway.closed());
+        // Deliveries before the server's PONGs still go out; the -ERRs come in order, and
+        // nothing after the closing one.
+        let out = gateway.from_server(b"PONG\r\nMSG b 1 2\r\nok\r\nPONG\r\nMSG b 1 2\r\nno\r\n", |_| {
+            Verdict::Forward(None)
+        });
+        let out = String::from_utf8(out.unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "-ERR 'Permissions Violation for Publish to \"a\": eventseal producer-forbidden'\r\nMSG b 1 2\r\nok\r\n\
+             -ERR 'eventseal nats-protocol-error: malformed protocol: unknown operation'\r\n"
+        );
+        assert!(gateway.closed());
+    }
+
+    #[test]
+    fn a_server_that_breaks_the_protocol_closes_the_client_with_an_error_it_sees() {
+        let mut gateway = Gateway::new(false, 1 << 20, false);
+        let error = gateway.from_server(b"PUB a 1\r\nx\r\n", |_| unreachable!()).unwrap_err();
+        assert_eq!(
+            Gateway::server_refused(&error),
+            b"-ERR 'eventseal nats-protocol-error: malformed protocol: a client operation from the server'\r\n"
+        );
     }
 
     #[test]
