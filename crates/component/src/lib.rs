@@ -309,8 +309,8 @@ impl Sealer {
 
 /// Core's randomness from the host's generator, in one `wasi:random/random.get-random-bytes`
 /// call per request: core asks for 384 bytes at a time (its nonce pool, 32 nonces), which
-/// getrandom on this target would fetch with 48 `get-random-u64` calls, each a call into
-/// the host (into JavaScript under Node). Every call asks the host afresh: no generator is
+/// getrandom on this target fetches 8 bytes a call with `get-random-u64` (48 or 49 calls,
+/// as the buffer is aligned), each a call into the host (into JavaScript under Node). Every call asks the host afresh: no generator is
 /// kept in the guest. WASI gives no way to report a failure: a host that cannot produce
 /// random bytes traps, which ends the call with nothing sealed.
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
