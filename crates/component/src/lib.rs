@@ -310,9 +310,10 @@ impl Sealer {
 /// Core's randomness from the host's generator, in one `wasi:random/random.get-random-bytes`
 /// call per request: core asks for 384 bytes at a time (its nonce pool, 32 nonces), which
 /// getrandom on this target fetches 8 bytes a call with `get-random-u64` (48 or 49 calls,
-/// as the buffer is aligned), each a call into the host (into JavaScript under Node). Every call asks the host afresh: no generator is
-/// kept in the guest. WASI gives no way to report a failure: a host that cannot produce
-/// random bytes traps, which ends the call with nothing sealed.
+/// as the buffer is aligned), each a call into the host (into JavaScript under Node).
+/// Every call asks the host afresh: no generator is kept in the guest. WASI gives no way to
+/// report a failure: a host that cannot produce random bytes traps, which ends the call
+/// with nothing sealed.
 #[cfg(all(target_os = "wasi", target_env = "p2"))]
 fn host_random(dest: &mut [u8]) -> Result<(), eventseal_core::RandomUnavailable> {
     let len = u64::try_from(dest.len()).map_err(|_| eventseal_core::RandomUnavailable)?;

@@ -669,7 +669,7 @@ mod tests {
     #[test]
     fn a_failed_refill_fails_closed_and_the_next_seal_asks_again() {
         let mut pool = NoncePool::EMPTY;
-        // A source that wrote half a batch, then failed: nothing of it is handed out.
+        // A source that wrote part of the batch, then failed: nothing of it is handed out.
         let failed = pool.next(|bytes| {
             bytes[..NONCE_LEN].fill(0xAA);
             Err(RandomUnavailable)
