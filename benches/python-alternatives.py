@@ -1,6 +1,6 @@
 """eventseal against what a Python or Node.js user would write to seal the same fields, in one run.
 
-    python3 benches/python-alternatives.py [--rounds 5] [--seconds 2] [--no-build]
+    python3 benches/python-alternatives.py [--rounds 5] [--seconds 2] [--no-build] [--baseline-npm TGZ]
 
 It builds the packages (scripts/package) and installs them as users do: the wheel into
 a fresh venv (target/bench/venv, with pyca `cryptography` and jwcrypto for the
@@ -26,6 +26,13 @@ docs/FORMAT.md says) and returns the event as JSON, single-threaded:
 Before timing, the Python package opens what each contender sealed, so all of them make
 envelopes eventseal accepts. The contenders run interleaved (A B C ..., A B C ..., ...)
 and the table shows the median events/s and the ratio to the hand-written pyca version.
+Below it: the npm package's calls into the host's `wasi:random` per event (each a
+crossing from wasm into JavaScript), counted by node-contenders.mjs.
+
+--baseline-npm TGZ installs another npm tarball (an earlier build, saved from dist/) into
+target/bench/node-baseline and adds its two contenders to the same interleaved rounds
+(`node-package@baseline`, `node-package-batch@baseline`): a change to the component,
+measured before and after under the same conditions.
 """
 
 import argparse
@@ -68,6 +75,12 @@ def prepare(args):
     subprocess.run(["npm", "init", "-y"], cwd=node, check=True, capture_output=True)
     subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", str(tarball)], cwd=node, check=True)
     shutil.copyfile(ROOT / "benches" / "node-contenders.mjs", node / "node-contenders.mjs")
+    if args.baseline_npm:
+        baseline = WORK / "node-baseline"
+        baseline.mkdir(parents=True)
+        subprocess.run(["npm", "init", "-y"], cwd=baseline, check=True, capture_output=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", str(Path(args.baseline_npm).resolve())], cwd=baseline, check=True)
+        shutil.copyfile(ROOT / "benches" / "node-contenders.mjs", baseline / "node-contenders.mjs")
     os.execv(venv / "bin" / "python", [str(venv / "bin" / "python"), __file__, "--inside", *sys.argv[1:]])
 
 
@@ -143,10 +156,10 @@ def package_batch_sealer(sealer):
     return seal
 
 
-def node_contender(name, files):
+def node_contender(name, files, folder="node"):
     def run(seconds):
         command = ["node", "node-contenders.mjs", name, str(seconds), *map(str, files)]
-        return subprocess.run(command, cwd=WORK / "node", check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(command, cwd=WORK / folder, check=True, capture_output=True, text=True).stdout.strip()
 
     return run
 
@@ -169,6 +182,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--no-build", action="store_true", help="use the packages in dist/ and the binaries in target/")
+    parser.add_argument("--baseline-npm", metavar="TGZ", help="an earlier npm tarball, timed beside the one built now")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.inside:
@@ -192,6 +206,9 @@ def main():
         "python-package-batch": (package_batch_sealer(package_seal), BATCH),
     }
     node = {name: node_contender(script_name, files) for name, script_name in NODE.items()}
+    if args.baseline_npm:
+        for name in ["node-package", "node-package-batch"]:
+            node[f"{name}@baseline"] = node_contender(NODE[name], files, "node-baseline")
     # Every contender's envelopes open with eventseal, to the original event.
     original = json.loads(body)
     samples = {name: seal(body) for name, (seal, _) in python.items()}
@@ -220,6 +237,11 @@ def main():
     for name, values in rates.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {1e6 / median:.1f} µs | {median / base:.2f}× |")
+    print("calls into the host's wasi:random/random per event, npm package:")
+    for name, run in node.items():
+        if name != "node-crypto":
+            calls = json.loads(run("random"))
+            print(f"  {name}: " + ", ".join(f"{function} {n:.3f}" for function, n in calls.items()))
     package_seal.close()
     package_open.close()
 

@@ -160,6 +160,10 @@ impl Sealer {
             (false, false) => policy.load_keyring(|_| Some(keyring.to_owned())),
         }
         .map_err(|e| config_error(&e, inline))?;
+        // Before anything is sealed. The first sealer of the instance installs it; for the
+        // later ones the same function is in place already.
+        #[cfg(all(target_os = "wasi", target_env = "p2"))]
+        let _ = eventseal_core::install_random_source(host_random);
         Ok(Self {
             replay: RefCell::new(MemoryReplayCache::new(policy.replay_capacity)),
             engine: Engine::new(policy, keyring),
@@ -301,6 +305,25 @@ impl Sealer {
         }
         Ok(batch)
     }
+}
+
+/// Core's randomness from the host's generator, in one `wasi:random/random.get-random-bytes`
+/// call per request: core asks for 384 bytes at a time (its nonce pool, 32 nonces), which
+/// getrandom on this target fetches 8 bytes a call with `get-random-u64` (48 or 49 calls,
+/// as the buffer is aligned), each a call into the host (into JavaScript under Node).
+/// Every call asks the host afresh: no generator is kept in the guest. WASI gives no way to
+/// report a failure: a host that cannot produce random bytes traps, which ends the call
+/// with nothing sealed.
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn host_random(dest: &mut [u8]) -> Result<(), eventseal_core::RandomUnavailable> {
+    let len = u64::try_from(dest.len()).map_err(|_| eventseal_core::RandomUnavailable)?;
+    let bytes = wasip2::random::random::get_random_bytes(len);
+    // WASI promises exactly `len` bytes; anything else is refused, never padded.
+    if bytes.len() != dest.len() {
+        return Err(eventseal_core::RandomUnavailable);
+    }
+    dest.copy_from_slice(&bytes);
+    Ok(())
 }
 
 /// Unix seconds from the host's WASI wall clock (0 if it reads before 1970).

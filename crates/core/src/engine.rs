@@ -697,7 +697,7 @@ fn new_message_id() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 16];
     // An RNG failure leaves zeros; the id then only loses uniqueness, never authenticity.
-    let _ = getrandom::fill(&mut bytes);
+    let _ = crate::random::fill(&mut bytes);
     format!("msg_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 

@@ -15,6 +15,7 @@ mod nats;
 mod pointer;
 mod policy;
 mod problem;
+mod random;
 mod replay;
 mod secret;
 mod webhook;
@@ -47,6 +48,8 @@ pub use datakey::{DataKey, DataKeyError, DataKeyLookup, Unwrap, WrappedKey};
 pub use keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring, KeyringError, MAX_SEALS_PER_KEY, public_jwk};
 pub use kms::{Call, CallId, DataKeyCache, DataKeyLimits, Lease, Need, Outcome, RewrapError, TransitCall, TransitRewrap, VaultTransit};
 pub use secret::SecretBytes;
+// Randomness: the OS's generator, or a source the host installs once (the component).
+pub use random::{RandomSource, RandomUnavailable, install_random_source};
 // Standard Webhooks signatures.
 pub use webhook::{ID_HEADER as WEBHOOK_ID_HEADER, SignError, Verified, VerifyError, WebhookHeaders, sign, verify};
 // The NATS client protocol as data, for a gateway in front of nats-server (no I/O).

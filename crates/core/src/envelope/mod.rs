@@ -5,6 +5,7 @@
 use crate::datakey::{DataKey, DataKeyLookup, NoDataKeys, Unwrap, VAULT_TRANSIT_ALG, VAULT_TRANSIT_KID_PREFIX, WrappedKey};
 use crate::gcm::{Gcm, NONCE_LEN, TAG_LEN};
 use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
+use crate::random::RandomUnavailable;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use core::fmt;
@@ -113,7 +114,7 @@ pub enum SealFailure {
     NoPrimaryKey,
     /// The primary key reached its encryption limit and must be rotated.
     KeyExhausted(KeyId),
-    /// The OS random number generator failed.
+    /// The random number generator (the OS's, or the host's installed source) failed.
     Random,
     /// The value is longer than AES-GCM can encrypt in one message.
     ValueTooLong,
@@ -240,28 +241,47 @@ fn seal_under(cipher: &Gcm, header: &[u8], encrypted_key: &[u8], plaintext: &[u8
     Ok(())
 }
 
-/// Nonces handed out per batch of OS randomness.
+/// Nonces handed out per batch of randomness.
 const NONCES_PER_BATCH: usize = 32;
 
-/// A fresh 96-bit nonce from the OS random number generator. The generator is asked once
-/// per batch of nonces rather than once per field (a system call each); every nonce is
-/// still OS randomness and is handed out once. Nonces are public (every envelope carries
+/// A fresh 96-bit nonce from the random number generator (`crate::random`: the OS's, or
+/// the host's installed source). The generator is asked once per batch of nonces rather
+/// than once per field (a system call, or a call into the host, each); every nonce is still
+/// the generator's output and is handed out once. Nonces are public (every envelope carries
 /// its own), so the unused rest of a batch held in memory reveals nothing.
 fn fresh_nonce() -> Result<[u8; NONCE_LEN], SealFailure> {
     thread_local! {
-        static BATCH: std::cell::RefCell<([u8; NONCE_LEN * NONCES_PER_BATCH], usize)> =
-            const { std::cell::RefCell::new(([0; NONCE_LEN * NONCES_PER_BATCH], NONCES_PER_BATCH)) };
+        static POOL: std::cell::RefCell<NoncePool> = const { std::cell::RefCell::new(NoncePool::EMPTY) };
     }
-    BATCH.with_borrow_mut(|(bytes, next)| {
-        if *next == NONCES_PER_BATCH {
-            getrandom::fill(bytes).map_err(|_| SealFailure::Random)?;
-            *next = 0;
+    POOL.with_borrow_mut(|pool| pool.next(crate::random::fill))
+}
+
+/// A batch of random bytes, handed out a nonce at a time.
+struct NoncePool {
+    bytes: [u8; NONCE_LEN * NONCES_PER_BATCH],
+    /// The next nonce to hand out; `NONCES_PER_BATCH` when the batch is used up.
+    next: usize,
+}
+
+impl NoncePool {
+    const EMPTY: Self = Self {
+        bytes: [0; NONCE_LEN * NONCES_PER_BATCH],
+        next: NONCES_PER_BATCH,
+    };
+
+    /// The next nonce of the batch, refilling it with `refill` first if it is used up. A
+    /// failed refill hands out nothing (fail closed) and leaves the batch used up, so the
+    /// next call asks again: no byte of a partly filled batch is ever handed out.
+    fn next(&mut self, refill: impl FnOnce(&mut [u8]) -> Result<(), RandomUnavailable>) -> Result<[u8; NONCE_LEN], SealFailure> {
+        if self.next == NONCES_PER_BATCH {
+            refill(&mut self.bytes).map_err(|_| SealFailure::Random)?;
+            self.next = 0;
         }
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&bytes[*next * NONCE_LEN..(*next + 1) * NONCE_LEN]);
-        *next += 1;
+        nonce.copy_from_slice(&self.bytes[self.next * NONCE_LEN..(self.next + 1) * NONCE_LEN]);
+        self.next += 1;
         Ok(nonce)
-    })
+    }
 }
 
 /// The header JSON in a fixed member order, so equal inputs give equal headers. Written
@@ -621,6 +641,50 @@ mod tests {
     fn nonces_never_repeat_across_batches() {
         let nonces: std::collections::HashSet<_> = (0..NONCES_PER_BATCH * 3 + 1).map(|_| fresh_nonce().unwrap()).collect();
         assert_eq!(nonces.len(), NONCES_PER_BATCH * 3 + 1);
+    }
+
+    #[test]
+    fn a_pool_asks_for_randomness_once_per_batch_and_hands_each_byte_out_once() {
+        let mut pool = NoncePool::EMPTY;
+        let mut refills = 0u8;
+        let mut nonces = Vec::new();
+        for _ in 0..NONCES_PER_BATCH * 2 {
+            let nonce = pool
+                .next(|bytes| {
+                    refills += 1;
+                    for (i, b) in bytes.iter_mut().enumerate() {
+                        *b = refills ^ (i as u8);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            nonces.push(nonce);
+        }
+        assert_eq!(refills, 2);
+        // The nonces of a batch are its bytes in order, each slice once.
+        let first: Vec<u8> = nonces[..NONCES_PER_BATCH].concat();
+        assert_eq!(first, (0..NONCE_LEN * NONCES_PER_BATCH).map(|i| 1 ^ (i as u8)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failed_refill_fails_closed_and_the_next_seal_asks_again() {
+        let mut pool = NoncePool::EMPTY;
+        // A source that wrote part of the batch, then failed: nothing of it is handed out.
+        let failed = pool.next(|bytes| {
+            bytes[..NONCE_LEN].fill(0xAA);
+            Err(RandomUnavailable)
+        });
+        assert_eq!(failed, Err(SealFailure::Random));
+        let mut asked = false;
+        let nonce = pool
+            .next(|bytes| {
+                asked = true;
+                bytes.fill(0x55);
+                Ok(())
+            })
+            .unwrap();
+        assert!(asked);
+        assert_eq!(nonce, [0x55; NONCE_LEN]);
     }
 
     #[test]
