@@ -16,8 +16,9 @@
 //! ```
 //!
 //! The build also prints `cargo:rerun-if-changed` for every source file that went into
-//! the artifact (read from cargo's dep-info file) and for the manifest, so the outer build
-//! script reruns exactly when the wasm would change.
+//! the artifact (read from cargo's dep-info file), for the manifest, the lock file and the
+//! workspace's `.cargo/config.toml`, so the outer build script reruns exactly when the
+//! wasm would change.
 //!
 //! This crate depends on nothing but `std`, so a build dependency on it costs nothing.
 
@@ -265,9 +266,15 @@ impl WasmBuild {
         }
         if self.rerun_if_changed {
             println!("cargo:rerun-if-changed={}", manifest.display());
-            let lock = self.manifest_dir.join("Cargo.lock");
-            if lock.is_file() {
-                println!("cargo:rerun-if-changed={}", lock.display());
+            // The lock pins the dependencies; the cargo configuration holds the wasm
+            // target's flags (`+simd128`), which change the artifact as much as a source.
+            for file in [
+                self.manifest_dir.join("Cargo.lock"),
+                self.manifest_dir.join(".cargo").join("config.toml"),
+            ] {
+                if file.is_file() {
+                    println!("cargo:rerun-if-changed={}", file.display());
+                }
             }
         }
         Ok(artifacts)
