@@ -30,9 +30,6 @@ pub struct NatsStream {
     /// The client's identity, read at the client's first data: Envoy decrypts nothing
     /// before the TLS handshake is done, while the server's `INFO` may come before it.
     principal: Option<Option<Principal>>,
-    /// The client broke the protocol: nothing more of it is read, and the connection
-    /// closes once the server's answer has carried the `-ERR` to the client.
-    client_refused: bool,
     /// The connection is being closed: nothing more goes either way.
     closing: bool,
 }
@@ -51,7 +48,6 @@ impl NatsStream {
             id,
             gateway,
             principal: None,
-            client_refused: false,
             closing: false,
         }
     }
@@ -59,7 +55,7 @@ impl NatsStream {
     /// Reads `size` bytes from `from`, and replaces them with what goes on.
     fn on_data(&mut self, from: Peer, size: usize) -> Action {
         let bytes = host::data(from, size);
-        if self.closing || (from == Peer::Client && self.client_refused) {
+        if self.closing {
             host::set_data(from, size, &[]);
             return Action::Continue;
         }
@@ -101,7 +97,6 @@ impl NatsStream {
             // Only the server's bytes reach the client: a PING goes to the server in place
             // of what the client sent, and the -ERR rides on its PONG.
             Peer::Client => {
-                self.client_refused = true;
                 host::set_data(from, size, &self.gateway.refuse_client(&error));
             }
             Peer::Server => {

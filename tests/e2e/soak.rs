@@ -28,11 +28,9 @@ use crate::envoy::{self, Envoy, Filter, Listener, Protocol};
 use crate::upstream::Wire;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eventseal_testkit::jose::webhook_signature;
-use eventseal_testkit::openbao::{OpenBao, ROOT_TOKEN, open_field};
-use hmac::{Hmac, Mac};
+use eventseal_testkit::jose::{hmac_sha256, webhook_signature};
+use eventseal_testkit::openbao::{OpenBao, ROOT_TOKEN, open_field, wrapped_key};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, Write};
@@ -317,12 +315,7 @@ impl Checker {
     /// Opens one envelope with the checker's own AES-GCM; `false` if its key cannot be
     /// unwrapped now.
     fn open_envelope(&self, id: &str, pointer: &'static str, envelope: &str) -> bool {
-        let wrapped = envelope
-            .split('.')
-            .nth(1)
-            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
-            .and_then(|b| String::from_utf8(b).ok());
-        let Some(wrapped) = wrapped else {
+        let Some(wrapped) = wrapped_key(envelope) else {
             let mut findings = lock(&self.findings);
             findings.unopenable += 1;
             findings.note(format!("{id} {pointer}: no wrapped key"));
@@ -473,7 +466,7 @@ impl Collector {
             }
             let expected = text
                 .rfind(",\"mac\":\"")
-                .map(|at| hex(&hmac(&self.key, format!("{}}}", &text[..at]).as_bytes())));
+                .map(|at| hex(&hmac_sha256(&self.key, format!("{}}}", &text[..at]).as_bytes())));
             let chain = collected.chains.entry(instance.clone()).or_default();
             let (next, last) = (chain.next_seq, chain.last_mac.clone());
             if seq < next {
@@ -504,12 +497,6 @@ impl Collector {
         }
         200
     }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
 }
 
 fn hex(bytes: &[u8]) -> String {

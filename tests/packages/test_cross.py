@@ -388,44 +388,41 @@ def through_the_gateway(pki, workload, port):
     return nats.connect(servers=[f"tls://127.0.0.1:{port}"], tls=context, tls_handshake_first=True, allow_reconnect=False)
 
 
+def first_message(subscriber, publisher, payload):
+    """Subscribes with one connection, publishes `payload` with the other, and returns what
+    the subscriber receives. Each argument is a coroutine function that connects."""
+
+    async def run():
+        receiving = await subscriber()
+        subscription = await receiving.subscribe(NATS_SUBJECT)
+        await receiving.flush()  # the SUB has reached nats-server
+        sending = await publisher()
+        await sending.publish(NATS_SUBJECT, payload)
+        await sending.flush()
+        message = await subscription.next_msg(timeout=30)
+        await sending.close()
+        await receiving.close()
+        return message.data
+
+    return asyncio.run(run())
+
+
+def straight_to(server):
+    return lambda: nats.connect(servers=[f"nats://127.0.0.1:{server}"], allow_reconnect=False)
+
+
 def delivered_by_the_gateway(nats_gateway, payload):
     """Publishes `payload` straight to nats-server; returns what a reader (the invoicer, a
     billing workload) subscribed through the gateway receives."""
     gateway, server, pki = nats_gateway
-
-    async def run():
-        reader = await through_the_gateway(pki, "invoicer", gateway)
-        subscription = await reader.subscribe(NATS_SUBJECT)
-        await reader.flush()  # the SUB has reached nats-server
-        publisher = await nats.connect(servers=[f"nats://127.0.0.1:{server}"], allow_reconnect=False)
-        await publisher.publish(NATS_SUBJECT, payload)
-        await publisher.flush()
-        message = await subscription.next_msg(timeout=30)
-        await publisher.close()
-        await reader.close()
-        return message.data
-
-    return asyncio.run(run())
+    return first_message(lambda: through_the_gateway(pki, "invoicer", gateway), straight_to(server), payload)
 
 
 def published_through_the_gateway(nats_gateway, payload):
     """Publishes `payload` through the gateway as a producer (checkout); returns what a tap
     subscribed straight on nats-server receives."""
     gateway, server, pki = nats_gateway
-
-    async def run():
-        tap = await nats.connect(servers=[f"nats://127.0.0.1:{server}"], allow_reconnect=False)
-        subscription = await tap.subscribe(NATS_SUBJECT)
-        await tap.flush()
-        producer = await through_the_gateway(pki, "checkout", gateway)
-        await producer.publish(NATS_SUBJECT, payload)
-        await producer.flush()
-        message = await subscription.next_msg(timeout=30)
-        await producer.close()
-        await tap.close()
-        return message.data
-
-    return asyncio.run(run())
+    return first_message(straight_to(server), lambda: through_the_gateway(pki, "checkout", gateway), payload)
 
 
 def assert_sealed_for_nats(payload):

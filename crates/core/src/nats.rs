@@ -538,7 +538,8 @@ impl Gateway {
     /// goes on to the server instead, a `PING`. Its `PONG` brings the client the `-ERR`
     /// saying why, and then [`Gateway::closed`] tells the host to close the connection
     /// (Envoy flushes what it writes before it closes). nats-server answers a `PING` even
-    /// before `CONNECT`. Nothing more the client sends is read.
+    /// before `CONNECT`. Nothing more the client sends is read: [`Gateway::from_client`]
+    /// then forwards nothing.
     pub fn refuse_client(&mut self, error: &FrameError) -> Vec<u8> {
         self.closing = Some(closing_error(error));
         // One per connection, beyond the bound of MAX_WAITING.
@@ -569,6 +570,10 @@ impl Gateway {
     /// [`FrameError`] if the client does not speak the protocol, or outran [`MAX_WAITING`]:
     /// the host closes the connection.
     pub fn from_client(&mut self, bytes: &[u8], mut decide: impl FnMut(Message<'_>) -> Verdict) -> Result<Vec<u8>, FrameError> {
+        if self.closing.is_some() || self.closed {
+            // Refused for breaking the protocol: nothing more of the client is read.
+            return Ok(Vec::new());
+        }
         self.client.push(bytes);
         let mut out = Vec::new();
         while let Some(frame) = self.client.next_frame()? {
@@ -983,6 +988,8 @@ mod tests {
         let error = gateway.from_client(b"HELLO world\r\n", |_| unreachable!()).unwrap_err();
         assert_eq!(gateway.refuse_client(&error), b"PING\r\n");
         assert!(!gateway.closed());
+        // What the client sends afterwards goes nowhere.
+        assert_eq!(gateway.from_client(b"PUB a 2\r\nhi\r\n", |_| unreachable!()).unwrap(), b"");
         // Deliveries before the server's PONGs still go out; the -ERRs come in order, and
         // nothing after the closing one.
         let out = gateway.from_server(b"PONG\r\nMSG b 1 2\r\nok\r\nPONG\r\nMSG b 1 2\r\nno\r\n", |_| {

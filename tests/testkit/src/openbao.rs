@@ -354,8 +354,13 @@ pub fn orders_policy(bao: &OpenBao, limits: &Value) -> Value {
 
 /// The encrypted-key segment of an envelope, as the Transit ciphertext it carries.
 pub fn wrapped_of(envelope: &str) -> String {
-    let segment = envelope.split('.').nth(1).expect("five segments");
-    String::from_utf8(URL_SAFE_NO_PAD.decode(segment).expect("base64url")).expect("ASCII")
+    wrapped_key(envelope).expect("an envelope whose encrypted key is base64url ASCII")
+}
+
+/// [`wrapped_of`], `None` when the envelope has no readable encrypted-key segment.
+pub fn wrapped_key(envelope: &str) -> Option<String> {
+    let segment = envelope.split('.').nth(1)?;
+    String::from_utf8(URL_SAFE_NO_PAD.decode(segment).ok()?).ok()
 }
 
 /// The test's own unwrap: OpenBao's decrypt of the Transit key `orders`, called directly.
