@@ -452,7 +452,10 @@ mod audit {
         assert_eq!(records[0]["fields"], json!([{"pointer": "/card", "result": "sealed", "kid": "k1"}]));
         assert_eq!(records[0]["event_id"], "e1");
         assert_eq!(records[1]["reason"], "producer-forbidden");
-        assert!(!log.iter().any(|l| l.contains("4111 1111")), "a plaintext reached the log: {log:#?}");
+        assert!(
+            !log.iter().any(|l| l.contains("4111 1111")),
+            "a plaintext reached the log: {log:#?}"
+        );
 
         let keyring = Keyring::from_value(&keys, "").expect("a valid keyring");
         let summary = verify_audit_log(&log.join("\n"), &keyring, true).unwrap_or_else(|e| panic!("the chain does not verify: {e:?}"));

@@ -737,7 +737,10 @@ fn reseal_moves_a_retired_envelope_to_the_primary_and_touches_nothing_else() {
     let context: eventseal_core::Context = [("type", "order.created")].into_iter().collect();
     let (opened, kid) = eventseal_core::open_value(&ring, "/data/card", &context, new_card).unwrap();
     assert_eq!((opened, kid.as_str()), (serde_json::json!("4111 1111 1111 1111"), "k-new"));
-    assert!(!err.contains("4111 1111") && !printed.contains("4111 1111"), "no plaintext anywhere");
+    assert!(
+        !err.contains("4111 1111") && !printed.contains("4111 1111"),
+        "no plaintext anywhere"
+    );
 }
 
 #[test]
