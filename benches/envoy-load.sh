@@ -37,6 +37,11 @@ WARMUP=${WARMUP:-3}
 # Extra arguments for the Envoy under test, e.g. "--component-log-level wasm:warn" to see
 # what writing one audit record per decision to the proxy log costs.
 ENVOY_ARGS=${ENVOY_ARGS:-}
+# PERF=1: perf records the Envoy under test (cpu-clock, PERF_HZ samples a second) during
+# round 1 of each setup, and the run ends with the proxy's CPU per request by object
+# (Envoy's binary, which holds V8; the kernel; the filter's JIT code; libc).
+PERF=${PERF:-}
+PERF_HZ=${PERF_HZ:-4000}
 # Signed requests per verify run: more than verify can send in DURATION seconds, so that no
 # webhook-id repeats (a repeat is a replay, refused with 401 and counted as an error).
 VERIFY_RPS_MAX=${VERIFY_RPS_MAX:-25000}
@@ -190,6 +195,7 @@ PIDS+=($!)
 # shellcheck disable=SC2086 # ENVOY_ARGS is a list of arguments
 "$ENVOY" --concurrency 1 --disable-hot-restart -c "$WORK/proxy.json" --log-path "$WORK/proxy.log" $ENVOY_ARGS 2>/dev/null &
 PIDS+=($!)
+PROXY_PID=$!
 
 wait_ready() {
     for _ in $(seq 1 300); do
@@ -218,6 +224,11 @@ run() { # setup round seconds
         verify-hold) port=$P_VERIFY_HOLD path=/bench body=$WORK/event.json signed=$WORK/signed-$2.txt ;;
         seal-3f-hold) port=$P_SEAL_HOLD path=/bench body=$WORK/event.json ;;
     esac
+    local perf_pid=
+    if [ -n "$PERF" ] && [ "$2" = 1 ]; then
+        perf record -q -e cpu-clock -F "$PERF_HZ" -p "$PROXY_PID" -o "$WORK/perf-$1.data" -- sleep "$3" 2>/dev/null &
+        perf_pid=$!
+    fi
     wrk -t1 -c"$CONNECTIONS" -d"${3}s" --latency -s "$WORK/request.lua" "http://127.0.0.1:$port" -- "$path" "$body" "$signed" >"$WORK/wrk-$1-$2.txt"
     echo "$1 $2 $(python3 - "$WORK/wrk-$1-$2.txt" <<'PY'
 import re, sys
@@ -233,6 +244,7 @@ errors = (int(m.group(1)) if m else 0) + (sum(map(int, e.groups())) if e else 0)
 print(rps, p50, p99, errors)
 PY
 )" >>"$WORK/results.txt"
+    if [ -n "$perf_pid" ]; then wait "$perf_pid"; fi
 }
 
 echo "warm-up (V8 tiers up the filter): ${WARMUP}s per setup" >&2
@@ -263,3 +275,38 @@ print()
 print("per round (requests/s): " + "; ".join(f"{s}: " + " ".join(f"{r[0]:.0f}" for r in rows[s]) for s in rows))
 PY
 echo "proxy log (audit records at info level): $(wc -l <"$WORK/proxy.log") lines"
+
+if [ -n "$PERF" ]; then
+    for setup in "${SETUPS[@]}"; do
+        echo "$setup $(perf report -q -i "$WORK/perf-$setup.data" --stdio --sort dso --show-nr-samples 2>/dev/null |
+            awk '{printf "%s=%s ", $NF, $2}')"
+    done >"$WORK/perf.txt"
+    echo
+    echo "proxy CPU per request in round 1 (perf, cpu-clock at ${PERF_HZ} Hz, µs per request by object)"
+    python3 - "$WORK/results.txt" "$WORK/perf.txt" "$DURATION" "$PERF_HZ" <<'PY'
+import sys
+rps = {l.split()[0]: float(l.split()[2]) for l in open(sys.argv[1]) if l.split()[1] == "1"}
+duration, hz = float(sys.argv[3]), float(sys.argv[4])
+def part(dso):
+    if dso == "envoy":
+        return "Envoy C++ (with V8)"
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if dso in ("[unknown]", "[JIT]") or dso.startswith("perf-") or dso.startswith("[JIT]"):
+        return "JIT code (the wasm)"
+    if dso.startswith("lib") or dso.startswith("ld-"):
+        return "libc and other libraries"
+    return "other"
+parts = ["Envoy C++ (with V8)", "kernel", "JIT code (the wasm)", "libc and other libraries", "other"]
+print("| setup | " + " | ".join(parts) + " | total |")
+print("|---|" + "---:|" * (len(parts) + 1))
+for line in open(sys.argv[2]):
+    setup, *pairs = line.split()
+    cost = dict.fromkeys(parts, 0.0)
+    requests = rps[setup] * duration
+    for pair in pairs:
+        dso, samples = pair.rsplit("=", 1)
+        cost[part(dso)] += int(samples) / hz / requests * 1e6
+    print(f"| {setup} | " + " | ".join(f"{cost[p]:.1f}" for p in parts) + f" | {sum(cost.values()):.1f} |")
+PY
+fi

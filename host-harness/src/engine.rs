@@ -2,7 +2,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ProfilingStrategy};
 
 use crate::error::Error;
 use crate::vm::chain;
@@ -12,7 +12,9 @@ use crate::vm::chain;
 /// of time with it, and [`Module::from_compiled`] takes only modules compiled with it.
 ///
 /// It is wasmtime's default configuration: Cranelift, code for this host's CPU features,
-/// synchronous calls.
+/// synchronous calls. With `EVENTSEAL_PERF_MAP` set in the environment it also writes
+/// `/tmp/perf-<pid>.map`, so that `perf report` names the JIT code of each wasm function
+/// (the profiles in docs/BENCHMARKS.md); nothing else changes.
 ///
 /// [`Module::precompile`]: crate::Module::precompile
 /// [`Module::from_compiled`]: crate::Module::from_compiled
@@ -21,7 +23,11 @@ use crate::vm::chain;
 ///
 /// [`Error::Compile`] if wasmtime cannot compile for this host.
 pub fn engine() -> Result<Engine, Error> {
-    Engine::new(&Config::new()).map_err(|e| Error::Compile(chain(&e)))
+    let mut config = Config::new();
+    if std::env::var_os("EVENTSEAL_PERF_MAP").is_some() {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
+    Engine::new(&config).map_err(|e| Error::Compile(chain(&e)))
 }
 
 /// Whether `other` compiles code as [`engine`] does (so each loads the other's precompiled

@@ -119,8 +119,9 @@ impl Headers {
 
 /// Serializes byte pairs in the ABI's pair format.
 pub(crate) fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
-    let count = pairs.clone().count();
-    let mut out = Vec::new();
+    let (count, bytes) = pairs.clone().fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+    // One allocation of the exact size, as cpp-host sizes the buffer before it writes.
+    let mut out = Vec::with_capacity(4 + count * 10 + bytes);
     out.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
     for (k, v) in pairs.clone() {
         out.extend_from_slice(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes());
