@@ -3,6 +3,8 @@
 # interleaved in one run (A B C ..., A B C ..., ...) and reported as ratios to passthrough.
 #
 #   benches/envoy-load.sh            # ROUNDS=5 DURATION=7 CONNECTIONS=4 WARMUP=3 by default
+#   SETUPS="passthrough noop-filter no-match" ROUNDS=15 benches/envoy-load.sh   # a subset
+#   PERF=1 ROUNDS=1 DURATION=10 benches/envoy-load.sh    # and the proxy's CPU per request
 #
 #   passthrough  Envoy without the filter
 #   noop-filter  a proxy-wasm SDK filter that does nothing (benches/noop-filter): the floor
@@ -209,7 +211,9 @@ wait_ready() {
 wait_ready "$ADMIN"
 for port in "$UPSTREAM" "$P_PASS" "$P_NOOP" "$P_COPY" "$P_NOMATCH" "$P_NOROUTE" "$P_VERIFY" "$P_SEAL" "$P_OPEN" "$P_VERIFY_HOLD" "$P_SEAL_HOLD"; do wait_ready "$port"; done
 
-SETUPS=(passthrough noop-filter copy-body no-match no-match-route verify seal-3f open-3f verify-hold seal-3f-hold)
+# SETUPS="passthrough noop-filter no-match" runs only these (passthrough first: the ratios' base).
+# shellcheck disable=SC2206 # a list of names
+SETUPS=(${SETUPS:-passthrough noop-filter copy-body no-match no-match-route verify seal-3f open-3f verify-hold seal-3f-hold})
 run() { # setup round seconds
     local port path body signed=$WORK/signed-cycle.txt
     case $1 in
@@ -278,8 +282,8 @@ echo "proxy log (audit records at info level): $(wc -l <"$WORK/proxy.log") lines
 
 if [ -n "$PERF" ]; then
     for setup in "${SETUPS[@]}"; do
-        echo "$setup $(perf report -q -i "$WORK/perf-$setup.data" --stdio --sort dso --show-nr-samples 2>/dev/null |
-            awk '{printf "%s=%s ", $NF, $2}')"
+        echo "$setup $(perf report -q -i "$WORK/perf-$setup.data" --stdio --no-children -g none --sort dso --show-nr-samples 2>/dev/null |
+            awk '$1 ~ /%$/ {n = $2; $1 = ""; $2 = ""; sub(/^ +/, ""); gsub(/ /, "_"); printf "%s=%s ", $0, n}')"
     done >"$WORK/perf.txt"
     echo
     echo "proxy CPU per request in round 1 (perf, cpu-clock at ${PERF_HZ} Hz, µs per request by object)"
