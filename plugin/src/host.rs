@@ -152,6 +152,12 @@ pub fn headers(direction: Direction) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of header `name` travelling with `direction` (lossy UTF-8, as [`headers`]).
+pub fn header_value(direction: Direction, name: &str) -> Option<String> {
+    let value = hostcalls::get_map_value_bytes(header_map(direction), name).ok().flatten()?;
+    Some(String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
 /// Sets (or, with `None`, removes) a header travelling with `direction`; only possible
 /// before the headers have gone on.
 pub fn set_header(direction: Direction, name: &str, value: Option<&str>) {

@@ -230,10 +230,15 @@ impl HttpStream {
     }
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
+        let engine = Rc::clone(&self.vm.engine);
+        // Most requests match no rule, and most of those are told apart by their path alone:
+        // one value read, not the whole header map decoded into owned strings.
+        if !engine.may_route(&host::header_value(Direction::Request, ":path").unwrap_or_default()) {
+            return Action::Continue;
+        }
         let headers = host::headers(Direction::Request);
         let pseudo = |name: &str| header(&headers, name).unwrap_or_default().to_owned();
         let (method, path, authority) = (pseudo(":method"), pseudo(":path"), pseudo(":authority"));
-        let engine = Rc::clone(&self.vm.engine);
         let head = RequestHead {
             method: &method,
             path: &path,

@@ -8,7 +8,7 @@ use crate::event::{Event, splice};
 use crate::json::DocumentError;
 use crate::keyring::{KeyId, KeyStatus, Keyring};
 use crate::pointer::FieldPath;
-use crate::policy::{ContextSource, Denied, FieldSet, Grant, OnError, OpenGroup, PathMatch, Policy, Rule};
+use crate::policy::{ContextSource, Denied, FieldSet, Grant, Match, OnError, OpenGroup, PathMatch, Policy, Rule};
 use crate::problem::{Direction, Problem, ProblemKind};
 use crate::replay::{Admission, DEFAULT_REPLAY_CAPACITY, ReplayBucket, ReplaySlot, bucket_count};
 use crate::webhook::{self, VerifyError, WebhookHeaders};
@@ -237,6 +237,16 @@ impl Engine {
     /// The first rule whose match fits the request, if any.
     pub fn route(&self, request: &RequestHead<'_>) -> Option<RuleId> {
         self.policy.rules.iter().position(|rule| matches(rule, request)).map(RuleId)
+    }
+
+    /// Whether an HTTP request to `path` could match any rule: the one part of a match that
+    /// needs nothing else of the request. Most requests a filter sees match no rule, and
+    /// for them it need not read the other headers at all.
+    pub fn may_route(&self, path: &str) -> bool {
+        self.policy
+            .rules
+            .iter()
+            .any(|rule| rule.matcher.subject.is_none() && path_fits(&rule.matcher, path))
     }
 
     /// The first rule whose match fits a message travelling in `direction` and that applies
@@ -595,13 +605,8 @@ fn claim(edits: &mut Vec<Edit>, new: Vec<Edit>, outcomes: Vec<FieldOutcome>, rep
 
 fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
     let m = &rule.matcher;
-    let path = request.path.split(['?', '#']).next().unwrap_or_default();
     let method_ok = m.methods.is_empty() || m.methods.iter().any(|x| x.eq_ignore_ascii_case(request.method));
-    let path_ok = match &m.path {
-        None => true,
-        Some(PathMatch::Exact(p)) => path == p,
-        Some(PathMatch::Prefix(p)) => path.starts_with(p.as_str()),
-    };
+    let path_ok = path_fits(m, request.path);
     let host_ok = m.host.as_deref().is_none_or(|host| {
         let authority = request.authority.to_ascii_lowercase();
         let without_port = authority
@@ -620,6 +625,16 @@ fn matches(rule: &Rule, request: &RequestHead<'_>) -> bool {
         .as_ref()
         .is_none_or(|pattern| request.subject.is_some_and(|s| pattern.matches(s)));
     method_ok && path_ok && host_ok && headers_ok && subject_ok
+}
+
+/// Whether `path` (its query and fragment ignored) fits the match's path condition.
+fn path_fits(m: &Match, path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    match &m.path {
+        None => true,
+        Some(PathMatch::Exact(p)) => path == p,
+        Some(PathMatch::Prefix(p)) => path.starts_with(p.as_str()),
+    }
 }
 
 /// The distinct wrapped data keys of `source` carried by the fields `rule` lets
