@@ -296,7 +296,7 @@ def part(dso):
         return "Envoy C++ (with V8)"
     if dso.startswith("[kernel"):
         return "kernel"
-    if dso in ("[unknown]", "[JIT]") or dso.startswith("perf-") or dso.startswith("[JIT]"):
+    if dso == "[unknown]" or dso.startswith(("[JIT]", "perf-")):
         return "JIT code (the wasm)"
     if dso.startswith("lib") or dso.startswith("ld-"):
         return "libc and other libraries"

@@ -137,25 +137,28 @@ fn body_buffer(direction: Direction) -> BufferType {
     }
 }
 
-/// The headers travelling with `direction`, names in lower case. Values that are not
-/// UTF-8 are read lossily rather than trapping; the host's buffers are reused (this runs on
-/// every request, matched or not).
+/// The headers travelling with `direction`, names in lower case, values read as [`text`];
+/// the host's buffers are reused (this runs on every request whose path a rule could match).
 pub fn headers(direction: Direction) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(header_map(direction))
         .unwrap_or_default()
         .into_iter()
         .map(|(mut name, value)| {
             name.make_ascii_lowercase();
-            let value = String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (name, value)
+            (name, text(value))
         })
         .collect()
 }
 
-/// The value of header `name` travelling with `direction` (lossy UTF-8, as [`headers`]).
+/// The value of header `name` travelling with `direction`, read as [`text`].
 pub fn header_value(direction: Direction, name: &str) -> Option<String> {
-    let value = hostcalls::get_map_value_bytes(header_map(direction), name).ok().flatten()?;
-    Some(String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    hostcalls::get_map_value_bytes(header_map(direction), name).ok().flatten().map(text)
+}
+
+/// A header value as text: bytes that are not UTF-8 are read lossily rather than trapping,
+/// and a UTF-8 value keeps its buffer.
+fn text(value: Vec<u8>) -> String {
+    String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Sets (or, with `None`, removes) a header travelling with `direction`; only possible
