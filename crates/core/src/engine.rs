@@ -409,12 +409,12 @@ impl Engine {
         let verified =
             webhook::verify(&self.keyring, headers, job.body, job.now, tolerance).map_err(|e| Problem::verify(&e, job.direction))?;
         let expires_at = verified.timestamp.saturating_add(i64::try_from(tolerance).unwrap_or(i64::MAX));
-        match replay.admit(&verified.id, expires_at, job.now) {
+        match replay.admit(verified.id, expires_at, job.now) {
             Admission::New => {}
             Admission::Replayed => return Err(Problem::verify(&VerifyError::Replayed, job.direction)),
             Admission::Full { retry_after } => return Err(Problem::replay_cache_full(job.direction, retry_after)),
         }
-        Ok((verified.kid, verified.status))
+        Ok((verified.kid.clone(), verified.status))
     }
 
     /// Reads the event once, then seals and opens its fields: the new body, or `None` when

@@ -1,7 +1,7 @@
 //! Standard Webhooks signatures over `id.timestamp.body`: `v1` (HMAC-SHA256) and `v1a`
 //! (Ed25519, RFC 8032).
 
-use crate::keyring::{Key, KeyId, KeyStatus, KeyUse, Keyring};
+use crate::keyring::{KeyId, KeyStatus, KeyUse, Keyring};
 use crate::secret::MacKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -37,13 +37,13 @@ pub struct WebhookHeaders<'a> {
 
 /// A signature that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
+pub struct Verified<'a> {
     /// The message id, for the replay cache.
-    pub id: String,
+    pub id: &'a str,
     /// The signed timestamp.
     pub timestamp: i64,
     /// The key whose signature matched.
-    pub kid: KeyId,
+    pub kid: &'a KeyId,
     /// That key's status: anything but `primary` is reported during a rotation.
     pub status: KeyStatus,
 }
@@ -120,7 +120,7 @@ fn mac(key: &MacKey, id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
     let mut mac = key.start();
     mac.update(id.as_bytes());
     mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(itoa::Buffer::new().format(timestamp).as_bytes());
     mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
@@ -128,7 +128,8 @@ fn mac(key: &MacKey, id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
 
 /// The bytes an Ed25519 signature covers: `id.timestamp.body`.
 fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
-    let timestamp = timestamp.to_string();
+    let mut text = itoa::Buffer::new();
+    let timestamp = text.format(timestamp);
     let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
     content.extend_from_slice(id.as_bytes());
     content.push(b'.');
@@ -156,18 +157,21 @@ pub fn sign(keyring: &Keyring, id: &str, timestamp: i64, body: &[u8]) -> Result<
         .keys()
         .filter(|k| k.key_use() == KeyUse::Sign && k.status() == KeyStatus::Active);
     let mut content = None;
-    let signatures: Vec<String> = core::iter::once(primary)
-        .chain(active)
-        .filter_map(|k| {
-            if let Some(key) = k.mac_key() {
-                return Some(format!("v1,{}", STANDARD.encode(mac(key, id, timestamp, body))));
-            }
+    let mut header = String::new();
+    for key in core::iter::once(primary).chain(active) {
+        let separator = if header.is_empty() { "" } else { " " };
+        if let Some(mac_key) = key.mac_key() {
+            header.push_str(separator);
+            header.push_str("v1,");
+            STANDARD.encode_string(mac(mac_key, id, timestamp, body), &mut header);
+        } else if let Some(private) = key.ed25519_private() {
             let content = content.get_or_insert_with(|| signed_content(id, timestamp, body));
-            let signature = k.ed25519_private()?.sign(content);
-            Some(format!("v1a,{}", STANDARD.encode(signature.to_bytes())))
-        })
-        .collect();
-    Ok(signatures.join(" "))
+            header.push_str(separator);
+            header.push_str("v1a,");
+            STANDARD.encode_string(private.sign(content).to_bytes(), &mut header);
+        }
+    }
+    Ok(header)
 }
 
 /// Verifies a message against every non-disabled signing key, with the timestamp within
@@ -180,7 +184,13 @@ pub fn sign(keyring: &Keyring, id: &str, timestamp: i64, body: &[u8]) -> Result<
 /// # Errors
 /// [`VerifyError`] for missing or malformed headers, a stale timestamp, no entry the
 /// keyring can check, or no match.
-pub fn verify(keyring: &Keyring, headers: WebhookHeaders<'_>, body: &[u8], now: i64, tolerance_secs: u64) -> Result<Verified, VerifyError> {
+pub fn verify<'a>(
+    keyring: &'a Keyring,
+    headers: WebhookHeaders<'a>,
+    body: &[u8],
+    now: i64,
+    tolerance_secs: u64,
+) -> Result<Verified<'a>, VerifyError> {
     let id = present(headers.id, ID_HEADER)?;
     let timestamp_text = present(headers.timestamp, TIMESTAMP_HEADER)?;
     let signature = present(headers.signature, SIGNATURE_HEADER)?;
@@ -205,12 +215,12 @@ pub fn verify(keyring: &Keyring, headers: WebhookHeaders<'_>, body: &[u8], now: 
     if !checkable {
         return Err(VerifyError::NoCheckableSignature);
     }
-    let mut verifying: Vec<&Key> = keyring
+    // The primary first (a keyring has exactly one per use in service), then the others
+    // in keyring order.
+    let others = keyring
         .keys()
-        .filter(|k| k.key_use() == KeyUse::Sign && k.status() != KeyStatus::Disabled)
-        .collect();
-    // Stable: the primary first, then the others in keyring order.
-    verifying.sort_by_key(|k| k.status() != KeyStatus::Primary);
+        .filter(|k| k.key_use() == KeyUse::Sign && !matches!(k.status(), KeyStatus::Disabled | KeyStatus::Primary));
+    let verifying = keyring.primary(KeyUse::Sign).into_iter().chain(others);
     let mut content = None;
     for key in verifying {
         let matched = if let Some(mac_key) = key.mac_key() {
@@ -234,9 +244,9 @@ pub fn verify(keyring: &Keyring, headers: WebhookHeaders<'_>, body: &[u8], now: 
         };
         if matched {
             return Ok(Verified {
-                id: id.to_owned(),
+                id,
                 timestamp,
-                kid: key.kid().clone(),
+                kid: key.kid(),
                 status: key.status(),
             });
         }
@@ -278,13 +288,15 @@ fn parse_signatures(header: &str) -> Result<Candidates, VerifyError> {
         if version != "v1" && version != "v1a" {
             continue;
         }
-        let bytes = STANDARD.decode(encoded).map_err(|_| malformed())?;
+        // A valid entry is at most 64 bytes (88 characters); base64 wants room for its
+        // estimate of the length, 66 bytes for 88 characters. Longer is malformed anyway.
+        let mut decoded = [0u8; 66];
+        let length = STANDARD.decode_slice(encoded, &mut decoded).map_err(|_| malformed())?;
+        let bytes = &decoded[..length];
         if version == "v1" {
-            candidates.v1.push(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| malformed())?);
+            candidates.v1.push(<[u8; 32]>::try_from(bytes).map_err(|_| malformed())?);
         } else {
-            candidates
-                .v1a
-                .push(<[u8; 64]>::try_from(bytes.as_slice()).map_err(|_| malformed())?);
+            candidates.v1a.push(<[u8; 64]>::try_from(bytes).map_err(|_| malformed())?);
         }
     }
     Ok(candidates)
@@ -319,8 +331,9 @@ mod tests {
     #[test]
     fn known_answer_signs_and_verifies() {
         assert_eq!(sign(&ring(""), ID, TS, BODY).unwrap(), SIGNATURE);
-        let ok = verify(&ring(""), headers(Some(ID), Some("1614265330"), Some(SIGNATURE)), BODY, TS, 300).unwrap();
-        assert_eq!((ok.id.as_str(), ok.kid.as_str()), (ID, "hook"));
+        let r = ring("");
+        let ok = verify(&r, headers(Some(ID), Some("1614265330"), Some(SIGNATURE)), BODY, TS, 300).unwrap();
+        assert_eq!((ok.id, ok.kid.as_str()), (ID, "hook"));
     }
 
     #[test]
@@ -328,7 +341,7 @@ mod tests {
         let r = ring("");
         let at = |now: i64, ts: i64| {
             let sig = sign(&r, ID, ts, BODY).unwrap();
-            verify(&r, headers(Some(ID), Some(&ts.to_string()), Some(&sig)), BODY, now, 300)
+            verify(&r, headers(Some(ID), Some(&ts.to_string()), Some(&sig)), BODY, now, 300).map(|v| v.timestamp)
         };
         assert_eq!(at(TS, TS - 301), Err(VerifyError::TimestampTooOld));
         assert_eq!(at(TS, TS + 301), Err(VerifyError::TimestampTooNew));
@@ -394,13 +407,29 @@ mod tests {
     #[test]
     fn strict_header_parsing() {
         let r = ring("");
-        for bad in [
+        let mut bad_entries: Vec<String> = [
             "v1",
             "v1,abc",
             "v1,not base64!",
             " v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
             ",g0hM",
+        ]
+        .map(String::from)
+        .into();
+        // Wrong lengths for the version, below, at and beyond the longest valid entry.
+        for (version, length) in [
+            ("v1", 31),
+            ("v1", 33),
+            ("v1", 64),
+            ("v1", 65),
+            ("v1", 66),
+            ("v1a", 63),
+            ("v1a", 65),
+            ("v1a", 96),
         ] {
+            bad_entries.push(format!("{version},{}", STANDARD.encode(vec![7u8; length])));
+        }
+        for bad in &bad_entries {
             assert_eq!(
                 verify(&r, headers(Some(ID), Some("1614265330"), Some(bad)), BODY, TS, 300),
                 Err(VerifyError::MalformedHeader(SIGNATURE_HEADER)),
