@@ -159,19 +159,24 @@ pub fn sign(keyring: &Keyring, id: &str, timestamp: i64, body: &[u8]) -> Result<
     let mut content = None;
     let mut header = String::new();
     for key in core::iter::once(primary).chain(active) {
-        let separator = if header.is_empty() { "" } else { " " };
         if let Some(mac_key) = key.mac_key() {
-            header.push_str(separator);
-            header.push_str("v1,");
-            STANDARD.encode_string(mac(mac_key, id, timestamp, body), &mut header);
+            push_entry(&mut header, "v1", &mac(mac_key, id, timestamp, body));
         } else if let Some(private) = key.ed25519_private() {
             let content = content.get_or_insert_with(|| signed_content(id, timestamp, body));
-            header.push_str(separator);
-            header.push_str("v1a,");
-            STANDARD.encode_string(private.sign(content).to_bytes(), &mut header);
+            push_entry(&mut header, "v1a", &private.sign(content).to_bytes());
         }
     }
     Ok(header)
+}
+
+/// Appends `version,base64(signature)` to a `webhook-signature` header, space-separated.
+fn push_entry(header: &mut String, version: &str, signature: &[u8]) {
+    if !header.is_empty() {
+        header.push(' ');
+    }
+    header.push_str(version);
+    header.push(',');
+    STANDARD.encode_string(signature, header);
 }
 
 /// Verifies a message against every non-disabled signing key, with the timestamp within
