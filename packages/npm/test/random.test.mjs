@@ -7,10 +7,11 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { random } from '@bytecodealliance/preview2-shim/random';
+
+import { POLICY, SEALED, order, pointerGet } from './orders.mjs';
 
 const calls = { 'get-random-u64': 0, 'get-random-bytes': 0 };
 const { getRandomU64, getRandomBytes } = random;
@@ -19,28 +20,13 @@ random.getRandomBytes = (length) => (calls['get-random-bytes']++, getRandomBytes
 
 const { Sealer } = await import('@eventseal/component');
 
-const POLICY = JSON.parse(readFileSync(new URL('policy.json', import.meta.url), 'utf8'));
 const KEYRING = {
   keys: [
     { kty: 'oct', kid: 'orders-random', alg: 'A256GCM', k: randomBytes(32).toString('base64url'), status: 'primary' },
     { kty: 'oct', kid: 'hooks-random', alg: 'HS256', k: randomBytes(32).toString('base64url'), status: 'primary' },
   ],
 };
-const SEALED = ['/data/card/number', '/data/customer/email', '/data/customer/phone'];
 const EVENTS = 200;
-
-function order(n) {
-  return {
-    specversion: '1.0',
-    id: `evt-${n}`,
-    type: 'com.example.order.created',
-    data: {
-      order_id: `o-${n}`,
-      card: { number: `4111 1111 1111 ${String(n).padStart(4, '0')}` },
-      customer: { email: `customer-${n}@example.org`, phone: `+41 79 555 ${String(n).padStart(4, '0')}` },
-    },
-  };
-}
 
 test('nonces come from wasi:random get-random-bytes in pooled refills, and every IV is distinct', () => {
   const sealer = Sealer.create(POLICY, KEYRING);
@@ -49,10 +35,7 @@ test('nonces come from wasi:random get-random-bytes in pooled refills, and every
     const ivs = new Set();
     for (let n = 0; n < EVENTS; n++) {
       const event = sealer.seal(order(n), { route: '/archive/orders' }).json();
-      for (const pointer of SEALED) {
-        const envelope = pointer.split('/').slice(1).reduce((node, token) => node[token], event);
-        ivs.add(envelope.split('.')[2]);
-      }
+      for (const pointer of SEALED) ivs.add(pointerGet(event, pointer).split('.')[2]);
     }
     const fields = EVENTS * SEALED.length;
     assert.equal(ivs.size, fields, 'no two sealed fields share an IV');

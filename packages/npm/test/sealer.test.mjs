@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -26,8 +26,8 @@ import {
   SignatureReplayed,
 } from '@eventseal/component';
 
-const POLICY = JSON.parse(readFileSync(new URL('policy.json', import.meta.url), 'utf8'));
-const SEALED = ['/data/card/number', '/data/customer/email', '/data/customer/phone'];
+import { POLICY, SEALED, order, pointerGet, pointerSet } from './orders.mjs';
+
 const BILLING = 'spiffe://example.org/ns/billing/consumer';
 const SHOP = 'spiffe://example.org/ns/shop/checkout';
 
@@ -38,27 +38,6 @@ const KEYRING = {
     { kty: 'oct', kid: 'orders-test', alg: 'A256GCM', k: sealKey.toString('base64url'), status: 'primary' },
     { kty: 'oct', kid: 'hooks-test', alg: 'HS256', k: hookKey.toString('base64url'), status: 'primary' },
   ],
-};
-
-function order(n) {
-  return {
-    specversion: '1.0',
-    id: `evt-${n}`,
-    type: 'com.example.order.created',
-    data: {
-      order_id: `o-${n}`,
-      amount: 129.5,
-      card: { number: `4111 1111 1111 ${String(n).padStart(4, '0')}`, expiry: '12/29' },
-      customer: { email: `customer-${n}@example.org`, phone: `+41 79 555 ${String(n).padStart(4, '0')}`, name: 'Ada' },
-    },
-  };
-}
-
-const pointerGet = (doc, pointer) => pointer.split('/').slice(1).reduce((node, token) => node[token], doc);
-const pointerSet = (doc, pointer, value) => {
-  const tokens = pointer.split('/').slice(1);
-  const last = tokens.pop();
-  tokens.reduce((node, token) => node[token], doc)[last] = value;
 };
 
 /** Opens a `dir` A256GCM envelope with node:crypto alone (RFC 7516), as any JOSE library would. */
